@@ -1,0 +1,47 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv when it is missing
+# and install what they need; installs rerun only when a requirements file changes.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+TEST_DATA_DIR ?= $(CURDIR)/.mutt/test
+
+.PHONY: run test lint format check-migrations venv clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -c 'import sys; sys.exit("MUTT needs Python 3.11 (found %d.%d)" % sys.version_info[:2]) if sys.version_info[:2] != (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.installed-run
+
+venv: $(VENV)/.installed-dev
+
+## Bring the whole system up on this machine (embedded PostgreSQL/Redis unless the URLs are set).
+run: $(VENV)/.installed-run
+	$(PY) manage.py mutt up
+
+## Run the test suite (embedded services unless DATABASE_URL/REDIS_URL are set).
+test: $(VENV)/.installed-dev
+	MUTT_DATA_DIR="$${MUTT_DATA_DIR:-$(TEST_DATA_DIR)}" $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+check-migrations: $(VENV)/.installed-dev
+	$(PY) manage.py makemigrations --check --dry-run
+	$(PY) manage.py check
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

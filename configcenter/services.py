@@ -1,0 +1,93 @@
+"""State changes of the configuration center; each takes an explicit actor and is audited."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from django.db import transaction
+from django.utils import timezone
+
+from configcenter.models import ApiKey
+from mutt_project.audit import Actor, audited
+
+KEY_PREFIX = "mutt"
+
+
+def hash_key(raw_key: str) -> str:
+    # Keys carry 256 random bits, so a plain SHA-256 is enough: there is nothing to brute-force.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def split_key(raw_key: str) -> tuple[str, str] | None:
+    """``mutt_<prefix>_<secret>`` -> (prefix, raw_key); None when the text is not shaped like a key."""
+    parts = raw_key.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], raw_key.strip()
+
+
+def create_api_key(
+    *,
+    actor: Actor,
+    name: str,
+    scopes: list[str],
+    owner: object = None,
+    description: str = "",
+    reason: str = "",
+) -> tuple[ApiKey, str]:
+    """Create a key; returns the saved row and the raw key, which is never stored or shown again."""
+    prefix = secrets.token_hex(4)
+    raw_key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey(
+        name=name.strip(),
+        owner=owner,
+        prefix=prefix,
+        key_hash=hash_key(raw_key),
+        scopes=list(scopes),
+        description=description,
+    )
+    api_key.full_clean()
+    with transaction.atomic(), audited(actor, reason):
+        api_key.save()
+    return api_key, raw_key
+
+
+def update_api_key(*, actor: Actor, api_key: ApiKey, description: str, reason: str = "") -> ApiKey:
+    """Only the description of a key changes after creation; name, scopes and secret are fixed."""
+    with transaction.atomic(), audited(actor, reason):
+        locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+        locked.description = description
+        locked.save(update_fields=["description"])
+    return locked
+
+
+def revoke_api_key(*, actor: Actor, api_key: ApiKey, reason: str = "") -> ApiKey:
+    with transaction.atomic(), audited(actor, reason):
+        locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+        if locked.revoked_at is None:
+            locked.revoked_at = timezone.now()
+            locked.save(update_fields=["revoked_at"])
+    return locked
+
+
+def find_active_key(raw_key: str) -> ApiKey | None:
+    """The active key matching ``raw_key``, compared in constant time; None otherwise."""
+    parsed = split_key(raw_key)
+    if parsed is None:
+        return None
+    prefix, full = parsed
+    api_key = ApiKey.objects.select_related("owner").filter(prefix=prefix, revoked_at__isnull=True).first()
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, hash_key(full)):
+        return None
+    return api_key
+
+
+def touch_last_used(api_key: ApiKey) -> None:
+    """Record use at most once a minute per key (a conditional UPDATE, so no history row and no lock)."""
+    now = timezone.now()
+    if api_key.last_used_at and (now - api_key.last_used_at).total_seconds() < 60:
+        return
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    api_key.last_used_at = now

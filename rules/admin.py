@@ -1,0 +1,144 @@
+"""Operators' admin for rules, development hosts and device teams, and the rule tester."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+
+from mutt_project.admin_audit import AuditedAdmin, confirm_with_reason
+from rules import services
+from rules.engine import InvalidRule
+from rules.models import AlertRule, DevHost, DeviceTeam, SyslogSeverity
+from rules.snapshot import build_ruleset
+
+
+class RuleTesterForm(forms.Form):
+    hostname = forms.CharField(max_length=255)
+    message = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}))
+    trap_oid = forms.CharField(required=False, max_length=255, label="Trap OID")
+    syslog_severity = forms.TypedChoiceField(
+        required=False, choices=[("", "(none)"), *SyslogSeverity.choices], coerce=int, empty_value=None
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not data.get("message") and not data.get("trap_oid"):
+            raise forms.ValidationError("Enter a message, a trap OID, or both.")
+        return data
+
+
+class _ServiceBound(AuditedAdmin):
+    save_service = staticmethod(services.save)
+    delete_service = staticmethod(services.delete)
+    delete_many_service = staticmethod(services.delete_many)
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(_ServiceBound):
+    list_display = [
+        "id",
+        "name",
+        "match_type",
+        "criteria",
+        "syslog_severity",
+        "priority",
+        "prod_handling",
+        "dev_handling",
+        "team_assignment",
+        "severity",
+        "is_active",
+        "updated_at",
+    ]
+    list_display_links = ["id", "name"]
+    list_filter = ["is_active", "match_type", "prod_handling", "dev_handling", "severity", "team_assignment"]
+    search_fields = ["name", "description", "match_string", "trap_oid", "team_assignment"]
+    ordering = ["priority", "id"]
+    actions = ["activate", "deactivate"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "is_active", "priority"]}),
+        ("What matches", {"fields": ["match_type", "match_string", "trap_oid", "syslog_severity"]}),
+        ("What happens", {"fields": ["prod_handling", "dev_handling", "team_assignment", "severity"]}),
+        ("Audit", {"fields": ["change_reason"]}),
+    ]
+    change_list_template = "admin/rules/alertrule/change_list.html"
+
+    @admin.display(description="criteria")
+    def criteria(self, rule: AlertRule) -> str:
+        return rule.trap_oid if rule.match_type == "oid_prefix" else rule.match_string
+
+    @admin.action(description="Activate selected rules (asks for a reason)")
+    def activate(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._set_active(request, queryset, active=True)
+
+    @admin.action(description="Deactivate selected rules (asks for a reason)")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._set_active(request, queryset, active=False)
+
+    def _set_active(self, request: HttpRequest, queryset: QuerySet, *, active: bool) -> HttpResponse | None:
+        verb = "activate" if active else "deactivate"
+        return confirm_with_reason(
+            self,
+            request,
+            queryset,
+            action=verb,
+            title=f"{verb.capitalize()} rules",
+            perform=lambda actor, rules, reason: services.set_rules_active(
+                actor=actor, rules=rules, active=active, reason=reason
+            ),
+            done=f"{verb.capitalize()}d {{count}} rule(s).",
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        tester = path("tester/", self.admin_site.admin_view(self.tester_view), name="rules_alertrule_tester")
+        return [tester, *super().get_urls()]
+
+    def tester_view(self, request: HttpRequest) -> HttpResponse:
+        """Run an example event through the same compiled engine the alerter uses."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = RuleTesterForm(request.POST or None)
+        result = None
+        error = ""
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                result = build_ruleset().match(
+                    data["hostname"],
+                    data.get("message") or "",
+                    trap_oid=data.get("trap_oid") or None,
+                    syslog_severity=data.get("syslog_severity"),
+                    all_matches=True,
+                )
+            except InvalidRule as exc:  # only possible if the database holds a rule saved around validation
+                error = str(exc)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Rule tester",
+            "opts": self.model._meta,
+            "form": form,
+            "result": result,
+            "error": error,
+        }
+        return TemplateResponse(request, "admin/rules/rule_tester.html", context)
+
+
+@admin.register(DevHost)
+class DevHostAdmin(_ServiceBound):
+    list_display = ["hostname", "description", "updated_at"]
+    search_fields = ["hostname", "description"]
+    fields = ["hostname", "description", "change_reason"]
+
+
+@admin.register(DeviceTeam)
+class DeviceTeamAdmin(_ServiceBound):
+    list_display = ["hostname", "team_name", "updated_at"]
+    list_filter = ["team_name"]
+    search_fields = ["hostname", "team_name"]
+    fields = ["hostname", "team_name", "change_reason"]

@@ -1,0 +1,452 @@
+"""Compiled rule matcher: decides which alert rule, handling and team apply to an event.
+
+`RuleSet.compile()` turns plain `RuleSpec` values into an immutable snapshot that answers
+`match()` with cost that grows slowly with the number of rules:
+
+- contains rules share one Aho-Corasick automaton over case-folded strings,
+- regex rules share a few RE2 sets (one DFA pass per set finds every matching pattern),
+- oid_prefix rules sit in a dict looked up once per prefix of the event OID.
+
+Every rule gets a rank (its position in priority order) so the winner is simply the lowest
+matching rank. This module is plain Python on purpose: the alerter worker and the admin rule
+tester both use it, and neither should need Django to match an event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import ahocorasick
+import re2
+
+logger = logging.getLogger(__name__)
+
+CONTAINS = "contains"
+REGEX = "regex"
+OID_PREFIX = "oid_prefix"
+MATCH_TYPES = frozenset({CONTAINS, REGEX, OID_PREFIX})
+HANDLINGS = frozenset({"page_and_ticket", "page_only", "ticket_only", "ignore"})
+UNHANDLED = "unhandled"
+DEV = "dev"
+PROD = "prod"
+
+# Each RE2 set is one lazily built DFA, and a Match() call costs about a microsecond almost
+# regardless of set size (measured: 900 and 8,000 realistic patterns cost the same), so few large
+# sets beat many small ones. The caps (pattern count, total RE2 program instructions) only bound
+# compile time, the DFA's memory and the damage one state-hungry pattern (".*a.*b") can do to
+# its set; a set RE2 still refuses within max_mem is halved until it compiles.
+SET_MAX_PATTERNS = 2_000
+SET_MAX_PROGRAM = 100_000
+SET_MAX_MEM = 32 << 20
+
+# Index 0 of every set is the empty pattern, which matches any text. RE2's Python binding returns
+# an empty list when the DFA runs out of memory mid-search, so a result without index 0 means "the
+# set gave up" (rescan pattern by pattern), never "nothing matched".
+_SENTINEL = ""
+
+
+class InvalidRule(ValueError):
+    """A rule the engine cannot compile; names the rule and the offending field."""
+
+    rule_id: int
+    field: str
+    message: str
+
+    def __init__(self, rule_id: int, field: str, message: str) -> None:
+        super().__init__(f"rule {rule_id}: {field}: {message}")
+        self.rule_id = rule_id
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """One active alert rule, as the engine sees it (no Django model involved)."""
+
+    id: int
+    priority: int
+    match_type: str
+    match_string: str = ""
+    trap_oid: str = ""
+    syslog_severity: int | None = None
+    prod_handling: str = "page_and_ticket"
+    dev_handling: str = "ticket_only"
+    team_assignment: str = ""
+    severity: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MatchResult:
+    """Outcome of matching one event: environment, winning rule, handling and team."""
+
+    environment: str
+    rule: RuleSpec | None
+    handling: str
+    team: str
+    matches: tuple[RuleSpec, ...] = ()
+
+
+def normalise_oid(oid: str) -> str:
+    """Strip whitespace and one leading dot: " .1.3.6.1" -> "1.3.6.1"."""
+    oid = oid.strip()
+    return oid[1:] if oid[:1] == "." else oid
+
+
+def _error_text(exc: re2.error) -> str:
+    """RE2's binding carries the message as bytes; make it readable."""
+    detail = exc.args[0] if exc.args else "invalid pattern"
+    return detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
+
+
+def regex_error(pattern: str) -> str | None:
+    """Why RE2 refuses ``pattern`` (readable text), or None when it compiles. Used by model validation."""
+    try:
+        re2.compile(pattern, _options())
+    except re2.error as exc:
+        return _error_text(exc)
+    return None
+
+
+def _pick(ranks: tuple[int, ...], best: int, wanted: Sequence[int | None], severity: int | None) -> int:
+    """Lowest rank in `ranks` (sorted ascending) that beats `best` and passes its severity filter."""
+    for rank in ranks:
+        if rank >= best:
+            break
+        want = wanted[rank]
+        if want is None or want == severity:
+            return rank
+    return best
+
+
+def _options(max_mem: int | None = None) -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # errors surface as InvalidRule or a fallback, not on stderr
+    if max_mem is not None:
+        options.max_mem = max_mem
+    return options
+
+
+def _compiled(pattern: str) -> re2._Regexp:
+    return re2.compile(pattern, _options())
+
+
+class _SingleRegex:
+    """Stand-in for an RE2 set holding one pattern (alone, or one RE2 would not put in a set)."""
+
+    __slots__ = ("_regex",)
+
+    def __init__(self, pattern: str) -> None:
+        self._regex = _compiled(pattern)
+
+    def Match(self, data: bytes) -> list[int]:  # same name and result shape as re2.Set.Match
+        # Index 0 plays the sentinel so this never looks like a DFA failure.
+        return [0, 1] if self._regex.search(data) else [0]
+
+
+class _RegexChunk:
+    """One RE2 set (or single pattern) covering a contiguous run of regex-rule ranks."""
+
+    __slots__ = ("first_rank", "matcher", "patterns", "ranks", "warned")
+
+    def __init__(
+        self,
+        matcher: re2.Set | _SingleRegex,
+        patterns: tuple[str, ...],
+        ranks: tuple[tuple[int, ...], ...],
+    ) -> None:
+        self.matcher = matcher
+        # Pattern strings, not compiled objects: those cost ~6 KB each and are only needed by
+        # the rare rescan below.
+        self.patterns = patterns  # set index i + 1 -> pattern
+        self.ranks = ranks  # set index -> ranks of the rules using that pattern (index 0: sentinel)
+        self.first_rank = min(r for group in ranks for r in group)
+        self.warned = False
+
+    def hits(self, data: bytes) -> list[int]:
+        """Set indices whose pattern occurs in `data` (always including the sentinel 0)."""
+        found = self.matcher.Match(data)
+        if found:
+            return found
+        if not self.warned:  # once per chunk: only pathological patterns get here
+            self.warned = True
+            logger.warning("RE2 set for ranks from %d ran out of memory; rescanning", self.first_rank)
+        return [0, *(i for i, pattern in enumerate(self.patterns, 1) if _compiled(pattern).search(data))]
+
+
+def _program_size(rule: RuleSpec) -> int:
+    """Compile the rule's pattern alone: raises InvalidRule if RE2 rejects it, else its size."""
+    try:
+        return _compiled(rule.match_string).programsize
+    except re2.error as exc:
+        raise InvalidRule(rule.id, "match_string", f"invalid RE2 pattern: {_error_text(exc)}") from exc
+
+
+def _build_chunk(entries: list[tuple[int, str]]) -> list[_RegexChunk]:
+    """Compile (rank, pattern) entries into one RE2 set, halving the batch until RE2 accepts it."""
+    by_pattern: dict[str, list[int]] = {}
+    for rank, pattern in entries:  # rules sharing a pattern share one set slot
+        by_pattern.setdefault(pattern, []).append(rank)
+    patterns = tuple(by_pattern)
+    ranks = ((), *(tuple(group) for group in by_pattern.values()))
+    if len(patterns) == 1:
+        # A lone pattern is cheaper as a plain regex, and always compiles (it was validated).
+        return [_RegexChunk(_SingleRegex(patterns[0]), patterns, ranks)]
+    regex_set = re2.Set.SearchSet(_options(SET_MAX_MEM))
+    try:
+        regex_set.Add(_SENTINEL)
+        for pattern in patterns:
+            regex_set.Add(pattern)
+        regex_set.Compile()
+    except re2.error:
+        half = len(entries) // 2
+        return _build_chunk(entries[:half]) + _build_chunk(entries[half:])
+    return [_RegexChunk(regex_set, patterns, ranks)]
+
+
+def _build_regex_chunks(entries: list[tuple[int, str, int]]) -> tuple[_RegexChunk, ...]:
+    """Split rank-ordered (rank, pattern, program size) entries into sets within the caps."""
+    chunks: list[_RegexChunk] = []
+    batch: list[tuple[int, str]] = []
+    program = 0
+    for rank, pattern, size in entries:
+        if batch and (len(batch) >= SET_MAX_PATTERNS or program + size > SET_MAX_PROGRAM):
+            chunks.extend(_build_chunk(batch))
+            batch, program = [], 0
+        batch.append((rank, pattern))
+        program += size
+    if batch:
+        chunks.extend(_build_chunk(batch))
+    return tuple(chunks)
+
+
+def _validate(rule: RuleSpec) -> None:
+    """Reject rules the engine could only silently ignore or misapply."""
+    if rule.match_type not in MATCH_TYPES:
+        raise InvalidRule(rule.id, "match_type", f"unknown match type {rule.match_type!r}")
+    for field in ("prod_handling", "dev_handling"):
+        if getattr(rule, field) not in HANDLINGS:
+            raise InvalidRule(rule.id, field, f"unknown handling {getattr(rule, field)!r}")
+    sev = rule.syslog_severity
+    if sev is not None and (isinstance(sev, bool) or not isinstance(sev, int) or not 0 <= sev <= 7):
+        raise InvalidRule(rule.id, "syslog_severity", f"must be 0-7 or empty, not {sev!r}")
+    if rule.match_type == OID_PREFIX:
+        parts = normalise_oid(rule.trap_oid).split(".")
+        if not all(part.isascii() and part.isdigit() for part in parts):
+            raise InvalidRule(rule.id, "trap_oid", f"not a dotted numeric OID: {rule.trap_oid!r}")
+    elif not rule.match_string:
+        raise InvalidRule(rule.id, "match_string", f"empty {rule.match_type} pattern would match everything")
+
+
+class RuleSet:
+    """Immutable compiled snapshot of the active rules plus the host facts matching needs."""
+
+    __slots__ = (
+        "_automaton",
+        "_compiled_at",
+        "_dev_hosts",
+        "_device_teams",
+        "_no_rule",
+        "_oid_max_len",
+        "_oids",
+        "_regex_chunks",
+        "_rules",
+        "_version",
+        "_wanted_severity",
+    )
+
+    def __init__(
+        self,
+        *,
+        rules: tuple[RuleSpec, ...],
+        automaton: ahocorasick.Automaton | None,
+        regex_chunks: tuple[_RegexChunk, ...],
+        oids: dict[str, tuple[int, ...]],
+        dev_hosts: frozenset[str],
+        device_teams: dict[str, str],
+        version: str,
+    ) -> None:
+        """Internal: use `RuleSet.compile()` or `RuleSet.empty()`."""
+        self._rules = rules
+        self._wanted_severity = tuple(rule.syslog_severity for rule in rules)
+        self._no_rule = len(rules)  # a rank no rule has: "nothing matched yet"
+        self._automaton = automaton
+        self._regex_chunks = regex_chunks
+        self._oids = oids
+        self._oid_max_len = max(map(len, oids), default=0)
+        self._dev_hosts = dev_hosts
+        self._device_teams = device_teams
+        self._version = version
+        self._compiled_at = time.time()
+
+    @classmethod
+    def compile(
+        cls,
+        rules: Iterable[RuleSpec],
+        dev_hosts: Iterable[str] = (),
+        device_teams: Mapping[str, str] | None = None,
+        version: str = "",
+    ) -> RuleSet:
+        """Validate and compile `rules`; raises InvalidRule for the first rule that cannot be used."""
+        ordered = sorted(rules, key=lambda rule: (rule.priority, rule.id))
+        seen: set[int] = set()
+        words: dict[str, list[int]] = {}
+        oids: dict[str, list[int]] = {}
+        regexes: list[tuple[int, str, int]] = []
+        for rank, rule in enumerate(ordered):
+            if rule.id in seen:
+                raise InvalidRule(rule.id, "id", "duplicate rule id")
+            seen.add(rule.id)
+            _validate(rule)
+            if rule.match_type == CONTAINS:
+                words.setdefault(rule.match_string.casefold(), []).append(rank)
+            elif rule.match_type == REGEX:
+                regexes.append((rank, rule.match_string, _program_size(rule)))
+            else:
+                oids.setdefault(normalise_oid(rule.trap_oid), []).append(rank)
+
+        automaton = None
+        if words:
+            automaton = ahocorasick.Automaton()
+            for word, ranks in words.items():
+                automaton.add_word(word, tuple(ranks))  # ranks ascend: enumerate order
+            automaton.make_automaton()
+
+        return cls(
+            rules=tuple(ordered),
+            automaton=automaton,
+            regex_chunks=_build_regex_chunks(regexes),
+            oids={oid: tuple(ranks) for oid, ranks in oids.items()},
+            dev_hosts=frozenset(host.strip().lower() for host in dev_hosts),
+            device_teams={host.strip().lower(): team for host, team in (device_teams or {}).items()},
+            version=version,
+        )
+
+    @classmethod
+    def empty(cls) -> RuleSet:
+        """A rule set that matches nothing (before the first snapshot is loaded)."""
+        return cls.compile(())
+
+    def __repr__(self) -> str:
+        return f"<RuleSet version={self._version!r} rules={len(self._rules)} sets={len(self._regex_chunks)}>"
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def compiled_at(self) -> float:
+        """Unix time of compilation."""
+        return self._compiled_at
+
+    @property
+    def rule_count(self) -> int:
+        return len(self._rules)
+
+    @property
+    def rules(self) -> tuple[RuleSpec, ...]:
+        """The compiled rules in priority order (winner-first order used by `match`)."""
+        return self._rules
+
+    def environment_of(self, hostname: str) -> str:
+        """Return "dev" when the host is in the dev host set, else "prod"."""
+        return DEV if hostname.lower() in self._dev_hosts else PROD
+
+    def team_of(self, hostname: str) -> str:
+        """Return the device team of the host, or ""."""
+        return self._device_teams.get(hostname.lower(), "")
+
+    def match(
+        self,
+        hostname: str,
+        message: str = "",
+        trap_oid: str | None = None,
+        syslog_severity: int | None = None,
+        *,
+        all_matches: bool = False,
+    ) -> MatchResult:
+        """Find the winning rule for one event and the handling and team that follow from it.
+
+        With `all_matches=True` (rule tester) `matches` lists every matching rule in priority
+        order; otherwise it holds just the winner, if any.
+        """
+        host = hostname.lower()
+        environment = DEV if host in self._dev_hosts else PROD
+        if all_matches:
+            matches = tuple(self._rules[rank] for rank in self._all_ranks(message, trap_oid, syslog_severity))
+            rule = matches[0] if matches else None
+        else:
+            best = self._best_rank(message, trap_oid, syslog_severity)
+            rule = None if best == self._no_rule else self._rules[best]
+            matches = () if rule is None else (rule,)
+        if rule is None:
+            return MatchResult(environment, None, UNHANDLED, self._device_teams.get(host, ""), ())
+        return MatchResult(
+            environment,
+            rule,
+            rule.dev_handling if environment == DEV else rule.prod_handling,
+            rule.team_assignment or self._device_teams.get(host, ""),
+            matches,
+        )
+
+    def _oid_hits(self, trap_oid: str) -> Iterator[tuple[int, ...]]:
+        """Rank groups of every oid_prefix rule whose OID is the event OID or a dotted prefix of it."""
+        oids = self._oids
+        oid = normalise_oid(trap_oid)
+        limit = self._oid_max_len
+        # Walk the dots: each prefix ending just before a dot is a candidate rule OID.
+        end = oid.find(".")
+        while 0 <= end <= limit:
+            hit = oids.get(oid[:end])
+            if hit is not None:
+                yield hit
+            end = oid.find(".", end + 1)
+        if len(oid) <= limit and (hit := oids.get(oid)) is not None:
+            yield hit
+
+    def _best_rank(self, message: str, trap_oid: str | None, severity: int | None) -> int:
+        """Lowest matching rank, or `_no_rule`. Cheap sources first so the regex sets can be skipped."""
+        best = self._no_rule
+        wanted = self._wanted_severity
+        if trap_oid and self._oids:
+            for ranks in self._oid_hits(trap_oid):
+                best = _pick(ranks, best, wanted, severity)
+        if not message:
+            return best
+        if self._automaton is not None:
+            for _end, ranks in self._automaton.iter(message.casefold()):
+                best = _pick(ranks, best, wanted, severity)
+        chunks = self._regex_chunks
+        if chunks and chunks[0].first_rank < best:
+            data = message.encode("utf-8", "replace")
+            for chunk in chunks:
+                # Chunks hold ascending, disjoint rank ranges: once one can't win, none after can.
+                if chunk.first_rank >= best:
+                    break
+                before = best
+                groups = chunk.ranks
+                for index in chunk.hits(data):
+                    best = _pick(groups[index], best, wanted, severity)
+                if best != before:
+                    break
+        return best
+
+    def _all_ranks(self, message: str, trap_oid: str | None, severity: int | None) -> list[int]:
+        """Every matching rank, ascending (the slow, complete path for the rule tester)."""
+        found: set[int] = set()
+        if trap_oid and self._oids:
+            for ranks in self._oid_hits(trap_oid):
+                found.update(ranks)
+        if message:
+            if self._automaton is not None:
+                for _end, ranks in self._automaton.iter(message.casefold()):
+                    found.update(ranks)
+            data = message.encode("utf-8", "replace")
+            for chunk in self._regex_chunks:
+                for index in chunk.hits(data):
+                    found.update(chunk.ranks[index])
+        wanted = self._wanted_severity
+        return sorted(rank for rank in found if wanted[rank] is None or wanted[rank] == severity)

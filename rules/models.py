@@ -1,0 +1,206 @@
+"""Alert rules, development hosts and device teams: the operator-managed configuration of matching.
+
+``clean()`` is the single validator: service functions call ``full_clean()`` before every save, so the
+admin, the API and the commands refuse the same invalid rules with the same messages.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models.functions import Lower
+from simple_history.models import HistoricalRecords
+
+from mutt_project.audit import AuditedHistory
+from rules.engine import regex_error
+
+_OID = re.compile(r"^\d+(\.\d+)*$")
+_HOSTNAME = re.compile(r"^[a-z0-9_.:\-]+$", re.IGNORECASE)
+HOSTNAME_HELP = "Stored lower-case; letters, digits, '.', '-', '_' and ':' (IPv6) only."
+
+
+class MatchType(models.TextChoices):
+    CONTAINS = "contains", "Message contains (case-insensitive)"
+    REGEX = "regex", "Message matches regular expression (RE2 search)"
+    OID_PREFIX = "oid_prefix", "Trap OID starts with"
+
+
+class Handling(models.TextChoices):
+    PAGE_AND_TICKET = "page_and_ticket", "Page and ticket"
+    PAGE_ONLY = "page_only", "Page only"
+    TICKET_ONLY = "ticket_only", "Ticket only"
+    IGNORE = "ignore", "Ignore"
+
+
+class AlertSeverity(models.TextChoices):
+    """Moogsoft's severity names, from least to most severe."""
+
+    CLEAR = "clear", "Clear"
+    INDETERMINATE = "indeterminate", "Indeterminate"
+    WARNING = "warning", "Warning"
+    MINOR = "minor", "Minor"
+    MAJOR = "major", "Major"
+    CRITICAL = "critical", "Critical"
+
+
+class SyslogSeverity(models.IntegerChoices):
+    EMERGENCY = 0, "0 Emergency"
+    ALERT = 1, "1 Alert"
+    CRITICAL = 2, "2 Critical"
+    ERROR = 3, "3 Error"
+    WARNING = 4, "4 Warning"
+    NOTICE = 5, "5 Notice"
+    INFORMATIONAL = 6, "6 Informational"
+    DEBUG = 7, "7 Debug"
+
+
+def normalise_oid(value: str) -> str:
+    return value.strip().removeprefix(".")
+
+
+def normalise_hostname(value: str) -> str:
+    return value.strip().lower()
+
+
+def validate_hostname(value: str) -> None:
+    if not _HOSTNAME.match(value):
+        raise ValidationError(f"{value!r} is not a valid hostname. {HOSTNAME_HELP}", code="invalid")
+
+
+class HostnameField(models.CharField):
+    """A host name, normalised (trimmed, lower-case) before validation so 'Router1 ' equals 'router1'."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 255)
+        kwargs.setdefault("help_text", HOSTNAME_HELP)
+        super().__init__(*args, **kwargs)
+        if validate_hostname not in self.validators:
+            self.validators.append(validate_hostname)
+
+    def to_python(self, value: Any) -> Any:
+        value = super().to_python(value)
+        return normalise_hostname(value) if isinstance(value, str) else value
+
+
+class AlertRule(models.Model):
+    """What an event means: which events match, and what to do with them in prod and in dev."""
+
+    name = models.CharField(max_length=200, help_text="Short label shown to operators.")
+    description = models.TextField(blank=True)
+    match_type = models.CharField(max_length=20, choices=MatchType.choices, default=MatchType.CONTAINS)
+    match_string = models.CharField(
+        max_length=1000, blank=True, help_text="Substring (contains) or RE2 pattern (regex)."
+    )
+    trap_oid = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="Dotted numeric OID prefix (oid_prefix rules), e.g. 1.3.6.1.4.1.9",
+    )
+    syslog_severity = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        choices=SyslogSeverity.choices,
+        validators=[MinValueValidator(0), MaxValueValidator(7)],
+        help_text="Only match events with exactly this syslog severity (empty: any).",
+    )
+    priority = models.PositiveIntegerField(default=100, help_text="Lower wins; ties go to the older rule.")
+    prod_handling = models.CharField(
+        max_length=20, choices=Handling.choices, default=Handling.PAGE_AND_TICKET
+    )
+    dev_handling = models.CharField(max_length=20, choices=Handling.choices, default=Handling.TICKET_ONLY)
+    team_assignment = models.CharField(
+        max_length=100, blank=True, help_text="Team for the alert; empty uses the host's device team."
+    )
+    severity = models.CharField(
+        max_length=20, choices=AlertSeverity.choices, blank=True, help_text="Moogsoft severity of the alert."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords(bases=[AuditedHistory])
+
+    class Meta:
+        ordering = ["priority", "id"]
+        indexes = [models.Index(fields=["is_active", "priority"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.name}"
+
+    def clean(self) -> None:
+        self.match_string = self.match_string.strip()
+        self.trap_oid = normalise_oid(self.trap_oid)
+        self.team_assignment = self.team_assignment.strip()
+        errors: dict[str, str] = {}
+        if self.match_type in (MatchType.CONTAINS, MatchType.REGEX):
+            if not self.match_string:
+                errors["match_string"] = f"A {self.match_type} rule needs a match string."
+            if self.trap_oid:
+                errors["trap_oid"] = f"A {self.match_type} rule matches the message; leave trap_oid empty."
+        if self.match_type == MatchType.REGEX and self.match_string:
+            problem = regex_error(self.match_string)
+            if problem:
+                errors["match_string"] = f"Not a valid RE2 regular expression: {problem}."
+        if self.match_type == MatchType.OID_PREFIX:
+            if not self.trap_oid:
+                errors["trap_oid"] = "An oid_prefix rule needs a trap OID."
+            elif not _OID.match(self.trap_oid):
+                errors["trap_oid"] = f"{self.trap_oid!r} is not a dotted numeric OID such as 1.3.6.1.4.1.9."
+            if self.match_string:
+                errors["match_string"] = "An oid_prefix rule matches the trap OID; leave match_string empty."
+        if errors:
+            raise ValidationError(errors)
+
+
+class DevHost(models.Model):
+    """A host whose events use each rule's dev handling instead of its prod handling."""
+
+    hostname = HostnameField(unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords(bases=[AuditedHistory])
+
+    class Meta:
+        ordering = ["hostname"]
+        verbose_name = "development host"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(hostname=Lower("hostname")), name="devhost_hostname_lower"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.hostname
+
+
+class DeviceTeam(models.Model):
+    """The team that owns a host: used for meta-alerts and when a rule names no team."""
+
+    hostname = HostnameField(unique=True)
+    team_name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords(bases=[AuditedHistory])
+
+    class Meta:
+        ordering = ["hostname"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(hostname=Lower("hostname")), name="deviceteam_hostname_lower"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hostname} → {self.team_name}"
+
+    def clean(self) -> None:
+        self.team_name = self.team_name.strip()
+        if not self.team_name:
+            raise ValidationError({"team_name": "A device team needs a team name."})

@@ -1,0 +1,40 @@
+"""Build the engine's compiled snapshot from the database (three queries, no per-event ORM)."""
+
+from __future__ import annotations
+
+from rules.engine import RuleSet, RuleSpec
+from rules.models import AlertRule, DevHost, DeviceTeam
+
+_SPEC_FIELDS = (
+    "id",
+    "priority",
+    "match_type",
+    "match_string",
+    "trap_oid",
+    "syslog_severity",
+    "prod_handling",
+    "dev_handling",
+    "team_assignment",
+    "severity",
+    "description",
+)
+
+
+def build_ruleset() -> RuleSet:
+    """Compile the active rules with the current development hosts and device teams."""
+    rows = (
+        AlertRule.objects.filter(is_active=True)
+        .order_by("priority", "id")
+        .values(*_SPEC_FIELDS, "updated_at")
+    )
+    specs = []
+    newest = ""
+    for row in rows:
+        newest = max(newest, row.pop("updated_at").isoformat())
+        specs.append(RuleSpec(**row))
+    return RuleSet.compile(
+        specs,
+        dev_hosts=DevHost.objects.values_list("hostname", flat=True),
+        device_teams=dict(DeviceTeam.objects.values_list("hostname", "team_name")),
+        version=f"{len(specs)}@{newest}",
+    )

@@ -1,0 +1,108 @@
+"""Test-suite plumbing: real PostgreSQL and Redis, embedded unless DATABASE_URL / REDIS_URL are set.
+
+Each run uses its own Redis key prefix (so it can share a Redis with a running MUTT or another run)
+and deletes its keys at the end; pytest-django creates and drops the test database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from mutt_project import embedded
+
+_started: embedded.Started | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _started
+    prefix = f"mutt-test-{uuid.uuid4().hex[:10]}"
+    settings.MUTT_REDIS_PREFIX = prefix
+    settings.CACHES["default"]["KEY_PREFIX"] = f"{prefix}:cache"
+    if settings.MUTT_EMBEDDED_POSTGRES or settings.MUTT_EMBEDDED_REDIS:
+        _started = embedded.start(
+            Path(settings.MUTT_DATA_DIR),
+            postgres=settings.MUTT_EMBEDDED_POSTGRES,
+            redis=settings.MUTT_EMBEDDED_REDIS,
+            durable=False,
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from mutt_project.redis import get_redis, reset_clients
+
+    try:
+        client = get_redis()
+        keys = list(client.scan_iter(match=f"{settings.MUTT_REDIS_PREFIX}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        reset_clients()
+        if _started is not None:
+            # Stop only what this run started; services another process runs stay up.
+            embedded.stop(_started.data_dir, postgres=_started.postgres, redis=_started.redis)
+
+
+@pytest.fixture
+def redis_client():
+    from mutt_project.redis import get_redis
+
+    return get_redis()
+
+
+@pytest.fixture
+def child_env(django_db_blocker) -> dict[str, str]:
+    """Environment for a second OS process that must see this run's database and Redis keys."""
+    from django.db import connection
+
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "mutt_project.settings",
+            "MUTT_DATA_DIR": str(settings.MUTT_DATA_DIR),
+            "MUTT_REDIS_PREFIX": settings.MUTT_REDIS_PREFIX,
+            "MUTT_DATABASE_NAME": connection.settings_dict["NAME"],
+            "MUTT_LOG_FORMAT": "plain",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def admin_user(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_superuser(
+        "alice", email="alice@example.test", password="correct horse 42"
+    )
+
+
+@pytest.fixture
+def admin_client_alice(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
+def operator_actor(admin_user):
+    from mutt_project.audit import Actor
+
+    return Actor.for_user(admin_user)
+
+
+@pytest.fixture
+def api_keys(db) -> dict[str, str]:
+    """Raw keys by scope name, created through the service as a CLI actor."""
+    from configcenter.services import create_api_key
+    from mutt_project.audit import Actor
+
+    actor = Actor.cli("test-setup")
+    keys = {}
+    for scope in ("admin", "write", "read", "ingest"):
+        _, raw = create_api_key(actor=actor, name=f"{scope}-key", scopes=[scope], reason="test keys")
+        keys[scope] = raw
+    return keys

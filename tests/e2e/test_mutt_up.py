@@ -1,0 +1,177 @@
+"""`python manage.py mutt up` as a real process: serves the admin, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+from django.conf import settings
+
+from mutt_project import embedded
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_up(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    handle = log.open("a")
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "mutt", "up", "--port", str(port)],
+        cwd=BASE_DIR,
+        env={**env, "MUTT_HTTP_WORKERS": "2", "MUTT_LOG_FORMAT": "plain"},
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_ready(process: subprocess.Popen, url: str, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"mutt up exited early:\n{log.read_text()[-4000:]}"
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200 and "MUTT is up." in log.read_text():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"mutt up was not ready in {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+def descendants(pid: int) -> list[int]:
+    return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+
+
+def stop_and_check_nothing_left(process: subprocess.Popen, sig: signal.Signals, pids: list[int]) -> None:
+    process.send_signal(sig)
+    assert process.wait(timeout=90) == 0
+    time.sleep(0.2)
+    alive = [
+        pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert alive == [], f"processes left behind: {alive}"
+
+
+def admin_login(url: str, username: str, password: str) -> str:
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(f"{url}/admin/login/").read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode(
+        {"username": username, "password": password, "csrfmiddlewaretoken": token, "next": "/admin/"}
+    ).encode()
+    request = urllib.request.Request(
+        f"{url}/admin/login/", data=form, headers={"Referer": f"{url}/admin/login/"}
+    )
+    opener.open(request).read()
+    return opener.open(f"{url}/admin/rules/alertrule/").read().decode()
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in __import__("os").environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    # Nested under this run's prefix, so the end-of-run cleanup removes its keys too.
+    return {**env, "MUTT_DATA_DIR": str(data_dir), "MUTT_REDIS_PREFIX": f"{settings.MUTT_REDIS_PREFIX}:e2e"}
+
+
+@pytest.mark.timeout(400)
+def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "up.log"
+    env = embedded_env(data_dir)
+
+    process = start_up(env, port, log)
+    wait_ready(process, url, log)
+    credentials = json.loads((data_dir / "credentials.json").read_text())
+    assert (data_dir / "credentials.json").stat().st_mode & 0o777 == 0o600
+    assert credentials["http_url"] == url
+    assert credentials["admin_password"] in log.read_text(), "the password is printed for the operator"
+    changelist = admin_login(url, credentials["admin_username"], credentials["admin_password"])
+    assert "Interface down" in changelist, "the sample rules are listed in the admin"
+    request = urllib.request.Request(f"{url}/api/v2/rules/", headers={"X-API-Key": credentials["api_key"]})
+    assert json.load(urllib.request.urlopen(request))["count"] > 0
+
+    pids = [
+        *descendants(process.pid),
+        embedded._postmaster_pid(data_dir / "pg"),
+        embedded._redis_pid(data_dir),
+    ]
+    assert None not in pids
+    stop_and_check_nothing_left(process, signal.SIGINT, pids)
+
+    # A second run reuses the database: same credentials, no duplicate sample data.
+    process = start_up(env, port, log)
+    wait_ready(process, url, log)
+    assert (
+        json.loads((data_dir / "credentials.json").read_text())["admin_password"]
+        == credentials["admin_password"]
+    )
+    request = urllib.request.Request(f"{url}/api/v2/rules/", headers={"X-API-Key": credentials["api_key"]})
+    assert json.load(urllib.request.urlopen(request))["count"] == 7
+    pids = [
+        *descendants(process.pid),
+        embedded._postmaster_pid(data_dir / "pg"),
+        embedded._redis_pid(data_dir),
+    ]
+    stop_and_check_nothing_left(process, signal.SIGTERM, pids)
+
+
+@pytest.mark.timeout(300)
+def test_with_urls_set_mutt_up_starts_nothing_embedded(tmp_path, django_db_blocker):
+    """Point mutt up at the servers this test run already uses, in a fresh database of its own."""
+    import psycopg2
+    from django.db import connection
+
+    params = connection.settings_dict
+    dbname = f"mutt_up_{uuid.uuid4().hex[:8]}"
+    admin_conn = psycopg2.connect(
+        dbname="postgres",
+        user=params["USER"],
+        password=params["PASSWORD"],
+        host=params["HOST"],
+        port=params["PORT"] or None,
+    )
+    admin_conn.autocommit = True
+    with admin_conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{dbname}"')
+    host = urllib.parse.quote(params["HOST"], safe="")
+    if params["HOST"].startswith("/"):
+        database_url = f"postgres://{params['USER']}@/{dbname}?host={host}"
+    else:
+        database_url = f"postgres://{params['USER']}@{params['HOST']}:{params['PORT'] or 5432}/{dbname}"
+    data_dir = tmp_path / "data"
+    env = {**embedded_env(data_dir), "DATABASE_URL": database_url, "REDIS_URL": settings.REDIS_URL}
+    port = free_port()
+    log = tmp_path / "up.log"
+    process = start_up(env, port, log)
+    try:
+        wait_ready(process, f"http://127.0.0.1:{port}", log)
+        assert not (data_dir / "pg").exists()
+        assert not (data_dir / "redis").exists()
+        assert "Starting embedded services" not in log.read_text()
+        pids = descendants(process.pid)
+        stop_and_check_nothing_left(process, signal.SIGTERM, pids)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        with admin_conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        admin_conn.close()

@@ -1,0 +1,72 @@
+"""Embedded PostgreSQL and Redis: start, reuse, stop, and short sockets for long folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+import psycopg2
+import redis
+
+from mutt_project import embedded
+
+
+def long_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / ("a-rather-long-folder-name-" * 4) / "data"
+    assert len(str(folder / "pg" / ".s.PGSQL.5432")) > 107
+    return folder
+
+
+def test_socket_paths_are_a_pure_function_of_the_folder(tmp_path):
+    short = tmp_path / "d"
+    assert embedded.pg_socket_dir(short) == short / "pg"
+    assert embedded.redis_socket_path(short) == short / "redis" / "redis.sock"
+    folder = long_folder(tmp_path)
+    assert len(str(embedded.pg_socket_dir(folder) / ".s.PGSQL.5432")) <= 100
+    assert len(str(embedded.redis_socket_path(folder))) <= 100
+    assert embedded.pg_socket_dir(folder) == embedded.pg_socket_dir(folder)
+    assert embedded.pg_socket_dir(folder) != embedded.pg_socket_dir(tmp_path / "other" / ("x" * 100))
+
+
+def test_start_reuse_and_stop_real_servers_even_in_a_long_folder(tmp_path):
+    folder = long_folder(tmp_path)
+    started = embedded.start(folder, durable=False)
+    try:
+        assert (started.postgres, started.redis) == (True, True)
+        postmaster = embedded._postmaster_pid(embedded.pg_data_dir(folder))
+        redis_pid = embedded._redis_pid(folder)
+        assert postmaster
+        assert redis_pid
+
+        again = embedded.start(folder, durable=False)
+        assert (again.postgres, again.redis) == (False, False), "a running server for the folder is reused"
+        assert embedded._postmaster_pid(embedded.pg_data_dir(folder)) == postmaster
+
+        conn = psycopg2.connect(dbname="mutt", user="postgres", host=str(embedded.pg_socket_dir(folder)))
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_database()")
+            assert cur.fetchone() == ("mutt",)
+        conn.close()
+        client = redis.Redis.from_url(embedded.redis_url(folder))
+        assert client.ping()
+        client.close()
+    finally:
+        embedded.stop(folder)
+    assert not psutil.pid_exists(postmaster)
+    assert not psutil.pid_exists(redis_pid)
+    assert embedded.status(folder)["postgres"]["running"] is False
+    assert embedded.status(folder)["redis"]["running"] is False
+
+
+def test_stop_is_a_no_op_when_nothing_runs(tmp_path):
+    embedded.stop(tmp_path / "never-started")
+    assert embedded.status(tmp_path / "never-started")["postgres"]["running"] is False
+
+
+def test_only_the_requested_service_is_started(tmp_path):
+    started = embedded.start(tmp_path / "redis-only", postgres=False, durable=False)
+    try:
+        assert (started.postgres, started.redis) == (False, True)
+        assert not (tmp_path / "redis-only" / "pg").exists()
+    finally:
+        embedded.stop(tmp_path / "redis-only")
