@@ -10,8 +10,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from simple_history.admin import SimpleHistoryAdmin
 
-from configcenter import services
-from configcenter.models import ApiKey, Scope
+from configcenter import services, settings_service
+from configcenter.models import ApiKey, DynamicSetting, Scope
+from configcenter.registry import REGISTRY, InvalidSettingValue, UnknownSetting, get_definition
 from mutt_project.admin_audit import confirm_with_reason
 from mutt_project.audit import Actor
 
@@ -80,3 +81,117 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
             perform=perform,
             done="Revoked {count} key(s).",
         )
+
+
+class ComponentFilter(admin.SimpleListFilter):
+    title = "component"
+    parameter_name = "component"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(c, c) for c in sorted({d.component for d in REGISTRY.values()})]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if not self.value():
+            return queryset
+        return queryset.filter(key__in=[k for k, d in REGISTRY.items() if d.component == self.value()])
+
+
+class DynamicSettingForm(forms.ModelForm):
+    """Edit a runtime setting as text, validated by its registry definition (type, bounds, relations)."""
+
+    new_value = forms.CharField(
+        required=False,
+        label="Value",
+        help_text="Leave empty and tick 'use default' to return to the default.",
+    )
+    use_default = forms.BooleanField(required=False, label="Use the default")
+    change_reason = forms.CharField(required=True, max_length=500, label="Reason for change")
+
+    class Meta:
+        model = DynamicSetting
+        fields: list[str] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        definition = REGISTRY.get(self.instance.key)
+        if definition is not None:
+            current = definition.default if self.instance.value is None else self.instance.value
+            self.fields["new_value"].initial = definition.to_text(current)
+            self.fields["new_value"].help_text = (
+                f"{definition.type.value}, {definition.describe_bounds() or 'any value'}; "
+                f"default {definition.to_text(definition.default)}. {definition.description}"
+            )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        setting_key = self.instance.key
+        try:
+            definition = get_definition(setting_key)
+            if data.get("use_default"):
+                data["parsed"] = None
+                settings_service.check_relations(setting_key, definition.default)
+            else:
+                data["parsed"] = definition.parse(data.get("new_value", ""))
+                settings_service.check_relations(setting_key, data["parsed"])
+        except (InvalidSettingValue, UnknownSetting) as exc:
+            raise forms.ValidationError({"new_value": str(exc)}) from None
+        return data
+
+
+@admin.register(DynamicSetting)
+class DynamicSettingAdmin(SimpleHistoryAdmin):
+    form = DynamicSettingForm
+    list_display = ["key", "current", "default", "is_default", "component", "bounds", "updated_at"]
+    list_filter = [ComponentFilter]
+    search_fields = ["key"]
+    readonly_fields = ["key", "description", "default"]
+    fields = ["key", "description", "default", "new_value", "use_default", "change_reason"]
+    history_list_display = ["value", "history_actor", "history_change_reason", "history_request_id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # keys come from the registry in code
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # "use the default" instead, so the history stays whole
+
+    def _definition(self, obj: DynamicSetting) -> Any:
+        return REGISTRY.get(obj.key)
+
+    @admin.display(description="current value")
+    def current(self, obj: DynamicSetting) -> str:
+        definition = self._definition(obj)
+        if definition is None:
+            return "(no longer registered)"
+        return definition.to_text(definition.default if obj.value is None else obj.value)
+
+    @admin.display(description="default")
+    def default(self, obj: DynamicSetting) -> str:
+        definition = self._definition(obj)
+        return definition.to_text(definition.default) if definition else ""
+
+    @admin.display(description="default?", boolean=True)
+    def is_default(self, obj: DynamicSetting) -> bool:
+        return obj.value is None
+
+    @admin.display(description="component")
+    def component(self, obj: DynamicSetting) -> str:
+        definition = self._definition(obj)
+        return definition.component if definition else ""
+
+    @admin.display(description="bounds")
+    def bounds(self, obj: DynamicSetting) -> str:
+        definition = self._definition(obj)
+        return definition.describe_bounds() if definition else ""
+
+    @admin.display(description="description")
+    def description(self, obj: DynamicSetting) -> str:
+        definition = self._definition(obj)
+        return definition.description if definition else ""
+
+    def save_model(self, request: HttpRequest, obj: DynamicSetting, form: forms.ModelForm, change: bool) -> None:
+        actor = Actor.for_user(request.user)
+        reason = form.cleaned_data["change_reason"]
+        if form.cleaned_data["parsed"] is None:
+            settings_service.unset_setting(obj.key, actor=actor, reason=reason)
+        else:
+            settings_service.set_setting(obj.key, form.cleaned_data["parsed"], actor=actor, reason=reason)

@@ -63,9 +63,7 @@ class ApiKey(models.Model):
     def clean(self) -> None:
         unknown = sorted(set(self.scopes) - set(Scope.values))
         if unknown:
-            raise ValidationError(
-                {"scopes": f"Unknown scope(s) {', '.join(unknown)}; use {', '.join(Scope.values)}."}
-            )
+            raise ValidationError({"scopes": f"Unknown scope(s) {', '.join(unknown)}; use {', '.join(Scope.values)}."})
         if not self.scopes:
             raise ValidationError({"scopes": "An API key needs at least one scope."})
         self.scopes = sorted(set(self.scopes))
@@ -79,3 +77,24 @@ class BootstrapStep(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class DynamicSetting(models.Model):
+    """A runtime setting's stored value; ``value`` is null while the registry default applies.
+
+    Rows exist for every registered key (created after migrate), so the admin lists them all.
+    PostgreSQL is the source of truth; Redis holds a copy every process reads.
+    """
+
+    key = models.CharField(max_length=100, unique=True)
+    value = models.JSONField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords(bases=[AuditedHistory])
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name = "runtime setting"
+
+    def __str__(self) -> str:
+        return self.key

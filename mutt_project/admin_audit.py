@@ -97,9 +97,7 @@ class AuditedAdmin(SimpleHistoryAdmin):
             done="Deleted {count} object(s).",
         )
 
-    def save_model(
-        self, request: HttpRequest, obj: models.Model, form: forms.ModelForm, change: bool
-    ) -> None:
+    def save_model(self, request: HttpRequest, obj: models.Model, form: forms.ModelForm, change: bool) -> None:
         reason = form.cleaned_data.get(REASON_FIELD, "") if form else ""
         type(self).save_service(obj, actor=Actor.for_user(request.user), reason=reason)
 

@@ -90,9 +90,7 @@ def current_actor() -> Actor | None:
 class AuditedHistory(models.Model):
     """Extra columns on every history table: the actor label and the request id."""
 
-    history_actor = models.CharField(
-        max_length=200, help_text="Who made the change (user:, apikey:, cli:, system:)."
-    )
+    history_actor = models.CharField(max_length=200, help_text="Who made the change (user:, apikey:, cli:, system:).")
     history_request_id = models.CharField(max_length=128, blank=True, db_index=True)
 
     class Meta:
@@ -103,8 +101,7 @@ def _require_scope(model: type) -> _AuditScope:
     scope = _scope.get()
     if scope is None:
         raise AuditContextMissing(
-            f"{model.__name__} changed outside a service function; "
-            "call the app's services module with an actor"
+            f"{model.__name__} changed outside a service function; call the app's services module with an actor"
         )
     return scope
 

@@ -153,9 +153,7 @@ def _issue_admin(reissue: bool) -> str:
 
 def _issue_key(name: str, scope: str, reason: str) -> str:
     for old in ApiKey.objects.filter(name__startswith=name, revoked_at__isnull=True):
-        config_services.revoke_api_key(
-            actor=ACTOR, api_key=old, reason="credentials file lost; key re-issued"
-        )
+        config_services.revoke_api_key(actor=ACTOR, api_key=old, reason="credentials file lost; key re-issued")
     count = ApiKey.objects.filter(name__startswith=name).count()
     key_name = name if count == 0 else f"{name}-{count + 1}"
     _, raw = config_services.create_api_key(actor=ACTOR, name=key_name, scopes=[scope], reason=reason)
@@ -178,9 +176,7 @@ def load_sample_data() -> int:
     return created
 
 
-def bootstrap(
-    credentials_path: Path, *, http_url: str, mock_moog_url: str, sample_data: bool = True
-) -> dict[str, str]:
+def bootstrap(credentials_path: Path, *, http_url: str, mock_moog_url: str, sample_data: bool = True) -> dict[str, str]:
     """Run the one-time steps and return the credentials (also written to ``credentials_path``)."""
     existing = read_credentials(credentials_path)
     with transaction.atomic():
@@ -188,9 +184,7 @@ def bootstrap(
         lost = not first_time and not {"admin_password", "api_key", "ingest_api_key"} <= existing.keys()
         if first_time or lost:
             if lost:
-                logger.warning(
-                    "credentials file %s is missing or incomplete; re-issuing credentials", credentials_path
-                )
+                logger.warning("credentials file %s is missing or incomplete; re-issuing credentials", credentials_path)
             existing = {
                 "admin_username": ADMIN_USERNAME,
                 "admin_password": _issue_admin(reissue=lost),

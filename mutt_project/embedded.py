@@ -275,9 +275,7 @@ def _wait_for_redis(data_dir: Path, timeout: float) -> None:
         except (redis.ConnectionError, FileNotFoundError) as exc:
             if time.monotonic() > deadline:
                 log = redis_dir(data_dir) / "redis.log"
-                raise EmbeddedError(
-                    f"embedded Redis did not answer within {timeout}s ({exc}); see {log}"
-                ) from exc
+                raise EmbeddedError(f"embedded Redis did not answer within {timeout}s ({exc}); see {log}") from exc
             time.sleep(0.05)
         finally:
             client.close()

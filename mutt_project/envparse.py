@@ -31,9 +31,7 @@ def env_bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ImproperlyConfigured(
-        f"{name}={raw!r} is not a boolean; use one of 1/0, true/false, yes/no, on/off."
-    )
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean; use one of 1/0, true/false, yes/no, on/off.")
 
 
 def env_int(
@@ -121,7 +119,5 @@ def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, Any
 def check_redis_url(url: str, *, name: str = "REDIS_URL") -> str:
     parts = urlsplit(url)
     if parts.scheme not in {"redis", "rediss", "unix"}:
-        raise ImproperlyConfigured(
-            f"{name} must be a redis://, rediss:// or unix:// URL, got {parts.scheme!r}."
-        )
+        raise ImproperlyConfigured(f"{name} must be a redis://, rediss:// or unix:// URL, got {parts.scheme!r}.")
     return url

@@ -62,6 +62,4 @@ def readyz(request: HttpRequest) -> JsonResponse:
     if checks[0]["ok"]:
         checks.append(_check("migrations", _migrations))
     ready = all(check["ok"] for check in checks)
-    return JsonResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
-    )
+    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

@@ -50,6 +50,33 @@ REDIS_URL = check_redis_url(REDIS_URL) if REDIS_URL else embedded.redis_url(MUTT
 # deployments or test runs can share one Redis, and keys can be hash-tagged for Redis Cluster.
 MUTT_REDIS_PREFIX = env_str(ENV, "MUTT_REDIS_PREFIX", "mutt")
 
+# --- secrets (configcenter.secrets is the only reader) ----------------------------------------
+# Credentials with CURRENT/NEXT values for zero-downtime rotation. For each NAME the environment may
+# set NAME / NAME_CURRENT / NAME_NEXT, or the same with _FILE naming a file that holds the value
+# (files are re-read, so a rotated file applies without restart). Vault, when configured, comes first.
+MUTT_SECRET_NAMES = ["REDIS_PASSWORD", "DATABASE_PASSWORD", "MOOG_API_KEY", "NOTIFY_WEBHOOK_TOKEN"]
+_SECRET_SUFFIXES = ("", "_CURRENT", "_NEXT", "_FILE", "_CURRENT_FILE", "_NEXT_FILE")
+MUTT_SECRETS_ENV = {
+    f"{name}{suffix}": ENV[f"{name}{suffix}"]
+    for name in MUTT_SECRET_NAMES
+    for suffix in _SECRET_SUFFIXES
+    if ENV.get(f"{name}{suffix}", "").strip()
+}
+# Runtime settings are pushed to every process on change; this TTL is only the safety net.
+MUTT_CONFIG_TTL_SECONDS = env_int(ENV, "MUTT_CONFIG_TTL_SECONDS", 5, minimum=1, maximum=300)
+SECRET_REFRESH_SECONDS = env_int(ENV, "SECRET_REFRESH_SECONDS", 60, minimum=1, maximum=86400)
+VAULT_ADDR = env_str(ENV, "VAULT_ADDR")
+VAULT_AUTH_METHOD = env_str(ENV, "VAULT_AUTH_METHOD", "token").lower()  # token | approle
+VAULT_TOKEN = env_secret(ENV, "VAULT_TOKEN")
+VAULT_ROLE_ID = env_str(ENV, "VAULT_ROLE_ID")
+VAULT_SECRET_ID_FILE = env_str(ENV, "VAULT_SECRET_ID_FILE")
+VAULT_APPROLE_MOUNT = env_str(ENV, "VAULT_APPROLE_MOUNT", "approle")
+VAULT_KV_MOUNT = env_str(ENV, "VAULT_KV_MOUNT", "secret")
+VAULT_SECRET_PATH = env_str(ENV, "VAULT_SECRET_PATH", "mutt")
+VAULT_NAMESPACE = env_str(ENV, "VAULT_NAMESPACE")
+VAULT_CA_BUNDLE = env_str(ENV, "VAULT_CA_BUNDLE")
+VAULT_TIMEOUT = env_int(ENV, "VAULT_TIMEOUT", 5, minimum=1, maximum=120)
+
 # --- security ---------------------------------------------------------------------------------
 SECRET_KEY = env_secret(ENV, "MUTT_SECRET_KEY")
 if not SECRET_KEY:

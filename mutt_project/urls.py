@@ -11,6 +11,7 @@ admin.site.site_title = "MUTT"
 
 api_patterns = [
     path("", include("rules.api.urls")),
+    path("", include("configcenter.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -108,9 +108,7 @@ class AlertRule(models.Model):
         help_text="Only match events with exactly this syslog severity (empty: any).",
     )
     priority = models.PositiveIntegerField(default=100, help_text="Lower wins; ties go to the older rule.")
-    prod_handling = models.CharField(
-        max_length=20, choices=Handling.choices, default=Handling.PAGE_AND_TICKET
-    )
+    prod_handling = models.CharField(max_length=20, choices=Handling.choices, default=Handling.PAGE_AND_TICKET)
     dev_handling = models.CharField(max_length=20, choices=Handling.choices, default=Handling.TICKET_ONLY)
     team_assignment = models.CharField(
         max_length=100, blank=True, help_text="Team for the alert; empty uses the host's device team."
@@ -170,9 +168,7 @@ class DevHost(models.Model):
         ordering = ["hostname"]
         verbose_name = "development host"
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(hostname=Lower("hostname")), name="devhost_hostname_lower"
-            )
+            models.CheckConstraint(condition=models.Q(hostname=Lower("hostname")), name="devhost_hostname_lower")
         ]
 
     def __str__(self) -> str:
@@ -192,9 +188,7 @@ class DeviceTeam(models.Model):
     class Meta:
         ordering = ["hostname"]
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(hostname=Lower("hostname")), name="deviceteam_hostname_lower"
-            )
+            models.CheckConstraint(condition=models.Q(hostname=Lower("hostname")), name="deviceteam_hostname_lower")
         ]
 
     def __str__(self) -> str:

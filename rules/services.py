@@ -48,9 +48,7 @@ def _apply(instance: M, changes: dict[str, Any]) -> None:
     editable = {f.name for f in instance._meta.concrete_fields} - _PROTECTED_FIELDS
     unknown = sorted(set(changes) - editable)
     if unknown:
-        raise ValidationError(
-            {name: f"{name!r} is not a field of {instance._meta.verbose_name}." for name in unknown}
-        )
+        raise ValidationError({name: f"{name!r} is not a field of {instance._meta.verbose_name}." for name in unknown})
     for name, value in changes.items():
         setattr(instance, name, value)
 

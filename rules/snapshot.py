@@ -22,11 +22,7 @@ _SPEC_FIELDS = (
 
 def build_ruleset() -> RuleSet:
     """Compile the active rules with the current development hosts and device teams."""
-    rows = (
-        AlertRule.objects.filter(is_active=True)
-        .order_by("priority", "id")
-        .values(*_SPEC_FIELDS, "updated_at")
-    )
+    rows = AlertRule.objects.filter(is_active=True).order_by("priority", "id").values(*_SPEC_FIELDS, "updated_at")
     specs = []
     newest = ""
     for row in rows:

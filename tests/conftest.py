@@ -76,9 +76,7 @@ def child_env(django_db_blocker) -> dict[str, str]:
 def admin_user(db):
     from django.contrib.auth import get_user_model
 
-    return get_user_model().objects.create_superuser(
-        "alice", email="alice@example.test", password="correct horse 42"
-    )
+    return get_user_model().objects.create_superuser("alice", email="alice@example.test", password="correct horse 42")
 
 
 @pytest.fixture

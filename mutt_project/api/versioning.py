@@ -11,6 +11,4 @@ VERSION_HEADER = "X-API-Version"
 
 
 class MuttVersioning(URLPathVersioning):
-    invalid_version_message = (
-        "This API version is not supported; use /api/v2/ (current) or /api/v1/ (deprecated)."
-    )
+    invalid_version_message = "This API version is not supported; use /api/v2/ (current) or /api/v1/ (deprecated)."

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from rest_framework.routers import DefaultRouter
-
+from mutt_project.api.routers import MuttRouter
 from rules.api.views import AlertRuleViewSet, DevHostViewSet, DeviceTeamViewSet
 
-router = DefaultRouter()
+router = MuttRouter()
 router.register("rules", AlertRuleViewSet)
 router.register("dev-hosts", DevHostViewSet)
 router.register("device-teams", DeviceTeamViewSet)

@@ -85,9 +85,7 @@ def test_serializer_errors_name_the_field(client, api_keys):
 
 
 def test_patch_records_old_and_new_values_and_history_endpoint_shows_them(client, api_keys):
-    rule = services.create(
-        AlertRule, actor=Actor.system("seed"), name="r", match_type="contains", match_string="a"
-    )
+    rule = services.create(AlertRule, actor=Actor.system("seed"), name="r", match_type="contains", match_string="a")
     response = client.patch(
         f"/api/v2/rules/{rule.pk}/",
         {"priority": 3, "reason": "escalate"},

@@ -63,9 +63,7 @@ def stop_and_check_nothing_left(process: subprocess.Popen, sig: signal.Signals, 
     process.send_signal(sig)
     assert process.wait(timeout=90) == 0
     time.sleep(0.2)
-    alive = [
-        pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
+    alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert alive == [], f"processes left behind: {alive}"
 
 
@@ -77,9 +75,7 @@ def admin_login(url: str, username: str, password: str) -> str:
     form = urllib.parse.urlencode(
         {"username": username, "password": password, "csrfmiddlewaretoken": token, "next": "/admin/"}
     ).encode()
-    request = urllib.request.Request(
-        f"{url}/admin/login/", data=form, headers={"Referer": f"{url}/admin/login/"}
-    )
+    request = urllib.request.Request(f"{url}/admin/login/", data=form, headers={"Referer": f"{url}/admin/login/"})
     opener.open(request).read()
     return opener.open(f"{url}/admin/rules/alertrule/").read().decode()
 
@@ -120,10 +116,7 @@ def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_pa
     # A second run reuses the database: same credentials, no duplicate sample data.
     process = start_up(env, port, log)
     wait_ready(process, url, log)
-    assert (
-        json.loads((data_dir / "credentials.json").read_text())["admin_password"]
-        == credentials["admin_password"]
-    )
+    assert json.loads((data_dir / "credentials.json").read_text())["admin_password"] == credentials["admin_password"]
     request = urllib.request.Request(f"{url}/api/v2/rules/", headers={"X-API-Key": credentials["api_key"]})
     assert json.load(urllib.request.urlopen(request))["count"] == 7
     pids = [

@@ -74,6 +74,5 @@ def test_lost_credentials_are_reissued_and_old_keys_revoked(tmp_path):
     assert find_active_key(second["api_key"]) is not None
     revoked = ApiKey.objects.get(name="bootstrap-admin")
     assert (
-        revoked.history.order_by("-history_id").first().history_change_reason
-        == "credentials file lost; key re-issued"
+        revoked.history.order_by("-history_id").first().history_change_reason == "credentials file lost; key re-issued"
     )

@@ -36,9 +36,7 @@ def test_a_crashing_child_is_restarted_with_growing_backoff():
 
 
 def test_backoff_resets_after_a_child_ran_stably():
-    supervisor = Supervisor(
-        [ChildSpec("brief", python("import sys; sys.exit(1)"), stable_after=0.0)], backoff_base=5
-    )
+    supervisor = Supervisor([ChildSpec("brief", python("import sys; sys.exit(1)"), stable_after=0.0)], backoff_base=5)
     supervisor.start()
     try:
         assert wait_until(lambda: (supervisor.step(), supervisor.children[0].history)[1])
@@ -59,9 +57,7 @@ def test_stop_all_terminates_children_and_their_forked_workers():
     grandchild = psutil.Process(pid).children()[0].pid
     supervisor.stop_all()
     assert not psutil.pid_exists(pid)
-    assert wait_until(
-        lambda: not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie"
-    )
+    assert wait_until(lambda: not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie")
 
 
 def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period():

@@ -123,9 +123,7 @@ def test_regex_anchors_still_apply() -> None:
 
 
 def test_regex_is_case_sensitive_unless_pattern_says_otherwise() -> None:
-    rules = RuleSet.compile(
-        [regex(1, r"CHANGED STATE", priority=1), regex(2, r"(?i)CHANGED STATE", priority=2)]
-    )
+    rules = RuleSet.compile([regex(1, r"CHANGED STATE", priority=1), regex(2, r"(?i)CHANGED STATE", priority=2)])
     assert winner_id(rules, message=LINK_DOWN) == 2
 
 
@@ -216,9 +214,7 @@ def test_event_oid_is_normalised() -> None:
 
 
 def test_nested_oid_prefixes_all_match() -> None:
-    rules = RuleSet.compile(
-        [oid(1, "1.3.6", priority=1), oid(2, "1.3.6.1.4.1.9.9", priority=0), oid(3, "1.3.7")]
-    )
+    rules = RuleSet.compile([oid(1, "1.3.6", priority=1), oid(2, "1.3.6.1.4.1.9.9", priority=0), oid(3, "1.3.7")])
     result = rules.match("router1", trap_oid="1.3.6.1.4.1.9.9.41", all_matches=True)
     assert [rule.id for rule in result.matches] == [2, 1]
 
@@ -295,9 +291,7 @@ def test_team_falls_back_to_device_team() -> None:
 def test_unmatched_event_is_unhandled() -> None:
     rules = RuleSet.compile([contains(1, "bgp")], dev_hosts=["lab1"], device_teams={"lab1": "lab-team"})
     result = rules.match("LAB1", LINK_DOWN, trap_oid="1.3.6.1", syslog_severity=3)
-    assert result == MatchResult(
-        environment="dev", rule=None, handling="unhandled", team="lab-team", matches=()
-    )
+    assert result == MatchResult(environment="dev", rule=None, handling="unhandled", team="lab-team", matches=())
 
 
 def test_result_carries_rule_details() -> None:

@@ -32,9 +32,7 @@ def test_create_records_actor_user_reason_and_request_id(operator_actor, admin_u
 
 def test_update_records_old_and_new_values(operator_actor):
     rule = make_rule(operator_actor)
-    services.update(
-        rule, actor=Actor.cli("ops"), changes={"priority": 5, "team_assignment": "noc"}, reason="tune"
-    )
+    services.update(rule, actor=Actor.cli("ops"), changes={"priority": 5, "team_assignment": "noc"}, reason="tune")
     newest, oldest = rule.history.order_by("-history_id")[:2]
     assert newest.history_type == "~"
     assert newest.history_actor == "cli:ops"
@@ -97,9 +95,7 @@ def test_device_team_changes_are_audited(operator_actor):
 def test_refused_update_leaves_stored_rule_and_history_untouched(operator_actor):
     rule = make_rule(operator_actor)
     with pytest.raises(ValidationError):
-        services.update(
-            rule, actor=operator_actor, changes={"match_type": "regex", "match_string": "(unclosed"}
-        )
+        services.update(rule, actor=operator_actor, changes={"match_type": "regex", "match_string": "(unclosed"})
     rule.refresh_from_db()
     assert (rule.match_type, rule.match_string) == ("contains", "changed state to down")
     assert rule.history.count() == 1
@@ -116,9 +112,7 @@ def test_actor_must_be_an_actor_object():
         services.create(DevHost, actor="alice", hostname="lab-1")
 
 
-def test_committed_change_is_announced_to_alerters(
-    operator_actor, redis_client, django_capture_on_commit_callbacks
-):
+def test_committed_change_is_announced_to_alerters(operator_actor, redis_client, django_capture_on_commit_callbacks):
     pubsub = redis_client.pubsub()
     pubsub.subscribe(services.rules_channel())
     pubsub.get_message(timeout=1)  # subscription confirmation

@@ -45,15 +45,9 @@ def test_contains_rule_may_not_carry_a_trap_oid(operator_actor):
 
 
 def test_oid_prefix_rule_needs_a_dotted_numeric_oid(operator_actor):
-    assert refused_fields(operator_actor, match_type="oid_prefix", match_string="", trap_oid="1.3.x.6") == {
-        "trap_oid"
-    }
-    assert refused_fields(operator_actor, match_type="oid_prefix", match_string="", trap_oid="") == {
-        "trap_oid"
-    }
-    assert refused_fields(operator_actor, match_type="oid_prefix", match_string="", trap_oid="1..3") == {
-        "trap_oid"
-    }
+    assert refused_fields(operator_actor, match_type="oid_prefix", match_string="", trap_oid="1.3.x.6") == {"trap_oid"}
+    assert refused_fields(operator_actor, match_type="oid_prefix", match_string="", trap_oid="") == {"trap_oid"}
+    assert refused_fields(operator_actor, match_type="oid_prefix", match_string="", trap_oid="1..3") == {"trap_oid"}
 
 
 def test_oid_prefix_rule_may_not_carry_a_match_string(operator_actor):
@@ -85,9 +79,7 @@ def test_unknown_field_is_refused_by_name(operator_actor):
 
 def test_hostnames_are_stored_lower_case(operator_actor):
     host = services.create(DevHost, actor=operator_actor, hostname="  Lab-RTR-01 ")
-    team = services.create(
-        DeviceTeam, actor=operator_actor, hostname="Core-RTR-01", team_name=" network-core "
-    )
+    team = services.create(DeviceTeam, actor=operator_actor, hostname="Core-RTR-01", team_name=" network-core ")
     host.refresh_from_db()
     team.refresh_from_db()
     assert (host.hostname, team.hostname, team.team_name) == ("lab-rtr-01", "core-rtr-01", "network-core")

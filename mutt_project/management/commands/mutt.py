@@ -127,9 +127,7 @@ class Command(BaseCommand):
                 return
             supervisor.start()
             if not wait_for_http(f"{http_url}/healthz", timeout=60):
-                raise CommandError(
-                    f"the web server did not answer on {http_url} within 60s; see the log above"
-                )
+                raise CommandError(f"the web server did not answer on {http_url} within 60s; see the log above")
             self._print_banner(credentials)
             while not supervisor.stopping:
                 supervisor.step()

@@ -1,0 +1,93 @@
+"""Runtime settings over the API: ``GET /api/v2/config``, ``GET|PUT /api/v2/config/{key}``, history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import permissions, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from configcenter import settings_service
+from configcenter.models import DynamicSetting, Scope
+from configcenter.registry import InvalidSettingValue, UnknownSetting, get_definition
+from mutt_project.api.views import MuttViewMixin, actor_for
+
+
+class SettingChangeSerializer(serializers.Serializer):
+    value = serializers.JSONField(help_text="The new value: a number, boolean or text as the key's type says.")
+    reason = serializers.CharField(max_length=500, help_text="Why the change is made; recorded in the history.")
+
+
+class ConfigViewSet(MuttViewMixin, viewsets.ViewSet):
+    lookup_field = "key"
+    lookup_value_regex = "[A-Za-z0-9_.-]+"
+    serializer_class = SettingChangeSerializer
+
+    @property
+    def required_scope(self) -> str:
+        # Reading settings is routine; changing them is an administrator's act.
+        return Scope.READ if self.request.method in permissions.SAFE_METHODS else Scope.ADMIN
+
+    def _describe(self, key: str) -> dict[str, Any]:
+        try:
+            return settings_service.describe(key)[0]
+        except UnknownSetting as exc:
+            raise NotFound(str(exc)) from None
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return Response({"count": len(rows := settings_service.describe()), "results": rows})
+
+    def retrieve(self, request: Request, key: str, *args: Any, **kwargs: Any) -> Response:
+        return Response(self._describe(key))
+
+    def update(self, request: Request, key: str, *args: Any, **kwargs: Any) -> Response:
+        self._describe(key)
+        serializer = SettingChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            settings_service.set_setting(
+                key, serializer.validated_data["value"], actor=actor_for(request),
+                reason=serializer.validated_data["reason"],
+            )  # fmt: skip
+        except InvalidSettingValue as exc:
+            raise ValidationError({"value": [exc.message]}) from None
+        return Response(self._describe(key))
+
+    def destroy(self, request: Request, key: str, *args: Any, **kwargs: Any) -> Response:
+        """Return the key to its default (reason in the X-Change-Reason header)."""
+        from mutt_project.api.views import change_reason
+
+        self._describe(key)
+        try:
+            settings_service.unset_setting(key, actor=actor_for(request), reason=change_reason(request))
+        except InvalidSettingValue as exc:
+            raise ValidationError({"value": [exc.message]}) from None
+        return Response(self._describe(key))
+
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, key: str, *args: Any, **kwargs: Any) -> Response:
+        definition = self._describe(key) and get_definition(key)
+        results = []
+        records = DynamicSetting.history.filter(key=key).order_by("-history_date", "-history_id")
+        for record in records[:500]:
+            previous = record.prev_record
+            results.append(
+                {
+                    "history_date": record.history_date,
+                    "actor": record.history_actor,
+                    "reason": record.history_change_reason,
+                    "request_id": record.history_request_id,
+                    "old": None if previous is None else previous.value,
+                    "new": record.value,
+                    "old_effective": None if previous is None else _effective(definition, previous.value),
+                    "new_effective": _effective(definition, record.value),
+                }
+            )
+        return Response({"count": len(results), "results": results})
+
+
+def _effective(definition: Any, value: Any) -> Any:
+    return definition.default if value is None else value

@@ -1,0 +1,276 @@
+"""The registry of runtime settings: every knob an operator may turn without a restart.
+
+Each key has a type, a default, bounds, a description and the component that reads it. Values are
+validated here, whether they arrive as text (``muttctl``, the admin) or as JSON (the API). Later
+components add their keys with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class SettingType(StrEnum):
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    STR = "str"
+    ENUM = "enum"
+    DURATION = "duration"  # stored and returned as seconds (float)
+
+
+class UnknownSetting(KeyError):
+    """No setting of that name is registered."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"unknown setting {self.key!r}; `muttctl config list` shows the registered keys"
+
+
+class InvalidSettingValue(ValueError):
+    """A value that does not fit the key's type, bounds or choices; the message names both."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+@dataclass(frozen=True)
+class SettingDef:
+    key: str
+    type: SettingType
+    default: Any
+    description: str
+    component: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    unit: str = ""
+
+    def parse(self, raw: Any) -> Any:
+        """The typed value for ``raw`` (text or JSON), or InvalidSettingValue naming key and bound."""
+        parser: Callable[[Any], Any] = getattr(self, f"_parse_{self.type.value}")
+        value = parser(raw)
+        self._check_bounds(value)
+        return value
+
+    def describe_bounds(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        low = "" if self.minimum is None else self._fmt(self.minimum)
+        high = "" if self.maximum is None else self._fmt(self.maximum)
+        if low and high:
+            return f"{low} … {high}"
+        return f"≥ {low}" if low else (f"≤ {high}" if high else "")
+
+    def to_text(self, value: Any) -> str:
+        if self.type == SettingType.BOOL:
+            return "true" if value else "false"
+        if self.type == SettingType.DURATION:
+            return f"{self._fmt(value)}s"
+        return str(value)
+
+    # --- parsers ------------------------------------------------------------------------------
+
+    def _parse_int(self, raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise InvalidSettingValue(self.key, "expected a whole number, got a boolean")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        if isinstance(raw, str) and re.fullmatch(r"\s*[-+]?\d[\d_]*\s*", raw):
+            return int(raw.replace("_", ""))
+        raise InvalidSettingValue(self.key, f"expected a whole number, got {raw!r}")
+
+    def _parse_float(self, raw: Any) -> float:
+        if isinstance(raw, bool):
+            raise InvalidSettingValue(self.key, "expected a number, got a boolean")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise InvalidSettingValue(self.key, f"expected a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise InvalidSettingValue(self.key, "expected a finite number")
+        return value
+
+    def _parse_bool(self, raw: Any) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise InvalidSettingValue(self.key, f"expected true or false, got {raw!r}")
+
+    def _parse_str(self, raw: Any) -> str:
+        if not isinstance(raw, str):
+            raise InvalidSettingValue(self.key, f"expected text, got {type(raw).__name__}")
+        return raw.strip()
+
+    def _parse_enum(self, raw: Any) -> str:
+        text = str(raw).strip().lower()
+        if text not in self.choices:
+            raise InvalidSettingValue(self.key, f"expected one of {', '.join(self.choices)}, got {raw!r}")
+        return text
+
+    def _parse_duration(self, raw: Any) -> float:
+        if isinstance(raw, bool):
+            raise InvalidSettingValue(self.key, "expected a duration, got a boolean")
+        if isinstance(raw, int | float):
+            value = float(raw)
+        else:
+            match = _DURATION.match(str(raw))
+            if not match:
+                raise InvalidSettingValue(
+                    self.key, f"expected a duration such as 30, 30s, 250ms, 5m or 1h, got {raw!r}"
+                )
+            value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        if not math.isfinite(value):
+            raise InvalidSettingValue(self.key, "expected a finite duration")
+        return value
+
+    def _check_bounds(self, value: Any) -> None:
+        if self.type not in (SettingType.INT, SettingType.FLOAT, SettingType.DURATION):
+            return
+        suffix = "s" if self.type == SettingType.DURATION else (f" {self.unit}" if self.unit else "")
+        if self.minimum is not None and value < self.minimum:
+            raise InvalidSettingValue(
+                self.key,
+                f"{self._fmt(value)}{suffix} is below the minimum of {self._fmt(self.minimum)}{suffix}",
+            )
+        if self.maximum is not None and value > self.maximum:
+            raise InvalidSettingValue(
+                self.key,
+                f"{self._fmt(value)}{suffix} is above the maximum of {self._fmt(self.maximum)}{suffix}",
+            )
+
+    @staticmethod
+    def _fmt(number: float) -> str:
+        return f"{number:g}" if isinstance(number, float) else str(number)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A rule between two keys' effective values, checked whenever either changes."""
+
+    lower: str
+    upper: str
+    strict: bool = False
+    why: str = ""
+
+    def holds(self, low: Any, high: Any) -> bool:
+        return low < high if self.strict else low <= high
+
+
+REGISTRY: dict[str, SettingDef] = {}
+RELATIONS: list[Relation] = []
+
+
+def register(
+    key: str,
+    type: SettingType,
+    default: Any,
+    description: str,
+    component: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] = (),
+    unit: str = "",
+) -> SettingDef:
+    if key in REGISTRY:
+        raise ValueError(f"setting {key!r} is registered twice")
+    definition = SettingDef(key, type, default, description, component, minimum, maximum, choices, unit)
+    definition.parse(default)  # a default outside its own bounds is a programming error: fail at import
+    REGISTRY[key] = definition
+    return definition
+
+
+def get_definition(key: str) -> SettingDef:
+    try:
+        return REGISTRY[key]
+    except KeyError:
+        raise UnknownSetting(key) from None
+
+
+def relations_for(key: str) -> list[Relation]:
+    return [r for r in RELATIONS if key in (r.lower, r.upper)]
+
+
+INT, ENUM, DUR = SettingType.INT, SettingType.ENUM, SettingType.DURATION
+
+# fmt: off
+for _key, _type, _default, _min, _max, _component, _unit, _description in [
+    ("cache_reload_interval", DUR, 60.0, 1, 3600, "alerter", "",
+     "How often each alerter rebuilds its rule snapshot even without a change notice (safety net)."),
+    ("ingest_max_rate", INT, 100_000, 1, 10_000_000, "ingest", "events/s",
+     "Global ingest rate across all web pods; above it requests get 429."),
+    ("ingest_key_max_rate", INT, 50_000, 1, 10_000_000, "ingest", "events/s",
+     "Ingest rate allowed per API key; above it that key's requests get 429."),
+    ("ingest_max_queue_depth", INT, 1_000_000, 1_000, 100_000_000, "ingest", "events",
+     "Unacknowledged events in the ingest stream at which ingest answers 503 (backpressure)."),
+    ("ingest_max_batch", INT, 5_000, 1, 100_000, "ingest", "events",
+     "Most events accepted in one ingest request; larger requests get 413."),
+    ("ingest_max_event_bytes", INT, 65_536, 256, 10_485_760, "ingest", "bytes",
+     "Largest single event accepted; larger items are refused with 413."),
+    ("alerter_batch_size", INT, 500, 1, 10_000, "alerter", "events",
+     "Events an alerter reads per XREADGROUP call."),
+    ("alerter_queue_warn_threshold", INT, 100_000, 1, 100_000_000, "alerter", "alerts",
+     "Alert-stream backlog above which alerters log and count a warning."),
+    ("alerter_queue_shed_threshold", INT, 500_000, 1, 100_000_000, "alerter", "alerts",
+     "Alert-stream backlog above which alerters shed load (see alerter_shed_mode)."),
+    ("unhandled_threshold", INT, 100, 1, 1_000_000, "alerter", "events",
+     "Unmatched events from one host within the window that raise a flood meta-alert."),
+    ("unhandled_window_seconds", DUR, 300.0, 10, 86_400, "alerter", "",
+     "Window over which unmatched events per host are counted."),
+    ("moog_rate_limit", INT, 50, 1, 100_000, "forwarder", "requests",
+     "Requests to Moogsoft allowed per moog_rate_period, shared by all forwarders."),
+    ("moog_rate_period", DUR, 1.0, 0.1, 3600, "forwarder", "", "Period of the Moogsoft rate limit."),
+    ("moog_timeout", DUR, 10.0, 0.1, 300, "forwarder", "", "Timeout of one request to Moogsoft."),
+    ("moog_max_retries", INT, 10, 0, 100, "forwarder", "retries",
+     "Retries of a retryable failure before the alert goes to the Moogsoft DLQ."),
+    ("moog_retry_base_delay", DUR, 1.0, 0.01, 600, "forwarder", "",
+     "First retry delay; later retries back off exponentially with full jitter."),
+    ("moog_retry_max_delay", DUR, 300.0, 1, 86_400, "forwarder", "", "Longest delay between two retries."),
+    ("circuit_breaker_threshold", INT, 5, 1, 1_000, "forwarder", "failures",
+     "Consecutive Moogsoft failures that open the circuit breaker."),
+    ("circuit_breaker_timeout", DUR, 30.0, 1, 3600, "forwarder", "",
+     "How long the breaker stays open before one probe is let through."),
+    ("remediation_interval", DUR, 60.0, 1, 86_400, "remediation", "", "How often the DLQs are examined for replay."),
+    ("remediation_batch_size", INT, 100, 1, 10_000, "remediation", "entries", "Most DLQ entries replayed per pass."),
+    ("max_poison_retries", INT, 5, 1, 100, "remediation", "replays",
+     "Replays after which an entry moves to the dead queue and a notification is sent."),
+    ("event_retention_days", INT, 90, 1, 3650, "retention", "days", "Days the event audit log is kept."),
+    ("config_audit_retention_days", INT, 365, 30, 3650, "retention", "days",
+     "Days configuration history (rules, settings, keys) is kept."),
+    ("dlq_retention_days", INT, 30, 1, 3650, "retention", "days", "Days DLQ entries are kept."),
+]:
+    register(_key, _type, _default, _description, _component, minimum=_min, maximum=_max, unit=_unit)
+
+register("alerter_shed_mode", ENUM, "defer", "What alerters do above the shed threshold: 'dlq' moves the oldest "
+         "ingest entries to the alerter DLQ (reason shed); 'defer' pauses consumption.", "alerter",
+         choices=("dlq", "defer"))
+
+RELATIONS.extend([
+    Relation("alerter_queue_warn_threshold", "alerter_queue_shed_threshold", strict=True,
+             why="the warning must come before shedding"),
+    Relation("moog_retry_base_delay", "moog_retry_max_delay", why="the first delay cannot exceed the longest"),
+])
+# fmt: on

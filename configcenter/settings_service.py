@@ -1,0 +1,143 @@
+"""Changing runtime settings: validate, store with history, then tell every process (after commit)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from django.db import transaction
+
+from configcenter.models import DynamicSetting
+from configcenter.registry import REGISTRY, InvalidSettingValue, get_definition, relations_for
+from mutt_project.audit import Actor, audited
+from mutt_project.redis import get_redis, key
+
+logger = logging.getLogger("mutt.config")
+
+
+def values_key() -> str:
+    """Redis hash of overridden values (JSON), the copy every process reads."""
+    return key("config", "values")
+
+
+def loaded_marker_key() -> str:
+    """Present once the hash mirrors the database; a missing marker (Redis restarted) means rebuild."""
+    return key("config", "loaded")
+
+
+def updates_channel() -> str:
+    return key("config", "updates")
+
+
+def stored_overrides() -> dict[str, Any]:
+    """Overridden values from the database, checked against the registry (unknown keys skipped)."""
+    overrides = {}
+    for setting_key, value in DynamicSetting.objects.exclude(value=None).values_list("key", "value"):
+        definition = REGISTRY.get(setting_key)
+        if definition is None:
+            continue
+        try:
+            overrides[setting_key] = definition.parse(value)
+        except InvalidSettingValue:
+            logger.error("stored value of %s no longer fits its definition; using the default", setting_key)
+    return overrides
+
+
+def publish_overrides(overrides: dict[str, Any], changed: str = "*") -> None:
+    """Mirror ``overrides`` into Redis atomically, then announce the change."""
+    client = get_redis()
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(values_key())
+    if overrides:
+        pipe.hset(values_key(), mapping={k: orjson.dumps(v) for k, v in overrides.items()})
+    pipe.set(loaded_marker_key(), "1")
+    pipe.publish(updates_channel(), changed)
+    pipe.execute()
+
+
+def _publish_after_commit(changed: str) -> None:
+    # The database holds the change already; if Redis is down now, processes still converge when
+    # their snapshot TTL expires and the first reader rebuilds the Redis copy from the database.
+    try:
+        publish_overrides(stored_overrides(), changed)
+    except Exception:
+        logger.warning(
+            "could not publish the change of %s; processes pick it up after their TTL", changed, exc_info=True
+        )
+
+
+def describe(setting_key: str | None = None) -> list[dict[str, Any]]:
+    """Each registered setting (or one) with stored value, default, type, bounds, component, last change."""
+    keys = [get_definition(setting_key).key] if setting_key else sorted(REGISTRY)
+    rows = {r.key: r for r in DynamicSetting.objects.filter(key__in=keys)}
+    described = []
+    for name in keys:
+        definition = REGISTRY[name]
+        row = rows.get(name)
+        overridden = row is not None and row.value is not None
+        described.append(
+            {
+                "key": name,
+                "value": row.value if overridden else definition.default,
+                "default": definition.default,
+                "is_default": not overridden,
+                "type": definition.type.value,
+                "bounds": definition.describe_bounds(),
+                "minimum": definition.minimum,
+                "maximum": definition.maximum,
+                "choices": list(definition.choices),
+                "unit": definition.unit,
+                "component": definition.component,
+                "description": definition.description,
+                "updated_at": row.updated_at if row else None,
+            }
+        )
+    return described
+
+
+def check_relations(setting_key: str, new_value: Any) -> None:
+    effective = {k: d.default for k, d in REGISTRY.items()} | stored_overrides() | {setting_key: new_value}
+    for relation in relations_for(setting_key):
+        low, high = effective[relation.lower], effective[relation.upper]
+        if not relation.holds(low, high):
+            sign = "<" if relation.strict else "≤"
+            raise InvalidSettingValue(
+                setting_key,
+                f"{relation.lower} ({low}) must be {sign} {relation.upper} ({high}): {relation.why}",
+            )
+
+
+def _save(setting_key: str, value: Any, *, actor: Actor, reason: str) -> DynamicSetting:
+    with transaction.atomic(), audited(actor, reason):
+        row, _ = DynamicSetting.objects.select_for_update().get_or_create(key=setting_key)
+        if row.value != value:
+            row.value = value
+            row.save()
+        transaction.on_commit(lambda: _publish_after_commit(setting_key))
+    return row
+
+
+def set_setting(setting_key: str, raw_value: Any, *, actor: Actor, reason: str = "") -> DynamicSetting:
+    """Validate ``raw_value`` (text or JSON) against the key's type, bounds and relations, and store it."""
+    definition = get_definition(setting_key)
+    value = definition.parse(raw_value)
+    check_relations(setting_key, value)
+    return _save(setting_key, value, actor=actor, reason=reason)
+
+
+def unset_setting(setting_key: str, *, actor: Actor, reason: str = "") -> DynamicSetting:
+    """Return the key to its registry default."""
+    definition = get_definition(setting_key)
+    check_relations(setting_key, definition.default)
+    return _save(setting_key, None, actor=actor, reason=reason)
+
+
+def sync_registry(actor: Actor | None = None) -> int:
+    """Create a row (value = default) for every registered key that has none; returns how many."""
+    existing = set(DynamicSetting.objects.values_list("key", flat=True))
+    missing = [k for k in REGISTRY if k not in existing]
+    with transaction.atomic(), audited(actor or Actor.system("registry"), "setting registered"):
+        for setting_key in missing:
+            DynamicSetting.objects.create(key=setting_key, value=None)
+    return len(missing)

@@ -1,0 +1,177 @@
+"""Runtime settings: typed validation, audited changes, and reads that follow changes live."""
+
+from __future__ import annotations
+
+import pytest
+
+from configcenter import runtime, settings_service
+from configcenter.models import DynamicSetting
+from configcenter.registry import REGISTRY, InvalidSettingValue, UnknownSetting
+from configcenter.runtime import get_setting
+from mutt_project.audit import Actor
+from mutt_project.context import request_id_scope
+from mutt_project.redis import get_redis
+from tests.support.waiting import wait_for
+
+OPS = Actor.cli("ops")
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def test_every_required_knob_is_registered_with_a_valid_default():
+    required = {
+        "cache_reload_interval", "ingest_max_rate", "ingest_key_max_rate", "ingest_max_queue_depth",
+        "ingest_max_batch", "ingest_max_event_bytes", "alerter_batch_size", "alerter_queue_warn_threshold",
+        "alerter_queue_shed_threshold", "alerter_shed_mode", "unhandled_threshold", "unhandled_window_seconds",
+        "moog_rate_limit", "moog_rate_period", "moog_timeout", "moog_max_retries", "moog_retry_base_delay",
+        "moog_retry_max_delay", "circuit_breaker_threshold", "circuit_breaker_timeout", "remediation_interval",
+        "remediation_batch_size", "max_poison_retries", "event_retention_days", "config_audit_retention_days",
+        "dlq_retention_days",
+    }  # fmt: skip
+    assert required <= set(REGISTRY)
+    for definition in REGISTRY.values():
+        assert definition.parse(definition.default) == definition.default
+        assert definition.description
+        assert definition.component
+
+
+@pytest.mark.django_db
+def test_a_value_below_the_minimum_is_refused_naming_key_and_bound():
+    with pytest.raises(InvalidSettingValue) as caught:
+        settings_service.set_setting("ingest_max_rate", "0", actor=OPS, reason="x")
+    assert str(caught.value) == "ingest_max_rate: 0 events/s is below the minimum of 1 events/s"
+    assert DynamicSetting.objects.get(key="ingest_max_rate").value is None
+
+
+@pytest.mark.django_db
+def test_a_value_above_the_maximum_is_refused():
+    with pytest.raises(InvalidSettingValue, match="above the maximum of 300s"):
+        settings_service.set_setting("moog_timeout", "10m", actor=OPS)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("key", "raw", "message"),
+    [
+        ("alerter_batch_size", "lots", "expected a whole number"),
+        ("alerter_batch_size", True, "expected a whole number, got a boolean"),
+        ("alerter_batch_size", 2.5, "expected a whole number"),
+        ("alerter_shed_mode", "drop", "expected one of dlq, defer"),
+        ("moog_timeout", "soon", "expected a duration"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused(key, raw, message):
+    with pytest.raises(InvalidSettingValue, match=message):
+        settings_service.set_setting(key, raw, actor=OPS)
+
+
+@pytest.mark.django_db
+def test_text_and_json_values_are_parsed_to_the_keys_type():
+    assert settings_service.set_setting("moog_timeout", "250ms", actor=OPS).value == 0.25
+    assert settings_service.set_setting("moog_timeout", 3, actor=OPS).value == 3.0
+    assert settings_service.set_setting("alerter_batch_size", "1_000", actor=OPS).value == 1000
+    assert settings_service.set_setting("alerter_shed_mode", "DLQ", actor=OPS).value == "dlq"
+
+
+@pytest.mark.django_db
+def test_unknown_keys_raise_everywhere():
+    with pytest.raises(UnknownSetting):
+        settings_service.set_setting("ingest_max_rat", 5, actor=OPS)
+    with pytest.raises(UnknownSetting):
+        get_setting("ingest_max_rat")
+
+
+@pytest.mark.django_db
+def test_related_keys_must_stay_consistent():
+    with pytest.raises(InvalidSettingValue, match="must be < alerter_queue_shed_threshold"):
+        settings_service.set_setting("alerter_queue_warn_threshold", 600_000, actor=OPS)
+    settings_service.set_setting("moog_retry_max_delay", 5, actor=OPS)
+    with pytest.raises(InvalidSettingValue, match="cannot exceed the longest"):
+        settings_service.set_setting("moog_retry_base_delay", 10, actor=OPS)
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_set_and_unset_record_who_when_why_old_and_new():
+    with request_id_scope("req-config-001"):
+        settings_service.set_setting("moog_rate_limit", 80, actor=OPS, reason="Moogsoft raised our quota")
+    settings_service.unset_setting("moog_rate_limit", actor=Actor.cli("alice"), reason="quota back")
+    unset, changed, created = DynamicSetting.history.filter(key="moog_rate_limit").order_by("-history_id")[:3]
+    assert (created.value, created.history_actor) == (None, "system:registry")
+    assert (changed.history_actor, changed.history_change_reason, changed.history_request_id) == (
+        "cli:ops",
+        "Moogsoft raised our quota",
+        "req-config-001",
+    )
+    assert {c.field: (c.old, c.new) for c in changed.diff_against(created).changes} == {"value": (None, 80)}
+    assert {c.field: (c.old, c.new) for c in unset.diff_against(changed).changes} == {"value": (80, None)}
+    assert unset.history_actor == "cli:alice"
+    assert changed.history_date <= unset.history_date
+
+
+@pytest.mark.django_db
+def test_setting_the_same_value_again_writes_no_history():
+    settings_service.set_setting("moog_rate_limit", 80, actor=OPS, reason="a")
+    settings_service.set_setting("moog_rate_limit", "80", actor=OPS, reason="b")
+    assert DynamicSetting.history.filter(key="moog_rate_limit").count() == 2
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_change_is_read_by_this_process_without_restart():
+    assert get_setting("alerter_batch_size") == 500
+    assert runtime.wait_until_subscribed()
+    settings_service.set_setting("alerter_batch_size", 750, actor=OPS, reason="bigger batches")
+    assert wait_for(lambda: get_setting("alerter_batch_size") == 750, timeout=1.0)
+    settings_service.unset_setting("alerter_batch_size", actor=OPS, reason="back")
+    assert wait_for(lambda: get_setting("alerter_batch_size") == 500, timeout=1.0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_losing_its_copy_is_repaired_from_the_database(settings):
+    settings.MUTT_CONFIG_TTL_SECONDS = 1
+    settings_service.set_setting("moog_max_retries", 3, actor=OPS)
+    client = get_redis()
+    client.delete(settings_service.values_key(), settings_service.loaded_marker_key())
+    runtime.reset()
+    assert get_setting("moog_max_retries") == 3
+    assert client.exists(settings_service.loaded_marker_key())
+    assert client.hget(settings_service.values_key(), "moog_max_retries") == b"3"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_unreachable_serves_last_known_value_then_database(settings, tmp_path):
+    from mutt_project.redis import reset_clients
+
+    settings_service.set_setting("unhandled_threshold", 42, actor=OPS)
+    assert get_setting("unhandled_threshold") == 42
+    runtime.reset()
+    assert get_setting("unhandled_threshold") == 42
+    settings.REDIS_URL = f"unix://{tmp_path}/gone.sock"
+    settings.MUTT_CONFIG_TTL_SECONDS = 1
+    reset_clients()
+    try:
+        runtime._runtime.snapshot = runtime.Snapshot(
+            runtime._runtime.snapshot.values, "redis", loaded_at=0.0
+        )  # expired: the next read must try Redis, fail, and keep the last values
+        assert get_setting("unhandled_threshold") == 42
+        assert runtime.current_snapshot().source == "redis"
+        runtime.reset(wait=True)
+        assert get_setting("unhandled_threshold") == 42, "no snapshot and no Redis: the database answers"
+        assert runtime.current_snapshot().source == "database"
+    finally:
+        runtime.reset()
+        reset_clients()
+
+
+@pytest.mark.django_db
+def test_malformed_values_in_redis_are_ignored(redis_client):
+    redis_client.hset(settings_service.values_key(), mapping={"alerter_batch_size": b"{oops", "moog_timeout": b"-4"})
+    redis_client.set(settings_service.loaded_marker_key(), "1")
+    assert get_setting("alerter_batch_size") == 500
+    assert get_setting("moog_timeout") == 10.0
