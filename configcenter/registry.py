@@ -264,6 +264,17 @@ for _key, _type, _default, _min, _max, _component, _unit, _description in [
 ]:
     register(_key, _type, _default, _description, _component, minimum=_min, maximum=_max, unit=_unit)
 
+for _key, _type, _default, _min, _max, _unit, _description in [
+    ("alerter_claim_idle_seconds", DUR, 30.0, 1, 3600, "",
+     "How long an entry may stay unacknowledged before another alerter takes it over (crashed worker)."),
+    ("alerter_max_deliveries", INT, 5, 1, 100, "deliveries",
+     "Deliveries after which an ingest entry is treated as poison and moved to the alerter DLQ."),
+    ("alerter_block_ms", INT, 1000, 10, 10_000, "ms", "How long an idle alerter waits for new events per read."),
+]:
+    register(_key, _type, _default, _description, "alerter", minimum=_min, maximum=_max, unit=_unit)
+
+register("unhandled_default_team", SettingType.STR, "network-ops",
+         "Team of a flood meta-alert when the host has no device team.", "alerter")
 register("alerter_shed_mode", ENUM, "defer", "What alerters do above the shed threshold: 'dlq' moves the oldest "
          "ingest entries to the alerter DLQ (reason shed); 'defer' pauses consumption.", "alerter",
          choices=("dlq", "defer"))

@@ -15,7 +15,7 @@ from django.urls import URLPattern, path
 from mutt_project.admin_audit import AuditedAdmin, confirm_with_reason
 from rules import services
 from rules.engine import InvalidRule
-from rules.models import AlertRule, DevHost, DeviceTeam, SyslogSeverity
+from rules.models import AlertRule, DevHost, DeviceTeam, EventAuditLog, SyslogSeverity
 from rules.snapshot import build_ruleset
 
 
@@ -142,3 +142,31 @@ class DeviceTeamAdmin(_ServiceBound):
     list_filter = ["team_name"]
     search_fields = ["hostname", "team_name"]
     fields = ["hostname", "team_name", "change_reason"]
+
+
+@admin.register(EventAuditLog)
+class EventAuditLogAdmin(admin.ModelAdmin):
+    """The audit trail of every event: read-only, searchable by host, event id and correlation id."""
+
+    list_display = [
+        "event_time", "hostname", "environment", "handling", "rule_id", "team", "forwarded", "alert_severity",
+        "short_message",
+    ]  # fmt: skip
+    list_filter = ["handling", "environment", "forwarded", "alert_severity", "source_type"]
+    search_fields = ["=hostname", "=event_id", "=correlation_id", "=trap_oid"]
+    date_hierarchy = "event_time"
+    show_full_result_count = False  # counting a partitioned table of millions of rows on every page is slow
+    list_per_page = 100
+
+    @admin.display(description="message")
+    def short_message(self, row: EventAuditLog) -> str:
+        return row.message[:120]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # retention removes rows by partition, never one by one

@@ -198,3 +198,42 @@ class DeviceTeam(models.Model):
         self.team_name = self.team_name.strip()
         if not self.team_name:
             raise ValidationError({"team_name": "A device team needs a team name."})
+
+
+class EventAuditLog(models.Model):
+    """One row per event the alerters processed, matched or not: the audit trail of every event.
+
+    The table is partitioned by month on ``event_time`` with a default partition (so no event is ever
+    refused for its timestamp). It is created by hand-written SQL (migration 0002), hence unmanaged:
+    PostgreSQL requires the partition key in every unique constraint, so the primary key is
+    (id, event_time) and idempotency is UNIQUE (event_id, event_time), which is deterministic for a
+    redelivered event because event_time comes from the event itself.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField()
+    event_time = models.DateTimeField()
+    received_at = models.DateTimeField()
+    hostname = models.CharField(max_length=255)
+    environment = models.CharField(max_length=8)
+    rule_id = models.BigIntegerField(null=True, blank=True, help_text="The winning rule (rules may be deleted later).")
+    handling = models.CharField(max_length=20)
+    team = models.CharField(max_length=100, blank=True)
+    forwarded = models.BooleanField(default=False, help_text="An alert was queued for Moogsoft.")
+    alert_severity = models.CharField(max_length=20, blank=True)
+    syslog_severity = models.SmallIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    trap_oid = models.CharField(max_length=255, blank=True)
+    source_type = models.CharField(max_length=50, blank=True)
+    correlation_id = models.CharField(max_length=128, blank=True)
+    raw = models.JSONField()
+
+    class Meta:
+        managed = False
+        db_table = "rules_eventauditlog"
+        ordering = ["-event_time"]
+        verbose_name = "event audit log entry"
+        verbose_name_plural = "event audit log"
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.hostname} {self.handling}"

@@ -33,8 +33,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    from configcenter import runtime
     from mutt_project.redis import get_redis, reset_clients
 
+    runtime.reset()  # stop the settings subscriber before its Redis goes away
     try:
         client = get_redis()
         keys = list(client.scan_iter(match=f"{settings.MUTT_REDIS_PREFIX}:*", count=1000))
@@ -45,6 +47,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         if _started is not None:
             # Stop only what this run started; services another process runs stay up.
             embedded.stop(_started.data_dir, postgres=_started.postgres, redis=_started.redis)
+
+
+@pytest.fixture(autouse=True)
+def fresh_runtime_settings():
+    """Each test starts with no settings snapshot and no Redis copy of settings.
+
+    The database is rolled back or flushed between tests, so a Redis copy written by an earlier test
+    would otherwise leak its overrides into the next one.
+    """
+    from configcenter import runtime, settings_service
+    from mutt_project.redis import get_redis
+
+    def clear() -> None:
+        runtime.reset()
+        get_redis().delete(settings_service.values_key(), settings_service.loaded_marker_key())
+
+    clear()
+    yield
+    clear()
 
 
 @pytest.fixture
@@ -104,3 +125,24 @@ def api_keys(db) -> dict[str, str]:
         _, raw = create_api_key(actor=actor, name=f"{scope}-key", scopes=[scope], reason="test keys")
         keys[scope] = raw
     return keys
+
+
+@pytest.fixture
+def clean_pipeline(redis_client, transactional_db):
+    """Empty pipeline streams, dedup and flood keys, and the audit log (unmanaged: flushes skip it)."""
+    from django.db import connection
+
+    from mutt_project import streams
+    from mutt_project.redis import key
+
+    names = [streams.ingest_stream(), streams.alerts_stream()] + [
+        streams.dlq_stream(n) for n in ("alerter", "moog", "dead")
+    ]
+    redis_client.delete(*names)
+    for pattern in ("alerted:*", "flood:*", "ratelimit:*"):
+        for name in redis_client.scan_iter(match=key(pattern)):
+            redis_client.delete(name)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE rules_eventauditlog")
+    yield
+    redis_client.delete(*names)

@@ -35,7 +35,7 @@ def start_up(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "manage.py", "mutt", "up", "--port", str(port)],
         cwd=BASE_DIR,
-        env={**env, "MUTT_HTTP_WORKERS": "2", "MUTT_LOG_FORMAT": "plain"},
+        env={**env, "MUTT_HTTP_WORKERS": "2", "MUTT_LOG_FORMAT": "plain", "MUTT_ALERTER_METRICS_PORT": "0"},
         stdout=handle,
         stderr=subprocess.STDOUT,
     )

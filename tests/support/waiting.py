@@ -12,3 +12,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 5.0, interval: fl
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def apply_setting(key: str, value: object, *, reason: str = "test") -> None:
+    """Change a runtime setting and wait until this process reads the new value (changes apply async)."""
+    from configcenter.registry import get_definition
+    from configcenter.runtime import get_setting
+    from configcenter.settings_service import set_setting
+    from mutt_project.audit import Actor
+
+    set_setting(key, value, actor=Actor.cli("test"), reason=reason)
+    expected = get_definition(key).parse(value)
+    if not wait_for(lambda: get_setting(key) == expected, timeout=5):
+        raise AssertionError(f"{key} did not become {expected!r} in this process")

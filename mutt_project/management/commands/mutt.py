@@ -48,7 +48,10 @@ def child_specs(http_host: str, http_port: int, workers: int) -> list[ChildSpec]
     ]
     # Children find the same embedded services through the data folder.
     env = {"MUTT_DATA_DIR": str(settings.MUTT_DATA_DIR), "DJANGO_SETTINGS_MODULE": "mutt_project.settings"}
-    return [ChildSpec(name="web", argv=gunicorn, env=env)]
+    alerter = [python, str(BASE_DIR / "manage.py"), "run_alerter"]
+    if settings.MUTT_ALERTER_METRICS_PORT:
+        alerter += ["--metrics-port", str(settings.MUTT_ALERTER_METRICS_PORT)]
+    return [ChildSpec(name="web", argv=gunicorn, env=env), ChildSpec(name="alerter", argv=alerter, env=env)]
 
 
 def wait_for_http(url: str, timeout: float) -> bool:

@@ -1,0 +1,99 @@
+"""Redis Streams plumbing shared by ingest, the alerter and the forwarder (ADR-001).
+
+Names come from here (through ``mutt_project.redis.key``). Entries carry one field, ``e``: the
+event or alert as JSON, so a batch is one XADD per entry in one pipeline and one parse per entry.
+
+Backlog is the stream's length: consumers trim what every group has acknowledged
+(:func:`trim_acknowledged`), so XLEN counts exactly the entries not yet acknowledged plus at most one
+batch acknowledged since the last trim. That is what ingest's backpressure compares against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis
+
+from mutt_project.redis import key
+
+ALERTERS_GROUP = "alerters"
+FORWARDERS_GROUP = "forwarders"
+PAYLOAD_FIELD = b"e"
+
+
+def ingest_stream() -> str:
+    return key("stream", "ingest")
+
+
+def alerts_stream() -> str:
+    return key("stream", "alerts")
+
+
+def dlq_stream(name: str) -> str:
+    """Dead-letter streams: ``alerter``, ``moog``, ``dead``."""
+    return key("dlq", name)
+
+
+def encode(payload: dict[str, Any]) -> dict[bytes, bytes]:
+    return {PAYLOAD_FIELD: orjson.dumps(payload)}
+
+
+def decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """The payload of an entry; raises ValueError for an entry that is not ours (a poison message)."""
+    raw = fields.get(PAYLOAD_FIELD)
+    if raw is None:
+        raise ValueError(f"entry has no {PAYLOAD_FIELD.decode()!r} field")
+    payload = orjson.loads(raw)
+    if not isinstance(payload, dict):
+        raise ValueError("entry payload is not a JSON object")
+    return payload
+
+
+def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+    """Create the consumer group (and the stream) if missing, reading from the beginning.
+
+    Creating it at position 0 before any consumer runs means entries added first are kept for it.
+    """
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+# Trim everything every group has acknowledged: entries older than the oldest pending entry and
+# not newer than the last delivered one. Runs in Redis so the reads and the trim see one state.
+_TRIM_SCRIPT = """
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local floor = nil
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local candidate = info['last-delivered-id']
+  local pending = redis.call('XPENDING', KEYS[1], info['name'])
+  if pending[1] > 0 then candidate = pending[2] else
+    -- nothing pending: everything up to last-delivered is acknowledged; keep from the next id
+    local ms, seq = string.match(candidate, '(%d+)-(%d+)')
+    candidate = ms .. '-' .. tostring(tonumber(seq) + 1)
+  end
+  if floor == nil then floor = candidate else
+    local fms, fseq = string.match(floor, '(%d+)-(%d+)')
+    local cms, cseq = string.match(candidate, '(%d+)-(%d+)')
+    if tonumber(cms) < tonumber(fms) or (tonumber(cms) == tonumber(fms) and tonumber(cseq) < tonumber(fseq)) then
+      floor = candidate
+    end
+  end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', floor)
+"""
+
+
+def trim_acknowledged(client: redis.Redis, stream: str) -> int:
+    """Remove entries every consumer group has acknowledged; returns how many were removed."""
+    return int(client.eval(_TRIM_SCRIPT, 1, stream))
+
+
+def backlog(client: redis.Redis, stream: str) -> int:
+    return int(client.xlen(stream))

@@ -1,0 +1,471 @@
+"""The alerter: ingest stream → compiled rules → audit rows → alert stream, one batch at a time.
+
+``Alerter.step()`` does one unit of work and returns how many entries it finished; the
+``run_alerter`` command loops over it. Per batch:
+
+1. read up to ``alerter_batch_size`` entries (first any reclaimed from a crashed alerter, then new);
+2. decode and match each event with the compiled rule snapshot (plain Python, no ORM per event);
+   an entry that cannot be decoded or matched, or was delivered too often, goes to the alerter DLQ;
+3. write one audit row per event with one multi-row INSERT ... ON CONFLICT DO NOTHING, in one
+   transaction (a redelivered event changes nothing);
+4. after commit, one Lua call adds the alerts (skipping event ids already alerted) and acknowledges
+   the batch, so neither a crash nor a takeover can duplicate an alert;
+5. count unmatched events per host for the flood detector.
+
+If the database is down nothing is acknowledged: the batch is kept and retried with backoff, and its
+entries' idle time is refreshed so other alerters do not take them over while this one lives.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from psycopg2.extras import execute_values
+
+from configcenter.runtime import get_setting
+from mutt_project import streams
+from mutt_project.redis import get_redis, key
+from rules import flood, metrics
+from rules.engine import RuleSet
+from rules.services import rules_channel
+from rules.snapshot import build_ruleset
+
+logger = logging.getLogger("mutt.alerter")
+
+ALERTING = frozenset({"page_and_ticket", "page_only", "ticket_only"})
+# Moogsoft severity when the rule names none, from the event's syslog severity.
+_SEVERITY_FROM_SYSLOG = {0: "critical", 1: "critical", 2: "critical", 3: "major", 4: "warning", 5: "minor"}
+_MAX_DB_BACKOFF = 30.0
+
+_INSERT_SQL = """
+INSERT INTO rules_eventauditlog (event_id, event_time, received_at, hostname, environment, rule_id, handling,
+    team, forwarded, alert_severity, syslog_severity, message, trap_oid, source_type, correlation_id, raw)
+VALUES %s
+ON CONFLICT (event_id, event_time) DO NOTHING
+"""
+_INSERT_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+
+# Add each alert unless its event id was alerted before (a redelivery or a takeover), then
+# acknowledge the batch: one atomic step. KEYS: alerts stream, ingest stream, dedup hash.
+# ARGV: group, dedup ttl, n alerts, then n (event_id, payload) pairs, then the entry ids to ack.
+_PUBLISH_AND_ACK = """
+local n = tonumber(ARGV[3])
+local added = 0
+for i = 0, n - 1 do
+  local event_id = ARGV[4 + i * 2]
+  if redis.call('HSETNX', KEYS[3], event_id, '1') == 1 then
+    redis.call('XADD', KEYS[1], '*', 'e', ARGV[5 + i * 2])
+    added = added + 1
+  end
+end
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[2]))
+local first_ack = 4 + n * 2
+if #ARGV >= first_ack then
+  redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, first_ack))
+end
+return added
+"""
+
+
+def dedup_key(received_at: str) -> str:
+    """Alert dedup hash of one hour of receive time: a redelivered event falls in the same bucket."""
+    return key("alerted", received_at[:13])
+
+
+@dataclass
+class Outcome:
+    """What one batch did (returned by ``process`` for tests and metrics)."""
+
+    entries: int = 0
+    audited: int = 0
+    alerts: int = 0
+    unmatched: int = 0
+    dead_lettered: int = 0
+    floods: int = 0
+
+
+@dataclass
+class _Decoded:
+    entry_id: bytes
+    event: dict[str, Any]
+
+
+@dataclass
+class _Batch:
+    entries: list[tuple[bytes, dict[bytes, bytes]]]
+    claimed: bool = False  # taken over from another alerter: check delivery counts
+    attempts: int = 0
+    retry_at: float = 0.0
+    outcome: Outcome = field(default_factory=Outcome)
+
+
+class Alerter:
+    def __init__(self, consumer: str | None = None, *, client: redis.Redis | None = None) -> None:
+        self.consumer = consumer or f"{socket.gethostname()}-{threading.get_native_id()}-{uuid.uuid4().hex[:6]}"
+        self.client = client or get_redis()
+        self.stream = streams.ingest_stream()
+        self.alerts = streams.alerts_stream()
+        self.dlq = streams.dlq_stream("alerter")
+        self.ruleset: RuleSet = RuleSet.empty()
+        self.loaded_at = 0.0
+        self.rules_changed = threading.Event()
+        self._held: _Batch | None = None  # a batch the database refused, kept for retry
+        self._last_claim = 0.0
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+        streams.ensure_group(self.client, self.stream, streams.ALERTERS_GROUP)
+        streams.ensure_group(self.client, self.alerts, streams.FORWARDERS_GROUP)
+
+    # --- rules snapshot -----------------------------------------------------------------------
+
+    def start_rule_listener(self) -> None:
+        """Listen for rule, host and team changes (published on commit) in a background thread."""
+        self._listener = threading.Thread(target=self._listen, name="alerter-rules", daemon=True)
+        self._listener.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _listen(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(rules_channel())
+                self.rules_changed.set()  # changes may have been missed while not subscribed
+                backoff = 0.1
+                while not self._stop.is_set():
+                    if pubsub.get_message(timeout=0.5) is not None:
+                        self.rules_changed.set()
+            except redis.RedisError as exc:
+                logger.warning("rule change subscription lost (%s); retrying in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                pubsub.close()
+
+    def refresh_rules(self, *, force: bool = False) -> bool:
+        """Rebuild the snapshot when told to, or when the periodic safety reload is due."""
+        due = time.monotonic() - self.loaded_at >= get_setting("cache_reload_interval")
+        if not (force or due or self.rules_changed.is_set()):
+            return False
+        self.rules_changed.clear()
+        started = time.perf_counter()
+        try:
+            ruleset = build_ruleset()
+        except Exception:
+            metrics.RELOAD_FAILURES.inc()
+            logger.exception("rule snapshot reload failed; keeping the previous snapshot (%s)", self.ruleset.version)
+            self.loaded_at = time.monotonic()  # retry at the next periodic reload, or on the next change
+            return False
+        finally:
+            connection.close_if_unusable_or_obsolete()
+        self.ruleset = ruleset
+        self.loaded_at = time.monotonic()
+        metrics.RULES_LOADED.set(ruleset.rule_count)
+        metrics.RELOAD_SECONDS.observe(time.perf_counter() - started)
+        logger.info("rule snapshot loaded", extra={"rules": ruleset.rule_count, "version": ruleset.version})
+        return True
+
+    # --- the step -----------------------------------------------------------------------------
+
+    def step(self, block_ms: int | None = None) -> int:
+        """Do one batch of work; returns the number of entries finished (0 when idle or backing off)."""
+        self.refresh_rules()
+        if self._held is not None:
+            return self._retry_held()
+        if self._shedding():
+            return 0
+        claimed = self._claim_abandoned()
+        if claimed:
+            return self._run(_Batch(claimed, claimed=True))
+        entries = self._read_new(block_ms)
+        return self._run(_Batch(entries)) if entries else 0
+
+    def _read_new(self, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        response = self.client.xreadgroup(
+            streams.ALERTERS_GROUP,
+            self.consumer,
+            {self.stream: ">"},
+            count=get_setting("alerter_batch_size"),
+            block=get_setting("alerter_block_ms") if block_ms is None else block_ms,
+        )
+        return response[0][1] if response else []
+
+    def _claim_abandoned(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Take over entries another alerter left unacknowledged for longer than the visibility timeout."""
+        idle_seconds = get_setting("alerter_claim_idle_seconds")
+        now = time.monotonic()
+        if now - self._last_claim < min(idle_seconds / 2, 5.0):
+            return []
+        self._last_claim = now
+        result = self.client.xautoclaim(
+            self.stream, streams.ALERTERS_GROUP, self.consumer, int(idle_seconds * 1000), "0-0",
+            count=get_setting("alerter_batch_size"),
+        )  # fmt: skip
+        # Redis 6.2 answers [next, entries], 7+ adds the ids of entries deleted meanwhile; 6.2 shows
+        # those as entries without fields, which would stay pending forever unless acknowledged.
+        vanished = [entry_id for entry_id, fields in result[1] if fields is None]
+        if vanished:
+            self.client.xack(self.stream, streams.ALERTERS_GROUP, *vanished)
+        claimed = [(entry_id, fields) for entry_id, fields in result[1] if fields is not None]
+        if claimed:
+            metrics.RECLAIMED.inc(len(claimed))
+            logger.warning("took over %d entries from a stalled alerter", len(claimed))
+        return claimed
+
+    def _run(self, batch: _Batch) -> int:
+        started = time.perf_counter()
+        try:
+            outcome = self.process(batch)
+        except (OperationalError, InterfaceError, DatabaseError) as exc:
+            return self._hold(batch, exc)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        return outcome.entries
+
+    def _hold(self, batch: _Batch, exc: Exception) -> int:
+        batch.attempts += 1
+        delay = min(_MAX_DB_BACKOFF, 0.5 * 2 ** (batch.attempts - 1))
+        batch.retry_at = time.monotonic() + delay
+        self._held = batch
+        metrics.DB_ERRORS.inc()
+        logger.warning("database unavailable (%s); keeping %d entries, retry in %.1fs", exc, len(batch.entries), delay)
+        connection.close()  # a broken connection is replaced on the next attempt
+        return 0
+
+    def _retry_held(self) -> int:
+        batch = self._held
+        if batch is None:
+            return 0
+        if time.monotonic() < batch.retry_at:
+            self._keep_claimed(batch)
+            time.sleep(min(0.2, max(0.0, batch.retry_at - time.monotonic())))
+            return 0
+        self._held = None
+        return self._run(batch)
+
+    def _keep_claimed(self, batch: _Batch) -> None:
+        # Reset the idle time (JUSTID does not count a delivery) so a live alerter keeps its batch.
+        ids = [entry_id for entry_id, _ in batch.entries]
+        try:
+            self.client.xclaim(self.stream, streams.ALERTERS_GROUP, self.consumer, 0, ids, justid=True)
+        except redis.RedisError:
+            logger.warning("could not refresh the claim on held entries", exc_info=True)
+
+    # --- processing ---------------------------------------------------------------------------
+
+    def process(self, batch: _Batch) -> Outcome:
+        """Audit, alert and acknowledge one batch. Raises database errors (the caller keeps the batch)."""
+        outcome = Outcome(entries=len(batch.entries))
+        decoded, poison = self._decode(batch.entries, check_deliveries=batch.claimed)
+        rows: list[tuple[Any, ...]] = []
+        alerts: list[tuple[str, str, bytes]] = []  # (dedup key, event id, payload)
+        unmatched: list[tuple[str, str]] = []
+        for item in decoded:
+            try:
+                row, alert = self._evaluate(item.event)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                poison.append((item.entry_id, orjson.dumps(item.event), "processing_error", error))
+                continue
+            rows.append(row)
+            if alert is not None:
+                alerts.append((dedup_key(item.event["received_at"]), item.event["event_id"], orjson.dumps(alert)))
+            elif row[6] == "unhandled":
+                unmatched.append((item.event["hostname"], item.event.get("message") or ""))
+        if rows:
+            with transaction.atomic(), connection.cursor() as cursor:
+                execute_values(cursor.cursor, _INSERT_SQL, rows, template=_INSERT_TEMPLATE, page_size=len(rows))
+                outcome.audited = max(cursor.cursor.rowcount, 0)
+        self._dead_letter(poison)
+        ok_ids = [item.entry_id for item in decoded]
+        outcome.alerts = self._publish_and_ack(alerts, ok_ids + [entry_id for entry_id, *_ in poison])
+        outcome.dead_lettered = len(poison)
+        outcome.unmatched = len(unmatched)
+        outcome.floods = self._detect_floods(unmatched)
+        self._trim()
+        metrics.EVENTS.labels("audited").inc(len(rows))
+        metrics.EVENTS.labels("alerted").inc(outcome.alerts)
+        metrics.EVENTS.labels("unmatched").inc(outcome.unmatched)
+        metrics.EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)
+        return outcome
+
+    def _decode(
+        self, entries: list[tuple[bytes, dict[bytes, bytes]]], *, check_deliveries: bool
+    ) -> tuple[list[_Decoded], list[tuple[bytes, bytes, str, str]]]:
+        """Split entries into events to process and poison (entry id, raw payload, reason, error)."""
+        decoded: list[_Decoded] = []
+        poison: list[tuple[bytes, bytes, str, str]] = []
+        counts = self._delivery_counts(entries) if check_deliveries else {}
+        limit = get_setting("alerter_max_deliveries")
+        for entry_id, fields in entries:
+            try:
+                event = streams.decode(fields)
+                for required in ("event_id", "hostname", "received_at", "timestamp"):
+                    if not event.get(required):
+                        raise ValueError(f"event has no {required}")
+            except (ValueError, orjson.JSONDecodeError) as exc:
+                raw = fields.get(streams.PAYLOAD_FIELD) or orjson.dumps(
+                    {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+                )
+                poison.append((entry_id, raw, "malformed", str(exc)))
+                continue
+            if counts.get(entry_id, 1) > limit:
+                raw = fields[streams.PAYLOAD_FIELD]
+                poison.append((entry_id, raw, "max_deliveries", f"delivered {counts[entry_id]} times"))
+                continue
+            decoded.append(_Decoded(entry_id, event))
+        return decoded, poison
+
+    def _delivery_counts(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> dict[bytes, int]:
+        if not entries:
+            return {}
+        rows = self.client.xpending_range(
+            self.stream, streams.ALERTERS_GROUP, min=entries[0][0], max=entries[-1][0], count=len(entries) * 2,
+            consumername=self.consumer,
+        )  # fmt: skip
+        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+
+    def _evaluate(self, event: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+        result = self.ruleset.match(
+            event["hostname"],
+            event.get("message") or "",
+            trap_oid=event.get("trap_oid") or None,
+            syslog_severity=event.get("syslog_severity"),
+        )
+        rule = result.rule
+        severity = (rule.severity if rule else "") or _SEVERITY_FROM_SYSLOG.get(event.get("syslog_severity"), "")
+        alerting = result.handling in ALERTING
+        row = (
+            event["event_id"], event["timestamp"], event["received_at"], event["hostname"], result.environment,
+            rule.id if rule else None, result.handling, result.team, alerting, severity if rule else "",
+            event.get("syslog_severity"), event.get("message") or "", event.get("trap_oid") or "",
+            (event.get("source_type") or "")[:50], (event.get("correlation_id") or "")[:128],
+            orjson.dumps(event).decode(),
+        )  # fmt: skip
+        if not alerting:
+            return row, None
+        alert = {
+            "kind": "rule",
+            "event_id": event["event_id"],
+            "correlation_id": event.get("correlation_id") or "",
+            "hostname": event["hostname"],
+            "rule_id": rule.id if rule else None,
+            "team": result.team,
+            "severity": severity or "indeterminate",
+            "handling": result.handling,
+            "environment": result.environment,
+            "description": (event.get("message") or rule.description)[:2000],
+            "event_time": event["timestamp"],
+            "trap_oid": event.get("trap_oid") or "",
+            "source_type": event.get("source_type") or "",
+            "signature": f"{event['hostname']}:{rule.id if rule else '-'}:{event.get('trap_oid') or ''}",
+        }
+        return row, alert
+
+    def _publish_and_ack(self, alerts: list[tuple[str, str, bytes]], ack_ids: list[bytes]) -> int:
+        if not alerts and not ack_ids:
+            return 0
+        added = 0
+        # One call per dedup bucket (events of one batch almost always share the hour).
+        buckets: dict[str, list[tuple[str, bytes]]] = {}
+        for bucket, event_id, payload in alerts:
+            buckets.setdefault(bucket, []).append((event_id, payload))
+        if not buckets:
+            buckets[dedup_key(datetime.now(UTC).isoformat())] = []
+        for index, (bucket, items) in enumerate(buckets.items()):
+            acks = ack_ids if index == len(buckets) - 1 else []
+            args: list[Any] = [streams.ALERTERS_GROUP, 172_800, len(items)]
+            for event_id, payload in items:
+                args += [event_id, payload]
+            args += acks
+            added += int(self.client.eval(_PUBLISH_AND_ACK, 3, self.alerts, self.stream, bucket, *args))
+        return added
+
+    def _dead_letter(self, poison: list[tuple[bytes, bytes, str, str]]) -> None:
+        """Record each entry in the alerter DLQ with reason, error and the original payload."""
+        if not poison:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id, raw, reason, error in poison:
+            pipe.xadd(
+                self.dlq,
+                {
+                    "reason": reason,
+                    "error": error[:1000],
+                    "attempts": 1,
+                    "source_id": entry_id,
+                    "failed_at": datetime.now(UTC).isoformat(),
+                    "consumer": self.consumer,
+                    "e": raw,
+                },
+            )
+        pipe.execute()
+        logger.warning("moved %d entries to the alerter DLQ", len(poison), extra={"reasons": [p[2] for p in poison]})
+
+    def _detect_floods(self, unmatched: list[tuple[str, str]]) -> int:
+        floods = flood.record_unmatched(
+            self.client,
+            unmatched,
+            threshold=get_setting("unhandled_threshold"),
+            window_seconds=int(get_setting("unhandled_window_seconds")),
+        )
+        now = datetime.now(UTC).isoformat()
+        for detected in floods:
+            team = self.ruleset.team_of(detected.hostname) or get_setting("unhandled_default_team")
+            alert = flood.meta_alert(detected, team=team, received_at=now)
+            self._publish_and_ack([(dedup_key(now), alert["event_id"], orjson.dumps(alert))], [])
+            logger.warning("unmatched-event flood", extra={"host": detected.hostname, "count": detected.count})
+        metrics.FLOODS.inc(len(floods))
+        return len(floods)
+
+    def _trim(self) -> None:
+        """Drop acknowledged entries (so XLEN is the backlog) and report queue depths."""
+        try:
+            streams.trim_acknowledged(self.client, self.stream)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xlen(self.stream)
+            pipe.xlen(self.dlq)
+            lag, dlq_depth = pipe.execute()
+        except redis.RedisError:
+            logger.warning("could not trim the ingest stream", exc_info=True)
+            return
+        metrics.INGEST_LAG.set(lag)
+        metrics.DLQ_DEPTH.set(dlq_depth)
+
+    # --- load shedding ------------------------------------------------------------------------
+
+    def _shedding(self) -> bool:
+        """True when this step must not consume (defer mode above the shed threshold)."""
+        backlog = streams.backlog(self.client, self.alerts)
+        metrics.ALERT_BACKLOG.set(backlog)
+        if backlog <= get_setting("alerter_queue_warn_threshold"):
+            return False
+        shed_at = get_setting("alerter_queue_shed_threshold")
+        if backlog <= shed_at:
+            metrics.QUEUE_WARNINGS.inc()
+            logger.warning("alert backlog %d above the warning threshold", backlog)
+            return False
+        mode = get_setting("alerter_shed_mode")
+        metrics.SHED_STEPS.labels(mode).inc()
+        if mode == "defer":
+            logger.warning("alert backlog %d above the shed threshold; pausing consumption", backlog)
+            time.sleep(0.5)
+            return True
+        entries = self._read_new(block_ms=0)
+        why = f"alert backlog {backlog} > {shed_at}"
+        shed = [(entry_id, fields.get(streams.PAYLOAD_FIELD, b""), "shed", why) for entry_id, fields in entries]
+        self._dead_letter(shed)
+        self._publish_and_ack([], [entry_id for entry_id, *_ in shed])
+        metrics.EVENTS.labels("shed").inc(len(shed))
+        return True

@@ -1,0 +1,243 @@
+"""The alerter step against real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import connection
+
+from mutt_project import streams
+from mutt_project.audit import Actor
+from rules import services
+from rules.alerter import Alerter
+from rules.models import AlertRule, DevHost, EventAuditLog
+from tests.support.events import make_event, push, read_stream
+from tests.support.waiting import apply_setting, wait_for
+
+OPS = Actor.cli("ops")
+
+
+@pytest.fixture
+def link_rule(db):
+    return services.create(
+        AlertRule, actor=OPS, name="link down", match_type="contains", match_string="changed state to down",
+        priority=10, team_assignment="network-ops", severity="major", dev_handling="ignore",
+    )  # fmt: skip
+
+
+def drain(alerter: Alerter, rounds: int = 20) -> int:
+    total = 0
+    for _ in range(rounds):
+        done = alerter.step(block_ms=10)
+        total += done
+        if not done and alerter._held is None:
+            break
+    return total
+
+
+def pending(client) -> int:
+    return client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_matched_events_are_audited_alerted_and_acknowledged(redis_client, clean_pipeline, link_rule):
+    alerter = Alerter("a1")
+    events = [make_event(hostname=f"core-rtr-{i:02d}") for i in range(5)]
+    push(redis_client, events)
+    assert drain(alerter) == 5
+    rows = {str(r.event_id): r for r in EventAuditLog.objects.all()}
+    assert set(rows) == {e["event_id"] for e in events}
+    row = rows[events[0]["event_id"]]
+    assert (row.environment, row.rule_id, row.handling, row.team, row.forwarded, row.alert_severity) == (
+        "prod", link_rule.pk, "page_and_ticket", "network-ops", True, "major",
+    )  # fmt: skip
+    assert row.raw["correlation_id"] == events[0]["correlation_id"]
+    alerts = read_stream(redis_client, streams.alerts_stream())
+    assert sorted(a["event_id"] for a in alerts) == sorted(e["event_id"] for e in events)
+    alert = next(a for a in alerts if a["event_id"] == events[0]["event_id"])
+    assert alert["signature"] == f"core-rtr-00:{link_rule.pk}:"
+    assert (alert["rule_id"], alert["team"], alert["severity"], alert["handling"]) == (
+        link_rule.pk, "network-ops", "major", "page_and_ticket",
+    )  # fmt: skip
+    assert alert["correlation_id"] == events[0]["correlation_id"]
+    assert alert["event_time"] == events[0]["timestamp"]
+    assert "ingested_by" not in alert
+    assert pending(redis_client) == 0
+    assert redis_client.xlen(streams.ingest_stream()) == 0, "acknowledged entries are trimmed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unmatched_ignored_and_dev_events_are_audited_without_alerts(redis_client, clean_pipeline, link_rule):
+    services.create(DevHost, actor=OPS, hostname="lab-rtr-01")
+    services.create(
+        AlertRule, actor=OPS, name="noise", match_type="contains", match_string="CONFIG_I", prod_handling="ignore"
+    )
+    unmatched = make_event(message="all quiet")
+    ignored = make_event(message="%SYS-5-CONFIG_I: Configured from console")
+    dev = make_event(hostname="lab-rtr-01")
+    push(redis_client, [unmatched, ignored, dev])
+    drain(Alerter("a1"))
+    handling = {str(r.event_id): (r.handling, r.environment, r.forwarded) for r in EventAuditLog.objects.all()}
+    assert handling == {
+        unmatched["event_id"]: ("unhandled", "prod", False),
+        ignored["event_id"]: ("ignore", "prod", False),
+        dev["event_id"]: ("ignore", "dev", False),
+    }
+    assert redis_client.xlen(streams.alerts_stream()) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redelivered_event_is_audited_and_alerted_once(redis_client, clean_pipeline, link_rule):
+    event = make_event()
+    push(redis_client, [event, event])
+    drain(Alerter("a1"))
+    push(redis_client, [event])
+    drain(Alerter("a2"))
+    assert EventAuditLog.objects.filter(event_id=event["event_id"]).count() == 1
+    assert len(read_stream(redis_client, streams.alerts_stream())) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_poison_entries_go_to_the_dlq_with_reason_error_and_payload(redis_client, clean_pipeline, link_rule):
+    good = make_event()
+    redis_client.xadd(streams.ingest_stream(), {"e": b"{not json"})
+    redis_client.xadd(streams.ingest_stream(), {"something": "else"})
+    push(redis_client, [good, make_event(hostname="")])
+    drain(Alerter("a1"))
+    dlq = redis_client.xrange(streams.dlq_stream("alerter"))
+    assert len(dlq) == 3
+    reasons = [fields[b"reason"] for _, fields in dlq]
+    assert reasons == [b"malformed", b"malformed", b"malformed"]
+    assert dlq[0][1][b"e"] == b"{not json"
+    assert b"event has no hostname" in dlq[2][1][b"error"]
+    assert all(fields[b"source_id"] and fields[b"failed_at"] for _, fields in dlq)
+    assert EventAuditLog.objects.count() == 1
+    assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_entries_of_a_crashed_alerter_are_taken_over_exactly_once(redis_client, clean_pipeline, link_rule):
+    apply_setting("alerter_claim_idle_seconds", 1)
+    survivor = Alerter("survivor")
+    events = [make_event() for _ in range(4)]
+    push(redis_client, events)
+    # "crashed": read the entries and never acknowledge them
+    redis_client.xreadgroup(streams.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=10)
+    assert survivor.step(block_ms=10) == 0, "entries of a live consumer are not taken before the timeout"
+    time.sleep(1.1)
+    survivor._last_claim = 0
+    assert drain(survivor) == 4
+    assert EventAuditLog.objects.count() == 4
+    assert len(read_stream(redis_client, streams.alerts_stream())) == 4
+    assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_entry_delivered_too_often_is_dead_lettered(redis_client, clean_pipeline, link_rule):
+    apply_setting("alerter_claim_idle_seconds", 1)
+    apply_setting("alerter_max_deliveries", 1)
+    survivor = Alerter("next")
+    push(redis_client, [make_event()])
+    redis_client.xreadgroup(streams.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=10)
+    time.sleep(1.1)
+    drain(survivor)
+    dlq = redis_client.xrange(streams.dlq_stream("alerter"))
+    assert [fields[b"reason"] for _, fields in dlq] == [b"max_deliveries"]
+    assert EventAuditLog.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_outage_loses_nothing(redis_client, clean_pipeline, link_rule):
+    alerter = Alerter("a1")
+    alerter.refresh_rules(force=True)
+    events = [make_event() for _ in range(3)]
+    push(redis_client, events)
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update({"HOST": "/nonexistent-socket-dir", "PORT": "1"})
+    try:
+        assert alerter.step(block_ms=10) == 0
+        assert alerter._held is not None
+        assert pending(redis_client) == 3, "nothing is acknowledged while the database is down"
+        assert redis_client.xlen(streams.alerts_stream()) == 0
+        alerter._held.retry_at = 0
+        assert alerter.step(block_ms=10) == 0, "still down: kept again"
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+    alerter._held.retry_at = 0
+    assert alerter.step(block_ms=10) == 3
+    assert EventAuditLog.objects.count() == 3
+    assert len(read_stream(redis_client, streams.alerts_stream())) == 3
+    assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flood_of_unmatched_events_raises_one_meta_alert_per_host_and_window(redis_client, clean_pipeline):
+    apply_setting("unhandled_threshold", 5)
+    from rules.models import DeviceTeam
+
+    services.create(DeviceTeam, actor=OPS, hostname="noisy-sw-01", team_name="campus")
+    alerter = Alerter("a1")
+    push(
+        redis_client, [make_event(hostname="noisy-sw-01", message=f"port {i} flapped on 10.0.0.{i}") for i in range(8)]
+    )
+    push(redis_client, [make_event(hostname="quiet-sw-01", message="odd thing") for _ in range(2)])
+    drain(alerter)
+    push(redis_client, [make_event(hostname="noisy-sw-01", message="port 99 flapped on 10.0.0.99") for _ in range(5)])
+    drain(alerter)
+    alerts = read_stream(redis_client, streams.alerts_stream())
+    assert len(alerts) == 1
+    meta = alerts[0]
+    assert (meta["kind"], meta["hostname"], meta["team"]) == ("flood", "noisy-sw-01", "campus")
+    assert meta["details"]["count"] >= 5
+    assert meta["details"]["top_templates"][0]["template"] == "port <n> flapped on <ip>"
+    assert EventAuditLog.objects.filter(handling="unhandled").count() == 15
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rule_edited_in_the_admin_applies_in_a_running_alerter_within_a_second(
+    redis_client, clean_pipeline, link_rule, admin_client_alice
+):
+    alerter = Alerter("a1")
+    alerter.start_rule_listener()
+    try:
+        alerter.refresh_rules(force=True)
+        assert wait_for(lambda: (alerter.step(block_ms=10), not alerter.rules_changed.is_set())[1], timeout=3)
+        form = {
+            "name": "link down", "description": "", "is_active": "on", "priority": "10", "match_type": "contains",
+            "match_string": "changed state to down", "trap_oid": "", "syslog_severity": "",
+            "prod_handling": "ticket_only", "dev_handling": "ignore", "team_assignment": "noc", "severity": "minor",
+            "change_reason": "tickets only",
+        }  # fmt: skip
+        response = admin_client_alice.post(f"/admin/rules/alertrule/{link_rule.pk}/change/", form)
+        assert response.status_code == 302
+        changed_at = time.monotonic()
+        assert wait_for(
+            lambda: (alerter.step(block_ms=10), alerter.ruleset.match("x", "changed state to down").team == "noc")[1],
+            timeout=1.0,
+        )
+        assert time.monotonic() - changed_at < 1.0
+    finally:
+        alerter.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_load_shedding_moves_oldest_entries_to_the_dlq_in_dlq_mode(redis_client, clean_pipeline, link_rule):
+    apply_setting("alerter_queue_warn_threshold", 2)
+    apply_setting("alerter_queue_shed_threshold", 5)
+    for _ in range(6):
+        redis_client.xadd(streams.alerts_stream(), {"e": b"{}"})
+    push(redis_client, [make_event() for _ in range(3)])
+    alerter = Alerter("a1")
+    assert alerter.step(block_ms=10) == 0, "deferring by default: nothing consumed"
+    assert redis_client.xlen(streams.ingest_stream()) == 3
+    apply_setting("alerter_shed_mode", "dlq")
+    alerter.step(block_ms=10)
+    dlq = redis_client.xrange(streams.dlq_stream("alerter"))
+    assert [fields[b"reason"] for _, fields in dlq] == [b"shed"] * 3
+    assert b"alert backlog 6 > 5" in dlq[0][1][b"error"]
+    assert pending(redis_client) == 0
+    assert EventAuditLog.objects.count() == 0
