@@ -6,8 +6,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from simple_history.admin import SimpleHistoryAdmin
 
 from configcenter import services, settings_service
@@ -38,6 +41,19 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # keys are revoked, never deleted, so their audit trail stays whole
+
+    def get_urls(self) -> list[URLPattern]:
+        status = path("secrets/", self.admin_site.admin_view(self.secrets_view), name="configcenter_secrets")
+        return [status, *super().get_urls()]
+
+    def secrets_view(self, request: HttpRequest) -> HttpResponse:
+        """Secrets status for superusers: source and masked fingerprints, never a value."""
+        from configcenter.secrets import secret_status
+
+        if not request.user.is_superuser:
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "title": "Secrets status", "rows": secret_status()}
+        return TemplateResponse(request, "admin/configcenter/secrets.html", context)
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is not None:

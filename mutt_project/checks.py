@@ -40,7 +40,34 @@ def check_deployment_settings(app_configs: Any = None, **kwargs: Any) -> list[Ch
         )
     if settings.MUTT_EMBEDDED_POSTGRES or settings.MUTT_EMBEDDED_REDIS:
         messages.extend(_check_embedded_binaries())
+    if settings.VAULT_ADDR:
+        messages.extend(_check_vault())
     return messages
+
+
+def _check_vault() -> list[CheckMessage]:
+    method = settings.VAULT_AUTH_METHOD
+    if method not in {"token", "approle"}:
+        return [Error(f"VAULT_AUTH_METHOD={method!r} is not supported.", hint="Use token or approle.", id="mutt.E003")]
+    if method == "token" and not settings.VAULT_TOKEN:
+        return [
+            Error(
+                "Vault token authentication is selected but no token is set.",
+                hint="Set VAULT_TOKEN or VAULT_TOKEN_FILE, or use VAULT_AUTH_METHOD=approle.",
+                id="mutt.E004",
+            )
+        ]
+    if method == "approle":
+        secret_id_file = settings.VAULT_SECRET_ID_FILE
+        if not settings.VAULT_ROLE_ID or not secret_id_file or not os.path.isfile(secret_id_file):
+            return [
+                Error(
+                    "Vault AppRole authentication needs a role id and a readable secret-id file.",
+                    hint="Set VAULT_ROLE_ID and VAULT_SECRET_ID_FILE (the file must exist).",
+                    id="mutt.E005",
+                )
+            ]
+    return []
 
 
 def _check_embedded_binaries() -> list[CheckMessage]:

@@ -83,7 +83,7 @@ def redis_socket_path(data_dir: Path) -> Path:
 def database_settings(data_dir: Path) -> dict[str, object]:
     """The Django DATABASES entry for the embedded PostgreSQL of ``data_dir``."""
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "mutt_project.db.postgresql",
         "NAME": DATABASE_NAME,
         "USER": DATABASE_USER,
         "PASSWORD": "",
@@ -187,55 +187,72 @@ def start_postgres(data_dir: Path, *, durable: bool = True) -> bool:
         logger.info("embedded PostgreSQL already running for %s; reusing it", data_dir)
         _ensure_database(data_dir)
         return False
-    pgdata.mkdir(parents=True, exist_ok=True)
-    socket_dir.mkdir(parents=True, exist_ok=True)
-    pgdata.chmod(0o700)
-    _prepare_pg_permissions(pgdata, socket_dir)
     if not (pgdata / "PG_VERSION").exists():
         logger.info("initialising embedded PostgreSQL cluster in %s", pgdata)
-        _pg_run(
-            [
-                str(_pg_bin("initdb")),
-                "-D",
-                str(pgdata),
-                "-U",
-                DATABASE_USER,
-                "--auth=trust",
-                "--encoding=UTF8",
-            ]
-        )
-    options = f"-h '' -k {socket_dir} -c max_connections=200"
-    if not durable:
-        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    log_file = pgdata / "server.log"
-    _pg_run(
-        [
-            str(_pg_bin("pg_ctl")),
-            "-D",
-            str(pgdata),
-            "-o",
-            options,
-            "-l",
-            str(log_file),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ]
-    )
+        init_postgres_cluster(pgdata, socket_dir)
+    start_postgres_cluster(pgdata, socket_dir, durable=durable)
     _ensure_database(data_dir)
     logger.info("embedded PostgreSQL started (socket folder %s)", socket_dir)
     return True
 
 
 def stop_postgres(data_dir: Path, *, timeout: float = 60) -> None:
-    pgdata = pg_data_dir(data_dir)
+    if stop_postgres_cluster(pg_data_dir(data_dir), timeout=timeout):
+        logger.info("embedded PostgreSQL stopped")
+
+
+def init_postgres_cluster(pgdata: Path, socket_dir: Path, *, superuser_password: str | None = None) -> None:
+    """Create a cluster in ``pgdata`` whose superuser is ``postgres``.
+
+    Without a password every local connection is trusted (the embedded default). With one, every
+    connection must log in with a password (scram-sha-256), as on a production server; tests use
+    that to rotate passwords against a real server.
+    """
+    _prepare_pg_folders(pgdata, socket_dir)
+    args = [str(_pg_bin("initdb")), "-D", str(pgdata), "-U", DATABASE_USER, "--encoding=UTF8"]
+    if superuser_password is None:
+        _pg_run([*args, "--auth=trust"])
+        return
+    # initdb reads the password from a file; only the server's user may read it, and only briefly.
+    fd, password_file = tempfile.mkstemp(prefix="mutt-pwfile-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(superuser_password)
+        if _running_as_root():
+            import pwd
+
+            entry = pwd.getpwnam(_PG_SYSTEM_USER)
+            os.chown(password_file, entry.pw_uid, entry.pw_gid)
+        _pg_run([*args, "--auth=scram-sha-256", f"--pwfile={password_file}"])
+    finally:
+        os.unlink(password_file)
+
+
+def start_postgres_cluster(pgdata: Path, socket_dir: Path, *, durable: bool = True) -> None:
+    """Start the cluster in ``pgdata``, listening only on a Unix socket in ``socket_dir``."""
+    _prepare_pg_folders(pgdata, socket_dir)
+    options = f"-h '' -k {socket_dir} -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    log_file = pgdata / "server.log"
+    _pg_run([str(_pg_bin("pg_ctl")), "-D", str(pgdata), "-o", options, "-l", str(log_file), "-w", "-t", "60", "start"])
+
+
+def stop_postgres_cluster(pgdata: Path, *, timeout: float = 60) -> bool:
+    """Stop the cluster in ``pgdata``; False when it was not running."""
     pid = _postmaster_pid(pgdata)
     if pid is None:
-        return
+        return False
     # SIGINT is PostgreSQL's "fast" shutdown: disconnect clients, checkpoint, exit.
     _terminate_and_wait(pid, signal.SIGINT, timeout=timeout, name="PostgreSQL")
-    logger.info("embedded PostgreSQL stopped")
+    return True
+
+
+def _prepare_pg_folders(pgdata: Path, socket_dir: Path) -> None:
+    pgdata.mkdir(parents=True, exist_ok=True)
+    socket_dir.mkdir(parents=True, exist_ok=True)
+    pgdata.chmod(0o700)
+    _prepare_pg_permissions(pgdata, socket_dir)
 
 
 # --- Redis ------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, Any
     host = unquote(parts.hostname or "") or options.pop("host", "")
     options.pop("host", None)
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "mutt_project.db.postgresql",
         "NAME": dbname,
         "USER": unquote(parts.username or ""),
         "PASSWORD": unquote(parts.password or ""),

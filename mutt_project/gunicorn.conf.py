@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 wsgi_app = "mutt_project.wsgi:application"
@@ -15,6 +16,14 @@ accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 errorlog = "-"
 preload_app = False
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # A dead worker's live gauges must not linger in the multiprocess metrics.
+    from prometheus_client import multiprocess
+
+    with contextlib.suppress(KeyError, ValueError):  # multiprocess mode off
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def post_fork(server: Any, worker: Any) -> None:

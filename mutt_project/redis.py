@@ -3,14 +3,27 @@
 Every key, stream and channel name comes from :func:`key`, which puts the deployment prefix
 (``MUTT_REDIS_PREFIX``) in front, so deployments and test runs can share one Redis and names can
 later carry hash tags for Redis Cluster.
+
+Connections authenticate with the ``REDIS_PASSWORD`` credential when it has a value (CURRENT, then
+NEXT when Redis rejects it; see :mod:`configcenter.rotation`), and with the password in ``REDIS_URL``
+otherwise. Redis checks a password only when a connection authenticates, so a password change on the
+server leaves pooled connections working; only new connections need the new value, and that is where
+the rotation hooks in.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
+from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+
+from configcenter.rotation import connect_with_credential
+
+CREDENTIAL = "REDIS_PASSWORD"
 
 _lock = threading.Lock()
 _clients: dict[str, redis.Redis] = {}
@@ -29,9 +42,10 @@ def get_redis() -> redis.Redis:
         with _lock:
             client = _clients.get(url)
             if client is None:
-                client = redis.Redis.from_url(
+                pool = RotatingConnectionPool.from_url(
                     url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30
                 )
+                client = redis.Redis.from_pool(pool)
                 _clients[url] = client
     return client
 
@@ -42,3 +56,67 @@ def reset_clients() -> None:
         for client in _clients.values():
             client.close()
         _clients.clear()
+
+
+# --- authentication with a rotating password ----------------------------------------------------
+
+
+class _RotatingPassword:
+    """Mixin for redis-py connection classes: authenticate with the REDIS_PASSWORD credential."""
+
+    password: str | None
+    _sock: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._url_password = self.password
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if self._sock:
+            return
+        open_connection = super().connect_check_health
+
+        def attempt(password: str | None) -> None:
+            # Each attempt is a new socket and a complete handshake (AUTH or HELLO, CLIENT SETINFO,
+            # SELECT): redis-py closes the socket when the handshake fails, so a rejected password
+            # leaves nothing half-authenticated behind.
+            self.password = self._url_password if password is None else password
+            open_connection(check_health=check_health, retry_socket_connect=retry_socket_connect)
+
+        connect_with_credential(CREDENTIAL, attempt, is_rejection=_is_rejection)
+
+
+def _is_rejection(error: BaseException) -> bool:
+    return isinstance(error, redis.AuthenticationError)
+
+
+class RotatingConnection(_RotatingPassword, Connection):
+    """TCP (``redis://``)."""
+
+
+class RotatingSSLConnection(_RotatingPassword, SSLConnection):
+    """TLS (``rediss://``)."""
+
+
+class RotatingUnixDomainSocketConnection(_RotatingPassword, UnixDomainSocketConnection):
+    """Unix socket (``unix://``)."""
+
+
+_CONNECTION_CLASSES: dict[str, type[Connection] | type[UnixDomainSocketConnection]] = {
+    "redis": RotatingConnection,
+    "rediss": RotatingSSLConnection,
+    "unix": RotatingUnixDomainSocketConnection,
+}
+
+
+class RotatingConnectionPool(redis.ConnectionPool):
+    """A connection pool whose connections use the rotating credential, for any Redis URL.
+
+    Usable wherever a pool class is named by its dotted path, e.g. django-redis's
+    ``OPTIONS["CONNECTION_POOL_CLASS"]``.
+    """
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RotatingConnectionPool:
+        kwargs.setdefault("connection_class", _CONNECTION_CLASSES[urlsplit(url).scheme])
+        return super().from_url(url, **kwargs)

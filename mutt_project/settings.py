@@ -170,7 +170,11 @@ CACHES = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": f"{MUTT_REDIS_PREFIX}:cache",
-        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        # The rotating pool follows REDIS_PASSWORD's CURRENT/NEXT values like every other connection.
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "CONNECTION_POOL_CLASS": "mutt_project.redis.RotatingConnectionPool",
+        },
     }
 }
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from mutt_project import health
@@ -19,6 +20,8 @@ api_patterns = [
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Prometheus scrape endpoint; gunicorn workers share one view of it via multiprocess files.
+    path("metrics", ExportToDjangoView, name="metrics"),
     path("admin/", admin.site.urls),
     re_path(r"^api/(?P<version>v[0-9]+)/", include(api_patterns)),
 ]

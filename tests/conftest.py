@@ -146,3 +146,15 @@ def clean_pipeline(redis_client, transactional_db):
         cursor.execute("TRUNCATE rules_eventauditlog")
     yield
     redis_client.delete(*names)
+
+
+@pytest.fixture
+def private_tmp():
+    """A temporary folder outside pytest's own (which pytest resets to mode 0700 whenever another test session
+    starts, cutting off the unprivileged user an embedded PostgreSQL runs as when the tests run as root)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="mutt-test-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

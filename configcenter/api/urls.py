@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from configcenter.api.views import ConfigViewSet
+from django.urls import re_path
+
+from configcenter.api.views import ConfigViewSet, SecretStatusView
 from mutt_project.api.routers import MuttRouter
 
 router = MuttRouter()
 router.register("config", ConfigViewSet, basename="config")
-urlpatterns = router.urls
+urlpatterns = [*router.urls, re_path(r"^secrets/?$", SecretStatusView.as_view(), name="secrets")]

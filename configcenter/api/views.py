@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from configcenter import settings_service
 from configcenter.models import DynamicSetting, Scope
@@ -91,3 +92,15 @@ class ConfigViewSet(MuttViewMixin, viewsets.ViewSet):
 
 def _effective(definition: Any, value: Any) -> Any:
     return definition.default if value is None else value
+
+
+class SecretStatusView(MuttViewMixin, APIView):
+    """Which secrets are configured, from where, with masked fingerprints; never a value."""
+
+    required_scope = Scope.ADMIN
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        from configcenter.secrets import secret_status
+
+        rows = secret_status()
+        return Response({"count": len(rows), "results": rows})

@@ -87,8 +87,8 @@ def embedded_env(data_dir: Path) -> dict[str, str]:
 
 
 @pytest.mark.timeout(400)
-def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path):
-    data_dir = tmp_path / "data"
+def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path, private_tmp):
+    data_dir = private_tmp / "data"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "up.log"
@@ -104,6 +104,9 @@ def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_pa
     assert "Interface down" in changelist, "the sample rules are listed in the admin"
     request = urllib.request.Request(f"{url}/api/v2/rules/", headers={"X-API-Key": credentials["api_key"]})
     assert json.load(urllib.request.urlopen(request))["count"] > 0
+    with urllib.request.urlopen(f"{url}/metrics") as response:
+        assert response.status == 200
+        assert "text/plain" in response.headers["Content-Type"]
 
     pids = [
         *descendants(process.pid),

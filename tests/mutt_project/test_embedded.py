@@ -28,8 +28,8 @@ def test_socket_paths_are_a_pure_function_of_the_folder(tmp_path):
     assert embedded.pg_socket_dir(folder) != embedded.pg_socket_dir(tmp_path / "other" / ("x" * 100))
 
 
-def test_start_reuse_and_stop_real_servers_even_in_a_long_folder(tmp_path):
-    folder = long_folder(tmp_path)
+def test_start_reuse_and_stop_real_servers_even_in_a_long_folder(private_tmp):
+    folder = long_folder(private_tmp)
     started = embedded.start(folder, durable=False)
     try:
         assert (started.postgres, started.redis) == (True, True)
@@ -63,10 +63,10 @@ def test_stop_is_a_no_op_when_nothing_runs(tmp_path):
     assert embedded.status(tmp_path / "never-started")["postgres"]["running"] is False
 
 
-def test_only_the_requested_service_is_started(tmp_path):
-    started = embedded.start(tmp_path / "redis-only", postgres=False, durable=False)
+def test_only_the_requested_service_is_started(private_tmp):
+    started = embedded.start(private_tmp / "redis-only", postgres=False, durable=False)
     try:
         assert (started.postgres, started.redis) == (False, True)
-        assert not (tmp_path / "redis-only" / "pg").exists()
+        assert not (private_tmp / "redis-only" / "pg").exists()
     finally:
-        embedded.stop(tmp_path / "redis-only")
+        embedded.stop(private_tmp / "redis-only")

@@ -54,6 +54,10 @@ class Command(BaseCommand):
         watch.add_argument("--interval", type=float, default=0.05, help="Seconds between reads.")
         watch.add_argument("--count", type=int, default=0, help="Stop after this many changes (0: never).")
 
+        secrets = groups.add_parser("secrets", help="Secrets (masked).").add_subparsers(dest="op", required=True)
+        secrets.add_parser("status", help="Source and masked fingerprints of every secret.")
+        secrets.add_parser("fingerprint", help="Fingerprint of a value read from standard input.")
+
         apikey = groups.add_parser("apikey", help="API keys.").add_subparsers(dest="op", required=True)
         create = apikey.add_parser("create", help="Create a key; it is printed once.")
         create.add_argument("name")
@@ -135,6 +139,21 @@ class Command(BaseCommand):
                 if options["count"] and changes > options["count"]:
                     return
             time.sleep(options["interval"])
+
+    # --- secrets ------------------------------------------------------------------------------
+
+    def secrets_status(self, options: dict[str, Any]) -> None:
+        from configcenter.secrets import secret_status
+
+        self.emit(secret_status(), ["name", "source", "current", "next", "stale"])
+
+    def secrets_fingerprint(self, options: dict[str, Any]) -> None:
+        from configcenter.secrets import fingerprint
+
+        value = sys.stdin.read().rstrip("\n")
+        if not value:
+            raise CommandError("no value on standard input")
+        self.emit(fingerprint(value))
 
     # --- apikey -------------------------------------------------------------------------------
 

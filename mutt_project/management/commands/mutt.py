@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 import urllib.error
@@ -48,10 +49,22 @@ def child_specs(http_host: str, http_port: int, workers: int) -> list[ChildSpec]
     ]
     # Children find the same embedded services through the data folder.
     env = {"MUTT_DATA_DIR": str(settings.MUTT_DATA_DIR), "DJANGO_SETTINGS_MODULE": "mutt_project.settings"}
+    web_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir())}
     alerter = [python, str(BASE_DIR / "manage.py"), "run_alerter"]
     if settings.MUTT_ALERTER_METRICS_PORT:
         alerter += ["--metrics-port", str(settings.MUTT_ALERTER_METRICS_PORT)]
-    return [ChildSpec(name="web", argv=gunicorn, env=env), ChildSpec(name="alerter", argv=alerter, env=env)]
+    return [ChildSpec(name="web", argv=gunicorn, env=web_env), ChildSpec(name="alerter", argv=alerter, env=env)]
+
+
+def metrics_dir() -> Path:
+    return Path(settings.MUTT_DATA_DIR) / "prometheus"
+
+
+def reset_metrics_dir() -> None:
+    """gunicorn workers write metrics to files here; files of a previous run would be counted again."""
+    folder = metrics_dir()
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def wait_for_http(url: str, timeout: float) -> bool:
@@ -128,6 +141,7 @@ class Command(BaseCommand):
             )
             if supervisor.stopping:
                 return
+            reset_metrics_dir()
             supervisor.start()
             if not wait_for_http(f"{http_url}/healthz", timeout=60):
                 raise CommandError(f"the web server did not answer on {http_url} within 60s; see the log above")
