@@ -273,6 +273,24 @@ for _key, _type, _default, _min, _max, _unit, _description in [
 ]:
     register(_key, _type, _default, _description, "alerter", minimum=_min, maximum=_max, unit=_unit)
 
+register("moog_url", SettingType.STR, "",
+         "Moogsoft endpoint alerts are posted to (REST/Webhook LAM URL or Events API URL). Empty: the local "
+         "mock_moog that `mutt up` starts.", "forwarder")
+register("moog_health_url", SettingType.STR, "",
+         "URL probed before replaying the Moogsoft DLQ (never a fake event). Empty: the mock's /health.",
+         "remediation")
+register("moog_format", ENUM, "webhook",
+         "Payload format: 'webhook' (Enterprise REST/Webhook LAM events) or 'events_api' (Cloud Events API).",
+         "forwarder", choices=("webhook", "events_api"))
+register("forwarder_claim_idle_seconds", DUR, 60.0, "How long an alert may stay unacknowledged before another "
+         "forwarder takes it over (crashed worker).", "forwarder", minimum=1, maximum=3600)
+register("moog_batch_size", INT, 50, "Alerts per request where the format allows batching.", "forwarder",
+         minimum=1, maximum=1000, unit="alerts")
+register("notify_webhook_url", SettingType.STR, "",
+         "Where remediation reports poison entries (PagerDuty Events v2 or a plain JSON webhook). Empty: log only.",
+         "remediation")
+register("notify_webhook_format", ENUM, "pagerduty",
+         "Notification format: 'pagerduty' (Events API v2) or 'json'.", "remediation", choices=("pagerduty", "json"))
 register("unhandled_default_team", SettingType.STR, "network-ops",
          "Team of a flood meta-alert when the host has no device team.", "alerter")
 register("alerter_shed_mode", ENUM, "defer", "What alerters do above the shed threshold: 'dlq' moves the oldest "

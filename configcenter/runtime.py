@@ -163,7 +163,7 @@ def _subscribe_loop(state: _Runtime) -> None:
             state.subscribed.set()
             backoff = 0.1
             while not state.stop.is_set():
-                message = pubsub.get_message(timeout=1.0)
+                message = pubsub.get_message(timeout=0.25)  # short, so a stop is noticed quickly
                 if message is not None:
                     _reload_from_thread(state)
         except redis.RedisError as exc:

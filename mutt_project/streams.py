@@ -97,3 +97,27 @@ def trim_acknowledged(client: redis.Redis, stream: str) -> int:
 
 def backlog(client: redis.Redis, stream: str) -> int:
     return int(client.xlen(stream))
+
+
+def claim_abandoned(
+    client: redis.Redis, stream: str, group: str, consumer: str, *, idle_ms: int, count: int
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Take over entries left unacknowledged longer than ``idle_ms`` (a crashed or stuck consumer).
+
+    Redis 6.2 answers XAUTOCLAIM with [next, entries], 7+ adds the ids of entries deleted meanwhile;
+    6.2 shows those as entries without fields, which would stay pending forever unless acknowledged.
+    """
+    result = client.xautoclaim(stream, group, consumer, idle_ms, "0-0", count=count)
+    vanished = [entry_id for entry_id, fields in result[1] if fields is None]
+    if vanished:
+        client.xack(stream, group, *vanished)
+    return [(entry_id, fields) for entry_id, fields in result[1] if fields is not None]
+
+
+def keep_claimed(client: redis.Redis, stream: str, group: str, consumer: str, entry_ids: list[bytes]) -> None:
+    """Reset the idle time of entries this consumer still works on, so nobody takes them over.
+
+    JUSTID does not count as a delivery, so holding entries through an outage does not make them poison.
+    """
+    if entry_ids:
+        client.xclaim(stream, group, consumer, 0, entry_ids, justid=True)

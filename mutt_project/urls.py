@@ -5,6 +5,8 @@ from django.urls import include, path, re_path
 from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from ingest.urls import api_urlpatterns as ingest_api_urlpatterns
+from ingest.urls import legacy_urlpatterns as ingest_legacy_urlpatterns
 from mutt_project import health
 
 admin.site.site_header = "MUTT operations"
@@ -13,6 +15,7 @@ admin.site.site_title = "MUTT"
 api_patterns = [
     path("", include("rules.api.urls")),
     path("", include("configcenter.api.urls")),
+    path("", include(ingest_api_urlpatterns)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
@@ -24,4 +27,5 @@ urlpatterns = [
     path("metrics", ExportToDjangoView, name="metrics"),
     path("admin/", admin.site.urls),
     re_path(r"^api/(?P<version>v[0-9]+)/", include(api_patterns)),
+    path("", include(ingest_legacy_urlpatterns)),
 ]

@@ -209,16 +209,10 @@ class Alerter:
         if now - self._last_claim < min(idle_seconds / 2, 5.0):
             return []
         self._last_claim = now
-        result = self.client.xautoclaim(
-            self.stream, streams.ALERTERS_GROUP, self.consumer, int(idle_seconds * 1000), "0-0",
-            count=get_setting("alerter_batch_size"),
+        claimed = streams.claim_abandoned(
+            self.client, self.stream, streams.ALERTERS_GROUP, self.consumer,
+            idle_ms=int(idle_seconds * 1000), count=get_setting("alerter_batch_size"),
         )  # fmt: skip
-        # Redis 6.2 answers [next, entries], 7+ adds the ids of entries deleted meanwhile; 6.2 shows
-        # those as entries without fields, which would stay pending forever unless acknowledged.
-        vanished = [entry_id for entry_id, fields in result[1] if fields is None]
-        if vanished:
-            self.client.xack(self.stream, streams.ALERTERS_GROUP, *vanished)
-        claimed = [(entry_id, fields) for entry_id, fields in result[1] if fields is not None]
         if claimed:
             metrics.RECLAIMED.inc(len(claimed))
             logger.warning("took over %d entries from a stalled alerter", len(claimed))
@@ -255,10 +249,9 @@ class Alerter:
         return self._run(batch)
 
     def _keep_claimed(self, batch: _Batch) -> None:
-        # Reset the idle time (JUSTID does not count a delivery) so a live alerter keeps its batch.
         ids = [entry_id for entry_id, _ in batch.entries]
         try:
-            self.client.xclaim(self.stream, streams.ALERTERS_GROUP, self.consumer, 0, ids, justid=True)
+            streams.keep_claimed(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer, ids)
         except redis.RedisError:
             logger.warning("could not refresh the claim on held entries", exc_info=True)
 

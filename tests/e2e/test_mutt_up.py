@@ -80,6 +80,25 @@ def admin_login(url: str, username: str, password: str) -> str:
     return opener.open(f"{url}/admin/rules/alertrule/").read().decode()
 
 
+def wait_for_audit(data_dir: Path, event_id: str, timeout: float = 30) -> bool:
+    """Poll the embedded database of ``data_dir`` for the event's audit row (matched by a sample rule)."""
+    import psycopg2
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = psycopg2.connect(dbname="mutt", user="postgres", host=str(embedded.pg_socket_dir(data_dir)))
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT handling FROM rules_eventauditlog WHERE event_id = %s", [event_id])
+                row = cursor.fetchone()
+        finally:
+            conn.close()
+        if row is not None:
+            return row[0] == "page_and_ticket"
+        time.sleep(0.2)
+    return False
+
+
 def embedded_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in __import__("os").environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     # Nested under this run's prefix, so the end-of-run cleanup removes its keys too.
@@ -107,6 +126,17 @@ def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_pa
     with urllib.request.urlopen(f"{url}/metrics") as response:
         assert response.status == 200
         assert "text/plain" in response.headers["Content-Type"]
+
+    # An event posted to ingest over real HTTP reaches the audit log through the supervised alerter.
+    event = {"hostname": "core-rtr-01", "message": "%LINK-3-UPDOWN: Interface Gi0/3, changed state to down"}
+    ingest = urllib.request.Request(
+        f"{url}/api/v2/ingest", data=json.dumps(event).encode(), method="POST",
+        headers={"X-API-Key": credentials["ingest_api_key"], "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(ingest) as response:
+        assert response.status == 202
+        event_id = json.load(response)["event_ids"][0]
+    assert wait_for_audit(data_dir, event_id), "the event never reached the audit log"
 
     pids = [
         *descendants(process.pid),

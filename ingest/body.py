@@ -1,0 +1,182 @@
+"""Reading and splitting an ingest request body: one object, an array of objects, or NDJSON.
+
+Everything here works on bytes and headers, not on Django requests, and refuses a body by raising
+:class:`BodyRefused` with the HTTP status, a reason (the metrics label) and the response body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+import orjson
+
+_READ_CHUNK = 1 << 20
+
+
+class BodyKind(StrEnum):
+    JSON = "json"
+    NDJSON = "ndjson"
+
+
+MEDIA_TYPES: dict[str, BodyKind] = {
+    "application/json": BodyKind.JSON,
+    "application/x-ndjson": BodyKind.NDJSON,
+    "application/ndjson": BodyKind.NDJSON,
+}
+
+
+@dataclass
+class BodyRefused(Exception):
+    """A request body ingest will not take: the status, the metrics reason and the response body."""
+
+    status: int
+    reason: str
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class Item(NamedTuple):
+    """One element of the batch. ``size`` is its size in bytes as sent (compact JSON for array items),
+    or 0 when the whole body fits within one event's limit and measuring was pointless."""
+
+    index: int
+    value: Any
+    size: int
+    line: int | None  # NDJSON line number (1-based), for error messages
+
+
+def body_kind(content_type: str, content_encoding: str) -> BodyKind:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    kind = MEDIA_TYPES.get(media_type)
+    if kind is None:
+        shown = media_type or "(none)"
+        raise BodyRefused(
+            415,
+            "unsupported_media_type",
+            {"detail": f"Unsupported Content-Type {shown}; send application/json or application/x-ndjson."},
+        )
+    encoding = content_encoding.strip().lower()
+    if encoding not in ("", "identity"):
+        raise BodyRefused(
+            415,
+            "unsupported_encoding",
+            {"detail": f"Unsupported Content-Encoding {encoding}; send the body uncompressed."},
+        )
+    return kind
+
+
+def read_body(read: Callable[[int], bytes], content_length: str | None, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes: by Content-Length before reading, then by count."""
+    if content_length:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise BodyRefused(400, "bad_content_length", {"detail": "Content-Length is not a number."}) from None
+        if declared > limit:
+            raise _too_large(declared, limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            chunk = read(min(_READ_CHUNK, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:  # Django's UnreadablePostError: the client went away mid-body
+        raise BodyRefused(400, "unreadable", {"detail": f"The body could not be read: {exc}."}) from None
+    if size > limit:
+        raise _too_large(None, limit)
+    return b"".join(chunks)
+
+
+def _too_large(declared: int | None, limit: int) -> BodyRefused:
+    size = f"of {declared} bytes " if declared is not None else ""
+    return BodyRefused(
+        413,
+        "body_too_large",
+        {
+            "detail": f"The request body {size}exceeds the limit of {limit} bytes "
+            "(ingest_max_event_bytes * ingest_max_batch); send smaller batches.",
+            "limit_bytes": limit,
+        },
+    )
+
+
+def split_body(raw: bytes, kind: BodyKind, *, max_items: int, max_item_bytes: int) -> list[Item]:
+    """The items of the body; refuses an empty or malformed body, and more than ``max_items`` items."""
+    if not raw.strip():
+        raise BodyRefused(
+            400,
+            "empty",
+            {"detail": "The body is empty; send a JSON object, an array of objects, or NDJSON (one per line)."},
+        )
+    items = _split_ndjson(raw, max_items) if kind is BodyKind.NDJSON else _split_json(raw, max_item_bytes)
+    if not items:
+        raise BodyRefused(400, "empty", {"detail": "The batch is empty; send at least one event."})
+    _check_count(len(items), max_items)
+    return items
+
+
+def _split_json(raw: bytes, max_item_bytes: int) -> list[Item]:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BodyRefused(400, "malformed", {"detail": f"Malformed JSON: {exc}."}) from None
+    if isinstance(document, dict):
+        return [Item(0, document, len(raw), None)]
+    if not isinstance(document, list):
+        raise BodyRefused(
+            400,
+            "malformed",
+            {"detail": f"The body is a JSON {_json_type(document)}; send an object or an array of objects."},
+        )
+    # Measuring an item means serialising it again; skip that when no item can be too large.
+    if len(raw) <= max_item_bytes:
+        return [Item(index, value, 0, None) for index, value in enumerate(document)]
+    return [Item(index, value, len(orjson.dumps(value)), None) for index, value in enumerate(document)]
+
+
+def _split_ndjson(raw: bytes, max_items: int) -> list[Item]:
+    lines = raw.split(b"\n")
+    # Counting first refuses an oversized batch without parsing any of it.
+    _check_count(sum(1 for line in lines if line.strip()), max_items)
+    items = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise BodyRefused(
+                400, "malformed", {"detail": f"Malformed NDJSON on line {number}: {exc}.", "line": number}
+            ) from None
+        items.append(Item(len(items), value, len(text), number))
+    return items
+
+
+def _check_count(count: int, max_items: int) -> None:
+    if count > max_items:
+        raise BodyRefused(
+            413,
+            "batch_too_large",
+            {
+                "detail": f"The batch has {count} events; the limit is {max_items} (ingest_max_batch). "
+                "Send smaller batches.",
+                "max_batch": max_items,
+                "received": count,
+            },
+        )
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "null"

@@ -1,0 +1,39 @@
+"""Prometheus metrics of the HTTP ingest (served by the process's /metrics, defined elsewhere).
+
+``reason`` says why a request ended as it did: ``accepted`` or ``partial`` (202), ``invalid`` (422),
+``events_too_large``, ``body_too_large``, ``batch_too_large`` (413), ``malformed``, ``empty``,
+``unreadable``, ``bad_content_length`` (400), ``unsupported_media_type``, ``unsupported_encoding``
+(415), ``rate_limited_global``, ``rate_limited_key`` (429), ``backpressure``, ``redis_unavailable``,
+``auth_unavailable`` (503), ``unauthenticated`` (401), ``forbidden`` (403), ``not_found`` (404),
+``method_not_allowed`` (405), ``error`` (500).
+
+``mutt_ingest_events_total`` counts events in requests that were parsed: each is accepted or
+rejected (invalid or too large). Events of requests refused as a whole (429, 503, 400, 413 for the
+body or batch) are not counted: the client sends them again.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "mutt_ingest_requests_total",
+    "HTTP ingest requests by response status and reason.",
+    ["status", "reason"],
+)
+EVENTS = Counter(
+    "mutt_ingest_events_total",
+    "Events in parsed ingest requests, by outcome (accepted or rejected).",
+    ["outcome"],
+)
+REQUEST_SECONDS = Histogram(
+    "mutt_ingest_request_seconds",
+    "Time to handle one HTTP ingest request, from routing to response.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+BACKLOG = Gauge(
+    "mutt_ingest_backlog",
+    "Entries in the ingest stream (not yet acknowledged by the alerters), as last seen by ingest.",
+    # Every web worker sees the same stream; with several workers the latest observation wins.
+    multiprocess_mode="livemostrecent",
+)

@@ -1,0 +1,162 @@
+"""One ingest request from body to stream: check, split, normalise, admit. No Django request here.
+
+The caller (the HTTP view) has authenticated the key; this module decides the response. Every
+refusal happens before the Redis script runs, so refused requests spend no rate-limit tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+
+from configcenter.runtime import get_setting
+from ingest import body, metrics, ratelimit
+from ingest.schema import normalise
+from mutt_project.redis import get_redis
+
+logger = logging.getLogger("mutt.ingest")
+
+REDIS_RETRY_AFTER = 5
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    status: int
+    reason: str  # the metrics label; see ingest.metrics
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sent the request: the API key's name and public prefix, and the request's correlation id."""
+
+    key_name: str
+    key_prefix: str
+    correlation_id: str
+
+
+def ingest(
+    *,
+    sender: Sender,
+    content_type: str,
+    content_encoding: str,
+    content_length: str | None,
+    read: Callable[[int], bytes],
+) -> IngestResult:
+    """Handle one request body; runtime settings are read here, per request."""
+    max_event_bytes: int = get_setting("ingest_max_event_bytes")
+    max_batch: int = get_setting("ingest_max_batch")
+    received_at = datetime.now(UTC)
+    try:
+        kind = body.body_kind(content_type, content_encoding)
+        raw = body.read_body(read, content_length, max_event_bytes * max_batch)
+        items = body.split_body(raw, kind, max_items=max_batch, max_item_bytes=max_event_bytes)
+    except body.BodyRefused as refused:
+        return IngestResult(refused.status, refused.reason, refused.body)
+
+    payloads: list[bytes] = []
+    event_ids: list[str] = []
+    errors: list[dict[str, Any]] = []
+    too_large = 0
+    for item in items:
+        if item.size > max_event_bytes:
+            too_large += 1
+            problems = {"item": f"is {item.size} bytes; the limit is {max_event_bytes} (ingest_max_event_bytes)"}
+        else:
+            event, problems = normalise(
+                item.value,
+                received_at=received_at,
+                correlation_id=sender.correlation_id,
+                ingested_by=sender.key_name,
+            )
+            if event is not None:
+                payloads.append(orjson.dumps(event))
+                event_ids.append(event["event_id"])
+                continue
+        error: dict[str, Any] = {"index": item.index, "errors": problems}
+        if item.line is not None:
+            error["line"] = item.line
+        errors.append(error)
+
+    summary = {
+        "accepted": len(payloads),
+        "rejected": len(errors),
+        "event_ids": event_ids,
+        "correlation_id": sender.correlation_id,
+        "errors": errors,
+    }
+    if not payloads:
+        metrics.EVENTS.labels("rejected").inc(len(errors))
+        if too_large == len(items):
+            detail = f"Every event exceeds ingest_max_event_bytes ({max_event_bytes} bytes); nothing was accepted."
+            return IngestResult(413, "events_too_large", {"detail": detail, **summary})
+        detail = "No event was accepted; see errors by index."
+        return IngestResult(422, "invalid", {"detail": detail, **summary})
+    return _admit(sender, payloads, summary)
+
+
+def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any]) -> IngestResult:
+    limits = ratelimit.Limits(
+        global_rate=get_setting("ingest_max_rate"),
+        key_rate=get_setting("ingest_key_max_rate"),
+        max_depth=get_setting("ingest_max_queue_depth"),
+    )
+    try:
+        admission = ratelimit.admit(get_redis(), key_prefix=sender.key_prefix, payloads=payloads, limits=limits)
+    except redis.RedisError as exc:
+        # A timeout may hide a script that ran; the client's retry then duplicates events, which
+        # downstream deduplication by event_id cannot catch. Rare, and better than losing them.
+        logger.warning("ingest refused: Redis unavailable (%s: %s)", type(exc).__name__, exc)
+        return IngestResult(
+            503,
+            "redis_unavailable",
+            {
+                "detail": "The event queue (Redis) is unavailable; nothing was accepted. Retry later.",
+                "retry_after": REDIS_RETRY_AFTER,
+            },
+            {"Retry-After": str(REDIS_RETRY_AFTER)},
+        )
+    metrics.BACKLOG.set(admission.backlog)
+    if admission.outcome is ratelimit.Outcome.ACCEPTED:
+        metrics.EVENTS.labels("accepted").inc(len(payloads))
+        if summary["rejected"]:
+            metrics.EVENTS.labels("rejected").inc(summary["rejected"])
+        return IngestResult(202, "partial" if summary["rejected"] else "accepted", summary)
+
+    retry_after = admission.retry_after or ratelimit.BACKPRESSURE_RETRY_AFTER
+    headers = {"Retry-After": str(retry_after)}
+    if admission.outcome is ratelimit.Outcome.RATE_LIMITED:
+        if admission.limited_by == "key":
+            limit = f"{limits.key_rate} events/s for API key {sender.key_name!r} (ingest_key_max_rate)"
+        else:
+            limit = f"{limits.global_rate} events/s for all senders (ingest_max_rate)"
+        logger.info("ingest rate limited: %s, retry after %ss", limit, retry_after)
+        return IngestResult(
+            429,
+            f"rate_limited_{admission.limited_by}",
+            {
+                "detail": f"Rate limit of {limit} exceeded; nothing was accepted. Retry after {retry_after} s.",
+                "limit": admission.limited_by,
+                "retry_after": retry_after,
+            },
+            headers,
+        )
+    logger.info("ingest backpressure: backlog %s, limit %s", admission.backlog, limits.max_depth)
+    return IngestResult(
+        503,
+        "backpressure",
+        {
+            "detail": f"The ingest queue cannot take {len(payloads)} more events ({admission.backlog} waiting; "
+            f"ingest_max_queue_depth is {limits.max_depth}); nothing was accepted. Retry after {retry_after} s.",
+            "retry_after": retry_after,
+            "backlog": admission.backlog,
+        },
+        headers,
+    )

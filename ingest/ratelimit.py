@@ -1,0 +1,163 @@
+"""Admission to the ingest stream in one Redis round trip: rate limits, backpressure, then XADD.
+
+One Lua script decides and acts atomically, so concurrent requests on any number of web pods can
+neither overshoot the queue depth nor spend the same tokens twice:
+
+1. Two token buckets, refilled continuously from Redis ``TIME`` (one clock for every pod): global
+   (``ingest_max_rate`` events/s) and per API key (``ingest_key_max_rate``). Capacity is the rate,
+   i.e. one second of burst. A request of n events is admitted when both buckets hold at least one
+   token, and then both are debited by n. A bucket may so go negative by at most one batch
+   ("borrowing"): a batch larger than the rate is never refused forever, and the debt it leaves
+   makes the following requests wait, so the average rate still holds. Refusal: 429 with the
+   seconds until the emptier bucket is back at one token.
+2. Backpressure: if XLEN(stream) + n would exceed ``ingest_max_queue_depth``, refuse (503) and
+   debit nothing.
+3. Otherwise XADD every event (field ``e``, the JSON made by the caller) and debit the buckets.
+
+The limits are arguments, read per request by the caller, so a settings change applies at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+
+import redis
+from redis.commands.core import Script
+
+from mutt_project import streams
+from mutt_project.redis import key
+
+BACKPRESSURE_RETRY_AFTER = 2
+
+_SCRIPT = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local global_rate, key_rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local max_depth = tonumber(ARGV[3])
+local first_event = 6
+local n = #ARGV - first_event + 1
+
+-- Tokens in a bucket now: the stored level plus what accrued since, capped at capacity (= rate).
+-- A missing bucket is a full one (buckets expire once they would have refilled).
+local function level(bucket, rate)
+  local state = redis.call('HMGET', bucket, 'tokens', 'ts')
+  local tokens, ts = tonumber(state[1]), tonumber(state[2])
+  if tokens == nil or ts == nil then return rate end
+  local elapsed = math.max(0, now - ts)  -- a clock stepping back must not drain the bucket
+  return math.min(rate, tokens + elapsed * rate)
+end
+
+local function store(bucket, tokens, rate)
+  redis.call('HSET', bucket, 'tokens', string.format('%.17g', tokens), 'ts', string.format('%.6f', now))
+  redis.call('PEXPIRE', bucket, math.ceil((rate - tokens) / rate * 1000) + 1000)
+end
+
+local global_tokens = level(KEYS[1], global_rate)
+local key_tokens = level(KEYS[2], key_rate)
+local depth = redis.call('XLEN', KEYS[3])
+
+if global_tokens < 1 or key_tokens < 1 then
+  local wait, which = 0, 'global'
+  if global_tokens < 1 then wait = (1 - global_tokens) / global_rate end
+  if key_tokens < 1 and (1 - key_tokens) / key_rate > wait then
+    wait, which = (1 - key_tokens) / key_rate, 'key'
+  end
+  return {1, math.max(1, math.ceil(wait)), which, depth}
+end
+
+if depth + n > max_depth then
+  return {2, depth}
+end
+
+store(KEYS[1], global_tokens - n, global_rate)
+store(KEYS[2], key_tokens - n, key_rate)
+if depth == 0 and redis.call('EXISTS', KEYS[3]) == 0 then
+  -- The stream is gone (new deployment, Redis restarted empty): recreate the alerters' group with
+  -- it, from the start, so what is added now waits for them.
+  redis.call('XGROUP', 'CREATE', KEYS[3], ARGV[4], '0', 'MKSTREAM')
+end
+local ids = {}
+for i = first_event, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[3], '*', ARGV[5], ARGV[i])
+end
+-- One string rather than n replies: parsing thousands of reply items costs the client more than the XADDs.
+return {0, depth + n, table.concat(ids, ' ')}
+"""
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    RATE_LIMITED = "rate_limited"
+    BACKPRESSURE = "backpressure"
+
+
+@dataclass(frozen=True)
+class Limits:
+    global_rate: int
+    key_rate: int
+    max_depth: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    outcome: Outcome
+    backlog: int  # XLEN of the stream, after the XADDs when accepted
+    entry_ids: tuple[str, ...] = ()
+    retry_after: int | None = None
+    limited_by: str | None = None  # "global" or "key" when rate limited
+
+
+def global_bucket() -> str:
+    return key("ratelimit", "ingest", "global")
+
+
+def key_bucket(key_prefix: str) -> str:
+    return key("ratelimit", "ingest", "key", key_prefix)
+
+
+_script = Script(None, _SCRIPT.encode())  # type: ignore[arg-type]  # the client is given per call
+_groups_lock = threading.Lock()
+_groups_ensured: set[str] = set()
+
+
+def admit(client: redis.Redis, *, key_prefix: str, payloads: list[bytes], limits: Limits) -> Admission:
+    """Rate-limit, check the backlog and enqueue ``payloads`` (JSON events) atomically."""
+    stream = streams.ingest_stream()
+    _ensure_group_once(client, stream)
+    reply = _script(
+        keys=[global_bucket(), key_bucket(key_prefix), stream],
+        args=[limits.global_rate, limits.key_rate, limits.max_depth, streams.ALERTERS_GROUP,
+              streams.PAYLOAD_FIELD, *payloads],
+        client=client,
+    )  # fmt: skip
+    code = int(reply[0])
+    if code == 0:
+        return Admission(Outcome.ACCEPTED, int(reply[1]), tuple(_text(reply[2]).split(" ")))
+    if code == 1:
+        return Admission(Outcome.RATE_LIMITED, int(reply[3]), retry_after=int(reply[1]), limited_by=_text(reply[2]))
+    return Admission(Outcome.BACKPRESSURE, int(reply[1]), retry_after=BACKPRESSURE_RETRY_AFTER)
+
+
+def _ensure_group_once(client: redis.Redis, stream: str) -> None:
+    """Create the alerters' group once per process, so entries are kept before any alerter runs.
+
+    Should the stream vanish later (Redis restarted empty), the script recreates stream and group.
+    """
+    if stream in _groups_ensured:
+        return
+    with _groups_lock:
+        if stream not in _groups_ensured:
+            streams.ensure_group(client, stream, streams.ALERTERS_GROUP)
+            _groups_ensured.add(stream)
+
+
+def forget_ensured_groups() -> None:
+    """Make the next request ensure the group again (tests, after the stream was deleted)."""
+    with _groups_lock:
+        _groups_ensured.clear()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

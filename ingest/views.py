@@ -1,0 +1,79 @@
+"""``POST /api/v2/ingest`` (also ``/api/v1/ingest`` and ``/ingest``, both deprecated): events in.
+
+A plain Django view rather than a DRF one: measured through the test client, DRF's request wrapping,
+negotiation and response finalising added about 85 µs to a 430 µs single-event request (16% fewer
+requests per second) and bought nothing ingest uses. So this view does itself what ``MuttViewMixin``
+and the API's key authentication do elsewhere, with the same headers, messages and error shape.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from ingest import metrics
+from ingest.auth import AuthRefused, authenticate
+from ingest.pipeline import IngestResult, Sender, ingest
+from mutt_project.api.versioning import CURRENT_VERSION, DEPRECATED_VERSIONS, VERSION_HEADER, MuttVersioning
+from mutt_project.context import get_request_id, new_request_id
+
+CORRELATION_HEADER = "X-Correlation-ID"
+SERVED_VERSIONS = frozenset({"v1", CURRENT_VERSION})
+AUTH_RETRY_AFTER = 5
+
+
+@csrf_exempt  # API-key callers, never a browser session
+def ingest_view(request: HttpRequest, version: str = CURRENT_VERSION) -> HttpResponse:
+    started = time.perf_counter()
+    correlation_id = getattr(request, "id", None) or get_request_id() or new_request_id()
+    try:
+        result = _handle(request, version, correlation_id)
+    except Exception:
+        metrics.REQUESTS.labels("500", "error").inc()
+        raise
+    response = HttpResponse(orjson.dumps(result.body), status=result.status, content_type="application/json")
+    for name, value in result.headers.items():
+        response[name] = value
+    response[CORRELATION_HEADER] = correlation_id
+    _version_headers(response, version if version in SERVED_VERSIONS else CURRENT_VERSION)
+    metrics.REQUESTS.labels(str(result.status), result.reason).inc()
+    metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+    return response
+
+
+def _handle(request: HttpRequest, version: str, correlation_id: str) -> IngestResult:
+    if version not in SERVED_VERSIONS:
+        return _refusal(404, "not_found", MuttVersioning.invalid_version_message)
+    if request.method != "POST":
+        return _refusal(405, "method_not_allowed", f'Method "{request.method}" not allowed.', {"Allow": "POST"})
+    try:
+        api_key = authenticate(request.headers)
+    except AuthRefused as refused:
+        if refused.status == 401:
+            return _refusal(401, "unauthenticated", refused.detail, {"WWW-Authenticate": 'Bearer realm="mutt"'})
+        if refused.status == 503:
+            return _refusal(503, "auth_unavailable", refused.detail, {"Retry-After": str(AUTH_RETRY_AFTER)})
+        return _refusal(refused.status, "forbidden", refused.detail)
+    return ingest(
+        sender=Sender(api_key.name, api_key.prefix, correlation_id),
+        content_type=request.META.get("CONTENT_TYPE", ""),
+        content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
+        content_length=request.META.get("CONTENT_LENGTH"),
+        read=request.read,
+    )
+
+
+def _refusal(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> IngestResult:
+    return IngestResult(status, reason, {"detail": detail}, headers or {})
+
+
+def _version_headers(response: HttpResponse, version: str) -> None:
+    # The same headers MuttViewMixin puts on every API response.
+    response[VERSION_HEADER] = version
+    if version in DEPRECATED_VERSIONS:
+        response["Deprecation"] = "true"
+        response["Sunset"] = DEPRECATED_VERSIONS[version]
+        response["Link"] = f'</api/{CURRENT_VERSION}/>; rel="successor-version"'
