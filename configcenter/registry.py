@@ -230,7 +230,10 @@ for _key, _type, _default, _min, _max, _component, _unit, _description in [
      "Most events accepted in one ingest request; larger requests get 413."),
     ("ingest_max_event_bytes", INT, 65_536, 256, 10_485_760, "ingest", "bytes",
      "Largest single event accepted; larger items are refused with 413."),
-    ("alerter_batch_size", INT, 500, 1, 10_000, "alerter", "events",
+    ("ingest_max_body_bytes", INT, 16_777_216, 1_024, 1_073_741_824, "ingest", "bytes",
+     "Largest ingest request body, read into memory; the limit is the smaller of this and "
+     "ingest_max_event_bytes * ingest_max_batch. Larger bodies get 413."),
+    ("alerter_batch_size", INT, 500, 1, 5_000, "alerter", "events",
      "Events an alerter reads per XREADGROUP call."),
     ("alerter_queue_warn_threshold", INT, 100_000, 1, 100_000_000, "alerter", "alerts",
      "Alert-stream backlog above which alerters log and count a warning."),
@@ -269,7 +272,8 @@ for _key, _type, _default, _min, _max, _unit, _description in [
      "How long an entry may stay unacknowledged before another alerter takes it over (crashed worker)."),
     ("alerter_max_deliveries", INT, 5, 1, 100, "deliveries",
      "Deliveries after which an ingest entry is treated as poison and moved to the alerter DLQ."),
-    ("alerter_block_ms", INT, 1000, 10, 10_000, "ms", "How long an idle alerter waits for new events per read."),
+    # Below the Redis client's socket timeout (10 s), so an idle read never times out.
+    ("alerter_block_ms", INT, 1000, 10, 5_000, "ms", "How long an idle alerter waits for new events per read."),
 ]:
     register(_key, _type, _default, _description, "alerter", minimum=_min, maximum=_max, unit=_unit)
 
@@ -301,5 +305,6 @@ RELATIONS.extend([
     Relation("alerter_queue_warn_threshold", "alerter_queue_shed_threshold", strict=True,
              why="the warning must come before shedding"),
     Relation("moog_retry_base_delay", "moog_retry_max_delay", why="the first delay cannot exceed the longest"),
+    Relation("ingest_max_batch", "ingest_max_queue_depth", why="a batch larger than the queue could never be accepted"),
 ])
 # fmt: on

@@ -21,11 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import redis
 from django.conf import settings
 
-from configcenter.registry import REGISTRY, InvalidSettingValue, get_definition
+from configcenter.registry import get_definition
 
 logger = logging.getLogger("mutt.config")
 
@@ -71,10 +70,15 @@ def _fresh_snapshot() -> Snapshot:
         state = _runtime
     snapshot = state.snapshot
     if snapshot is None or time.monotonic() - snapshot.loaded_at > settings.MUTT_CONFIG_TTL_SECONDS:
-        with state.lock:
-            snapshot = state.snapshot
-            if snapshot is None or time.monotonic() - snapshot.loaded_at > settings.MUTT_CONFIG_TTL_SECONDS:
-                snapshot = _reload(state)
+        # With a snapshot in hand, never queue behind another thread's reload (Redis may be slow to
+        # answer): serve the slightly stale values and let that thread refresh them.
+        if state.lock.acquire(blocking=snapshot is None):
+            try:
+                snapshot = state.snapshot
+                if snapshot is None or time.monotonic() - snapshot.loaded_at > settings.MUTT_CONFIG_TTL_SECONDS:
+                    snapshot = _reload(state)
+            finally:
+                state.lock.release()
         _ensure_subscriber()
     return snapshot
 
@@ -85,52 +89,42 @@ def reload() -> Snapshot:
 
 
 def _reload(state: _Runtime) -> Snapshot:
-    from configcenter import settings_service
+    """Redis's copy; if Redis lost it, the database (repairing the copy); if a source is down, the last
+    snapshot, else the database, else the defaults. Never raises: readers must always get a value."""
+    from configcenter import mirror
 
     try:
-        snapshot = Snapshot(_read_redis(), "redis")
-    except redis.RedisError as exc:
+        values = mirror.read()
+        source = "redis"
+        if values is None:
+            # The copy is lost (Redis restarted empty, or the hash was evicted): rebuild from the database.
+            database = mirror.database_state()
+            mirror.rebuild_if_missing(database)
+            values = {k: value for k, (value, _) in database.items() if value is not None}
+            source = "database"
+        snapshot = Snapshot(values, source)
+    except Exception as exc:
         state.reload_failures += 1
         if state.snapshot is not None:
-            logger.warning("Redis unreachable for settings (%s); keeping the last known values", exc)
-            # Keep serving the last values; retry after another TTL rather than on every read.
+            logger.warning("settings sources unavailable (%s); keeping the last known values", exc)
+            # Serve the last values; try again after another TTL rather than on every read.
             snapshot = Snapshot(state.snapshot.values, state.snapshot.source)
         else:
-            try:
-                snapshot = Snapshot(settings_service.stored_overrides(), "database")
-                logger.warning("Redis unreachable for settings (%s); read them from the database", exc)
-            except Exception:
-                logger.exception("neither Redis nor the database answered; using setting defaults")
-                snapshot = Snapshot({}, "defaults")
+            snapshot = _from_database_or_defaults(exc)
     state.snapshot = snapshot
     return snapshot
 
 
-def _read_redis() -> dict[str, Any]:
-    from configcenter import settings_service
-    from mutt_project.redis import get_redis
+def _from_database_or_defaults(cause: Exception) -> Snapshot:
+    from configcenter import mirror
 
-    client = get_redis()
-    pipe = client.pipeline(transaction=False)
-    pipe.exists(settings_service.loaded_marker_key())
-    pipe.hgetall(settings_service.values_key())
-    loaded, raw = pipe.execute()
-    if not loaded:
-        # Redis lost the copy (restart without persistence, flush): rebuild it from the database.
-        overrides = settings_service.stored_overrides()
-        settings_service.publish_overrides(overrides)
-        return overrides
-    values = {}
-    for raw_key, raw_value in raw.items():
-        setting_key = raw_key.decode()
-        definition = REGISTRY.get(setting_key)
-        if definition is None:
-            continue
-        try:
-            values[setting_key] = definition.parse(orjson.loads(raw_value))
-        except (InvalidSettingValue, orjson.JSONDecodeError):
-            logger.error("ignoring a malformed value of %s in Redis", setting_key)
-    return values
+    try:
+        database = mirror.database_state()
+    except Exception:
+        logger.error("neither Redis nor the database answered (%s); using setting defaults", cause)
+        return Snapshot({}, "defaults")
+    logger.warning("Redis unavailable for settings (%s); read them from the database", cause)
+    return Snapshot({k: value for k, (value, _) in database.items() if value is not None}, "database")
 
 
 # --- the subscriber -----------------------------------------------------------------------------
@@ -148,11 +142,15 @@ def _ensure_subscriber() -> None:
         state.thread.start()
 
 
+RECONCILE_SECONDS = 60.0
+
+
 def _subscribe_loop(state: _Runtime) -> None:
-    from configcenter.settings_service import updates_channel
+    from configcenter.mirror import updates_channel
     from mutt_project.redis import get_redis
 
     backoff = 0.1
+    last_reconcile = time.monotonic()
     while not state.stop.is_set():
         pubsub = None
         try:
@@ -166,6 +164,9 @@ def _subscribe_loop(state: _Runtime) -> None:
                 message = pubsub.get_message(timeout=0.25)  # short, so a stop is noticed quickly
                 if message is not None:
                     _reload_from_thread(state)
+                if time.monotonic() - last_reconcile > RECONCILE_SECONDS:
+                    last_reconcile = time.monotonic()
+                    _reconcile_from_thread()
         except redis.RedisError as exc:
             state.subscribed.clear()
             logger.warning("settings subscription lost (%s); reconnecting in %.1fs", exc, backoff)
@@ -190,6 +191,20 @@ def _reload_from_thread(state: _Runtime) -> None:
             _reload(state)
     finally:
         # A reload may fall back to the database; this thread must not keep a connection idle.
+        connections.close_all()
+
+
+def _reconcile_from_thread() -> None:
+    """Republish what Redis missed (a change made while Redis was briefly down) so all processes converge."""
+    from django.db import connections
+
+    from configcenter import mirror
+
+    try:
+        mirror.reconcile()
+    except Exception as exc:
+        logger.warning("settings reconciliation failed (%s); retrying in a minute", exc)
+    finally:
         connections.close_all()
 
 

@@ -5,66 +5,33 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
 from django.db import transaction
 
+from configcenter import mirror
 from configcenter.models import DynamicSetting
 from configcenter.registry import REGISTRY, InvalidSettingValue, get_definition, relations_for
 from mutt_project.audit import Actor, audited
-from mutt_project.redis import get_redis, key
 
 logger = logging.getLogger("mutt.config")
 
 
-def values_key() -> str:
-    """Redis hash of overridden values (JSON), the copy every process reads."""
-    return key("config", "values")
-
-
-def loaded_marker_key() -> str:
-    """Present once the hash mirrors the database; a missing marker (Redis restarted) means rebuild."""
-    return key("config", "loaded")
-
-
-def updates_channel() -> str:
-    return key("config", "updates")
-
-
 def stored_overrides() -> dict[str, Any]:
     """Overridden values from the database, checked against the registry (unknown keys skipped)."""
-    overrides = {}
-    for setting_key, value in DynamicSetting.objects.exclude(value=None).values_list("key", "value"):
-        definition = REGISTRY.get(setting_key)
-        if definition is None:
-            continue
-        try:
-            overrides[setting_key] = definition.parse(value)
-        except InvalidSettingValue:
-            logger.error("stored value of %s no longer fits its definition; using the default", setting_key)
-    return overrides
+    return {k: value for k, (value, _) in mirror.database_state().items() if value is not None}
 
 
-def publish_overrides(overrides: dict[str, Any], changed: str = "*") -> None:
-    """Mirror ``overrides`` into Redis atomically, then announce the change."""
-    client = get_redis()
-    pipe = client.pipeline(transaction=True)
-    pipe.delete(values_key())
-    if overrides:
-        pipe.hset(values_key(), mapping={k: orjson.dumps(v) for k, v in overrides.items()})
-    pipe.set(loaded_marker_key(), "1")
-    pipe.publish(updates_channel(), changed)
-    pipe.execute()
+def publish_overrides(overrides: dict[str, Any]) -> None:
+    """Make Redis's copy exactly ``overrides`` (tests and emergencies: no versions, no validation)."""
+    mirror.replace(overrides)
 
 
 def _publish_after_commit(changed: str) -> None:
-    # The database holds the change already; if Redis is down now, processes still converge when
-    # their snapshot TTL expires and the first reader rebuilds the Redis copy from the database.
+    # The database holds the change already. If Redis is unreachable now, the subscriber's periodic
+    # reconciliation republishes it, so every process converges without anyone repeating the change.
     try:
-        publish_overrides(stored_overrides(), changed)
+        mirror.publish(changed)
     except Exception:
-        logger.warning(
-            "could not publish the change of %s; processes pick it up after their TTL", changed, exc_info=True
-        )
+        logger.warning("could not publish the change of %s; reconciliation will", changed, exc_info=True)
 
 
 def describe(setting_key: str | None = None) -> list[dict[str, Any]]:
@@ -109,7 +76,13 @@ def check_relations(setting_key: str, new_value: Any) -> None:
 
 
 def _save(setting_key: str, value: Any, *, actor: Actor, reason: str) -> DynamicSetting:
+    """Store ``value`` (None: the default) after checking relations with the related keys locked, so two
+    concurrent changes cannot together break a relation."""
+    related = {setting_key} | {name for r in relations_for(setting_key) for name in (r.lower, r.upper)}
     with transaction.atomic(), audited(actor, reason):
+        # Lock in a fixed order so concurrent changes of related keys cannot deadlock.
+        list(DynamicSetting.objects.select_for_update().filter(key__in=sorted(related)).order_by("key"))
+        check_relations(setting_key, get_definition(setting_key).default if value is None else value)
         row, _ = DynamicSetting.objects.select_for_update().get_or_create(key=setting_key)
         if row.value != value:
             row.value = value
@@ -122,14 +95,12 @@ def set_setting(setting_key: str, raw_value: Any, *, actor: Actor, reason: str =
     """Validate ``raw_value`` (text or JSON) against the key's type, bounds and relations, and store it."""
     definition = get_definition(setting_key)
     value = definition.parse(raw_value)
-    check_relations(setting_key, value)
     return _save(setting_key, value, actor=actor, reason=reason)
 
 
 def unset_setting(setting_key: str, *, actor: Actor, reason: str = "") -> DynamicSetting:
     """Return the key to its registry default."""
-    definition = get_definition(setting_key)
-    check_relations(setting_key, definition.default)
+    get_definition(setting_key)
     return _save(setting_key, None, actor=actor, reason=reason)
 
 

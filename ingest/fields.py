@@ -25,6 +25,7 @@ SEVERITY_ERROR = "must be 0-7 or a name such as 'warning'"
 FACILITY_ERROR = "must be 0-23 or a name such as 'local0'"
 TIMESTAMP_ERROR = "must be an RFC 3339 / ISO 8601 date-time, or epoch seconds or milliseconds"
 OID_ERROR = "must be a dotted numeric OID such as 1.3.6.1.6.3.1.1.5.3"
+IP_ERROR = "must be an IPv4 or IPv6 address"
 
 SEVERITIES: dict[str, int] = {
     "emerg": 0, "emergency": 0, "panic": 0,
@@ -48,9 +49,16 @@ FACILITIES: dict[str, int] = {
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Epoch numbers at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is March 1973.
 _MILLISECONDS_FROM = 100_000_000_000
-_NUMERIC = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+_NUMERIC = re.compile(r"[+-]?([0-9]+)(?:\.[0-9]+)?")
+# int() refuses text over 4,300 digits with a plain ValueError, and 10**20 is past the calendar in
+# seconds and in milliseconds: longer whole parts are out of range without converting them.
+_EPOCH_DIGITS_MAX = 20
+_CODE_DIGITS_MAX = 2  # severities and facilities are 0-23
 _OID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _ISO_MAX = 64
+# The longest address text is 45 characters (IPv6 with an embedded IPv4 address); the rest is room
+# for a zone ("fe80::1%eth0"). Longer text is refused before the cache below can keep it.
+_IP_TEXT_MAX = 64
 
 
 def hostname(value: Any) -> str:
@@ -79,7 +87,10 @@ def timestamp(value: Any) -> datetime:
     if not isinstance(value, str):
         raise FieldError(TIMESTAMP_ERROR)
     text = value.strip()
-    if _NUMERIC.fullmatch(text):
+    numeric = _NUMERIC.fullmatch(text)
+    if numeric:
+        if len(numeric.group(1)) > _EPOCH_DIGITS_MAX:
+            raise FieldError("is out of range")
         return _from_epoch(float(text) if "." in text else int(text))
     if not text or len(text) > _ISO_MAX or not text[0].isdigit():
         raise FieldError(TIMESTAMP_ERROR)
@@ -125,7 +136,7 @@ def _code(value: Any, names: dict[str, int], highest: int, error: str) -> int:
         text = value.strip().lower()
         if text in names:
             return names[text]
-        if not (text.isascii() and text.isdigit()):
+        if not (len(text) <= _CODE_DIGITS_MAX and text.isascii() and text.isdigit()):
             raise FieldError(error)
         value = int(text)
     if isinstance(value, float) and value.is_integer():
@@ -161,10 +172,13 @@ def source_type(value: Any) -> str:
 def source_ip(value: Any) -> str:
     """The address in its canonical text form (IPv6 compressed and lower-case)."""
     if not isinstance(value, str):
-        raise FieldError("must be an IPv4 or IPv6 address")
-    canonical = _canonical_ip(value.strip())
+        raise FieldError(IP_ERROR)
+    text = value.strip()
+    if len(text) > _IP_TEXT_MAX:
+        raise FieldError(IP_ERROR)
+    canonical = _canonical_ip(text)
     if canonical is None:
-        raise FieldError("must be an IPv4 or IPv6 address")
+        raise FieldError(IP_ERROR)
     return canonical
 
 

@@ -1,15 +1,16 @@
 """Prometheus metrics of the HTTP ingest (served by the process's /metrics, defined elsewhere).
 
 ``reason`` says why a request ended as it did: ``accepted`` or ``partial`` (202), ``invalid`` (422),
-``events_too_large``, ``body_too_large``, ``batch_too_large`` (413), ``malformed``, ``empty``,
-``unreadable``, ``bad_content_length`` (400), ``unsupported_media_type``, ``unsupported_encoding``
-(415), ``rate_limited_global``, ``rate_limited_key`` (429), ``backpressure``, ``redis_unavailable``,
-``auth_unavailable`` (503), ``unauthenticated`` (401), ``forbidden`` (403), ``not_found`` (404),
-``method_not_allowed`` (405), ``error`` (500).
+``events_too_large``, ``body_too_large``, ``batch_too_large``, ``batch_over_queue_depth`` (413),
+``malformed``, ``empty``, ``unreadable``, ``incomplete``, ``bad_content_length`` (400),
+``unsupported_media_type``, ``unsupported_encoding`` (415), ``rate_limited_global``,
+``rate_limited_key`` (429), ``backpressure``, ``redis_unavailable``, ``auth_unavailable`` (503),
+``unauthenticated`` (401), ``forbidden`` (403), ``not_found`` (404), ``method_not_allowed`` (405),
+``error`` (500).
 
 ``mutt_ingest_events_total`` counts events in requests that were parsed: each is accepted or
 rejected (invalid or too large). Events of requests refused as a whole (429, 503, 400, 413 for the
-body or batch) are not counted: the client sends them again.
+body, the batch or the queue depth) are not counted: the client sends them again.
 """
 
 from __future__ import annotations

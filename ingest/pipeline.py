@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import redis
 
 from configcenter.runtime import get_setting
 from ingest import body, metrics, ratelimit
-from ingest.schema import normalise
+from ingest.schema import Receipt, encode, normalise
 from mutt_project.redis import get_redis
 
 logger = logging.getLogger("mutt.ingest")
@@ -53,10 +52,13 @@ def ingest(
     """Handle one request body; runtime settings are read here, per request."""
     max_event_bytes: int = get_setting("ingest_max_event_bytes")
     max_batch: int = get_setting("ingest_max_batch")
-    received_at = datetime.now(UTC)
+    limit = body.body_limit(
+        max_body_bytes=get_setting("ingest_max_body_bytes"), max_event_bytes=max_event_bytes, max_batch=max_batch
+    )
+    receipt = Receipt(datetime.now(UTC), sender.correlation_id, sender.key_name)
     try:
         kind = body.body_kind(content_type, content_encoding)
-        raw = body.read_body(read, content_length, max_event_bytes * max_batch)
+        raw = body.read_body(read, content_length, limit.size, named_by=limit.named_by)
         items = body.split_body(raw, kind, max_items=max_batch, max_item_bytes=max_event_bytes)
     except body.BodyRefused as refused:
         return IngestResult(refused.status, refused.reason, refused.body)
@@ -70,16 +72,13 @@ def ingest(
             too_large += 1
             problems = {"item": f"is {item.size} bytes; the limit is {max_event_bytes} (ingest_max_event_bytes)"}
         else:
-            event, problems = normalise(
-                item.value,
-                received_at=received_at,
-                correlation_id=sender.correlation_id,
-                ingested_by=sender.key_name,
-            )
+            event, problems = normalise(item.value, receipt)
             if event is not None:
-                payloads.append(orjson.dumps(event))
-                event_ids.append(event["event_id"])
-                continue
+                payload, problems = encode(event, item.value)
+                if payload is not None:
+                    payloads.append(payload)
+                    event_ids.append(event["event_id"])
+                    continue
         error: dict[str, Any] = {"index": item.index, "errors": problems}
         if item.line is not None:
             error["line"] = item.line
@@ -108,6 +107,20 @@ def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any]) -> In
         key_rate=get_setting("ingest_key_max_rate"),
         max_depth=get_setting("ingest_max_queue_depth"),
     )
+    if len(payloads) > limits.max_depth:
+        # Even an empty queue could not take this batch, so 503's "retry after 2 s" would be forever.
+        # The settings relation keeps ingest_max_batch within the depth; values stored before it may not.
+        return IngestResult(
+            413,
+            "batch_over_queue_depth",
+            {
+                "detail": f"The batch has {len(payloads)} valid events but ingest_max_queue_depth is "
+                f"{limits.max_depth}, so it could never be accepted; nothing was accepted. "
+                f"Send batches of at most {limits.max_depth} events.",
+                "max_queue_depth": limits.max_depth,
+                "received": len(payloads),
+            },
+        )
     try:
         admission = ratelimit.admit(get_redis(), key_prefix=sender.key_prefix, payloads=payloads, limits=limits)
     except redis.RedisError as exc:

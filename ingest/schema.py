@@ -6,15 +6,27 @@ optional facts are ``None``. Fields a source sends that are not canonical are ke
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
+
+import orjson
 
 from ingest import fields
 from ingest.fields import FieldError
 from ingest.ids import uuid7
 
+logger = logging.getLogger("mutt.ingest")
+
 DEFAULT_SOURCE_TYPE = "webhook"
+INVALID_VALUE = "is not a valid value"
+NUL_ERROR = "contains a NUL character"
+NUL_NAME_ERROR = "has a field name containing a NUL character"
+TOO_DEEP_ERROR = "is nested too deeply to be stored; keep objects and arrays under 250 levels"
+# How orjson writes U+0000, which PostgreSQL text and jsonb refuse.
+_NUL_ESCAPE = b"\\u0000"
 
 
 class CanonicalEvent(TypedDict):
@@ -37,6 +49,20 @@ class CanonicalEvent(TypedDict):
 
 FieldErrors = dict[str, str]
 
+
+@dataclass(frozen=True)
+class Receipt:
+    """What every event of one request shares: when it arrived, which request, through which key."""
+
+    received_at: datetime
+    correlation_id: str  # the request id of the ingest request (X-Request-ID)
+    ingested_by: str  # name of the API key (or listener)
+    received_at_text: str = field(init=False)  # formatted once per request, not per event
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "received_at_text", fields.isoformat(self.received_at))
+
+
 # Optional input fields and their parsers; a null value counts as absent.
 _OPTIONAL: dict[str, Callable[[Any], Any]] = {
     "syslog_severity": fields.syslog_severity,
@@ -49,9 +75,7 @@ _OPTIONAL: dict[str, Callable[[Any], Any]] = {
 INPUT_FIELDS = frozenset({"hostname", "message", "timestamp", *_OPTIONAL})
 
 
-def normalise(
-    item: Any, *, received_at: datetime, correlation_id: str, ingested_by: str
-) -> tuple[CanonicalEvent | None, FieldErrors]:
+def normalise(item: Any, receipt: Receipt) -> tuple[CanonicalEvent | None, FieldErrors]:
     """The canonical event for one incoming item, or ``(None, {field: message})`` naming every problem."""
     if not isinstance(item, dict):
         return None, {"item": "must be a JSON object"}
@@ -59,13 +83,7 @@ def normalise(
     parsed: dict[str, Any] = {}
     for name, parse in _OPTIONAL.items():
         value = item.get(name)
-        if value is None:
-            parsed[name] = None
-            continue
-        try:
-            parsed[name] = parse(value)
-        except FieldError as exc:
-            errors[name] = str(exc)
+        parsed[name] = None if value is None else _parse(parse, value, name, errors)
 
     host = _required(item, "hostname", fields.hostname, errors)
     text = item.get("message")
@@ -77,7 +95,7 @@ def normalise(
         text = _parse(fields.message, text, "message", errors)
 
     raw_time = item.get("timestamp")
-    moment = received_at if raw_time is None else _parse(fields.timestamp, raw_time, "timestamp", errors)
+    moment = None if raw_time is None else _parse(fields.timestamp, raw_time, "timestamp", errors)
     if errors:
         return None, errors
 
@@ -85,7 +103,7 @@ def normalise(
         "event_id": uuid7(),
         "hostname": host,
         "message": text,
-        "timestamp": fields.isoformat(moment),
+        "timestamp": receipt.received_at_text if moment is None else fields.isoformat(moment),
         "timestamp_inferred": raw_time is None,
         "syslog_severity": parsed["syslog_severity"],
         "facility": parsed["facility"],
@@ -94,11 +112,55 @@ def normalise(
         "source_ip": parsed["source_ip"],
         "variables": parsed["variables"],
         "extra": {k: v for k, v in item.items() if k not in INPUT_FIELDS},
-        "received_at": fields.isoformat(received_at),
-        "correlation_id": correlation_id,
-        "ingested_by": ingested_by,
+        "received_at": receipt.received_at_text,
+        "correlation_id": receipt.correlation_id,
+        "ingested_by": receipt.ingested_by,
     }
     return event, errors
+
+
+def encode(event: CanonicalEvent, item: dict[str, Any]) -> tuple[bytes | None, FieldErrors]:
+    """The event as the JSON queued for the alerters, or ``(None, {field: message})`` when the
+    database could not store it; ``item`` is what the event was made from, to name the field."""
+    try:
+        payload = orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        # orjson reads 1,024 levels of nesting but writes only 254; nothing else in an event can fail.
+        return None, {"item": TOO_DEEP_ERROR}
+    # One scan of the bytes clears almost every event. A hit is a NUL, or text that merely reads
+    # backslash-u0000 (escaped as \\u0000); only the walk over the item tells them apart.
+    if _NUL_ESCAPE in payload:
+        errors = _nul_errors(item)
+        if errors:
+            return None, errors
+    return payload, {}
+
+
+def _nul_errors(item: dict[str, Any]) -> FieldErrors:
+    errors: FieldErrors = {}
+    for name, value in item.items():
+        if "\x00" in name:
+            errors["item"] = NUL_NAME_ERROR
+        elif _holds_nul(value):
+            errors[name] = NUL_ERROR
+    return errors
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a NUL is in ``value`` or anything inside it, keys included (a loop: items nest deeply)."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                return True
+        elif isinstance(current, dict):
+            if any("\x00" in key for key in current):
+                return True
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    return False
 
 
 def _required(item: dict[str, Any], name: str, parse: Callable[[Any], Any], errors: FieldErrors) -> Any:
@@ -114,4 +176,9 @@ def _parse(parse: Callable[[Any], Any], value: Any, name: str, errors: FieldErro
         return parse(value)
     except FieldError as exc:
         errors[name] = str(exc)
-        return None
+    except ValueError as exc:
+        # A limit the parser did not foresee (int()'s 4,300 digits was one): refuse the item, not the
+        # batch. Not the value in the log: it may be 64 KiB.
+        logger.warning("ingest: the %s parser raised %s; the item is rejected", name, type(exc).__name__)
+        errors[name] = INVALID_VALUE
+    return None

@@ -109,6 +109,8 @@ MUTT_HTTP_PORT = env_int(ENV, "MUTT_HTTP_PORT", 8000, minimum=1, maximum=65535)
 MUTT_HTTP_WORKERS = env_int(ENV, "MUTT_HTTP_WORKERS", os.cpu_count() or 2, minimum=1, maximum=64)
 # Each worker serves Prometheus metrics on its own port (0: off).
 MUTT_ALERTER_METRICS_PORT = env_int(ENV, "MUTT_ALERTER_METRICS_PORT", 9101, minimum=0, maximum=65535)
+MUTT_FORWARDER_METRICS_PORT = env_int(ENV, "MUTT_FORWARDER_METRICS_PORT", 9102, minimum=0, maximum=65535)
+MUTT_REMEDIATION_METRICS_PORT = env_int(ENV, "MUTT_REMEDIATION_METRICS_PORT", 9103, minimum=0, maximum=65535)
 MUTT_MOCK_MOOG_PORT = env_int(ENV, "MUTT_MOCK_MOOG_PORT", 18080, minimum=1, maximum=65535)
 MUTT_LOG_LEVEL = env_str(ENV, "MUTT_LOG_LEVEL", "INFO").upper()
 MUTT_LOG_FORMAT = env_str(ENV, "MUTT_LOG_FORMAT", "json")

@@ -104,14 +104,27 @@ def claim_abandoned(
 ) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """Take over entries left unacknowledged longer than ``idle_ms`` (a crashed or stuck consumer).
 
-    Redis 6.2 answers XAUTOCLAIM with [next, entries], 7+ adds the ids of entries deleted meanwhile;
-    6.2 shows those as entries without fields, which would stay pending forever unless acknowledged.
+    Redis 7 drops entries deleted meanwhile from the pending list itself; Redis 6.2 answers them as
+    bare nils (no id at all), which would stay pending for ever, so this consumer's pending entries
+    that no longer exist are acknowledged here.
     """
     result = client.xautoclaim(stream, group, consumer, idle_ms, "0-0", count=count)
-    vanished = [entry_id for entry_id, fields in result[1] if fields is None]
-    if vanished:
-        client.xack(stream, group, *vanished)
-    return [(entry_id, fields) for entry_id, fields in result[1] if fields is not None]
+    entries = result[1]
+    claimed = [(entry_id, fields) for entry_id, fields in entries if entry_id is not None and fields is not None]
+    if len(claimed) < len(entries):
+        _ack_vanished(client, stream, group, consumer, keep={entry_id for entry_id, _ in claimed})
+    return claimed
+
+
+def _ack_vanished(client: redis.Redis, stream: str, group: str, consumer: str, *, keep: set[bytes]) -> None:
+    pending = client.xpending_range(stream, group, min="-", max="+", count=10_000, consumername=consumer)
+    pipe = client.pipeline(transaction=False)
+    candidates = [row["message_id"] for row in pending if row["message_id"] not in keep]
+    for entry_id in candidates:
+        pipe.xrange(stream, entry_id, entry_id)
+    gone = [entry_id for entry_id, found in zip(candidates, pipe.execute(), strict=True) if not found]
+    if gone:
+        client.xack(stream, group, *gone)
 
 
 def keep_claimed(client: redis.Redis, stream: str, group: str, consumer: str, entry_ids: list[bytes]) -> None:
@@ -121,3 +134,11 @@ def keep_claimed(client: redis.Redis, stream: str, group: str, consumer: str, en
     """
     if entry_ids:
         client.xclaim(stream, group, consumer, 0, entry_ids, justid=True)
+
+
+def ack_and_delete(pipe: redis.client.Pipeline, stream: str, group: str, entry_ids: list[bytes]) -> None:
+    """Acknowledge entries and delete them at once (each stream has one group), so XLEN stays the backlog
+    even while an older entry is still pending somewhere."""
+    if entry_ids:
+        pipe.xack(stream, group, *entry_ids)
+        pipe.xdel(stream, *entry_ids)

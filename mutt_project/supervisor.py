@@ -57,6 +57,10 @@ class Supervisor:
         self.clock = clock
         self.stopping = False
 
+    def add(self, specs: list[ChildSpec]) -> None:
+        """Add children before ``start()`` (``mutt up`` decides some only once the services are up)."""
+        self.children.extend(_Child(spec) for spec in specs)
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -56,25 +56,32 @@ ON CONFLICT (event_id, event_time) DO NOTHING
 _INSERT_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
 
 # Add each alert unless its event id was alerted before (a redelivery or a takeover), then
-# acknowledge the batch: one atomic step. KEYS: alerts stream, ingest stream, dedup hash.
-# ARGV: group, dedup ttl, n alerts, then n (event_id, payload) pairs, then the entry ids to ack.
+# acknowledge and delete the batch's entries: one atomic step. KEYS: alerts stream, ingest stream,
+# dedup hash. ARGV: alerters group, dedup ttl, n alerts, forwarders group, n (event id, payload) pairs,
+# then the entry ids to acknowledge (in chunks: Lua's unpack stops near 8,000 values).
 _PUBLISH_AND_ACK = """
 local n = tonumber(ARGV[3])
+if n > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+  -- Redis lost the alert stream: recreate it with the forwarders' group so nothing added is skipped
+  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[4], '0', 'MKSTREAM')
+end
 local added = 0
 for i = 0, n - 1 do
-  local event_id = ARGV[4 + i * 2]
-  if redis.call('HSETNX', KEYS[3], event_id, '1') == 1 then
-    redis.call('XADD', KEYS[1], '*', 'e', ARGV[5 + i * 2])
+  if redis.call('HSETNX', KEYS[3], ARGV[5 + i * 2], '1') == 1 then
+    redis.call('XADD', KEYS[1], '*', 'e', ARGV[6 + i * 2])
     added = added + 1
   end
 end
-redis.call('EXPIRE', KEYS[3], tonumber(ARGV[2]))
-local first_ack = 4 + n * 2
-if #ARGV >= first_ack then
-  redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, first_ack))
+if n > 0 then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[2])) end
+for i = 5 + n * 2, #ARGV, 1000 do
+  local last = math.min(i + 999, #ARGV)
+  redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, i, last))
+  redis.call('XDEL', KEYS[2], unpack(ARGV, i, last))
 end
 return added
 """
+# Redelivery after a crash or takeover happens within the claim timeout; hours of margin are plenty.
+DEDUP_TTL_SECONDS = 6 * 3600
 
 
 def dedup_key(received_at: str) -> str:
@@ -98,6 +105,7 @@ class Outcome:
 class _Decoded:
     entry_id: bytes
     event: dict[str, Any]
+    raw: bytes  # the entry's JSON as ingest wrote it: stored as the audit row's raw event, not re-encoded
 
 
 @dataclass
@@ -119,6 +127,8 @@ class Alerter:
         self.ruleset: RuleSet = RuleSet.empty()
         self.loaded_at = 0.0
         self.rules_changed = threading.Event()
+        self.rules_loaded = False  # nothing is matched before the first snapshot loads
+        self._publish = self.client.register_script(_PUBLISH_AND_ACK)
         self._held: _Batch | None = None  # a batch the database refused, kept for retry
         self._last_claim = 0.0
         self._listener: threading.Thread | None = None
@@ -171,6 +181,7 @@ class Alerter:
         finally:
             connection.close_if_unusable_or_obsolete()
         self.ruleset = ruleset
+        self.rules_loaded = True
         self.loaded_at = time.monotonic()
         metrics.RULES_LOADED.set(ruleset.rule_count)
         metrics.RELOAD_SECONDS.observe(time.perf_counter() - started)
@@ -181,7 +192,11 @@ class Alerter:
 
     def step(self, block_ms: int | None = None) -> int:
         """Do one batch of work; returns the number of entries finished (0 when idle or backing off)."""
-        self.refresh_rules()
+        self.refresh_rules(force=not self.rules_loaded)
+        if not self.rules_loaded:
+            # Matching against an empty snapshot would audit real pages as unhandled: wait for the rules.
+            time.sleep(1)
+            return 0
         if self._held is not None:
             return self._retry_held()
         if self._shedding():
@@ -193,13 +208,12 @@ class Alerter:
         return self._run(_Batch(entries)) if entries else 0
 
     def _read_new(self, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        # block_ms 0 means "do not wait" here; Redis's BLOCK 0 would mean "wait for ever".
+        block = get_setting("alerter_block_ms") if block_ms is None else (block_ms or None)
         response = self.client.xreadgroup(
-            streams.ALERTERS_GROUP,
-            self.consumer,
-            {self.stream: ">"},
-            count=get_setting("alerter_batch_size"),
-            block=get_setting("alerter_block_ms") if block_ms is None else block_ms,
-        )
+            streams.ALERTERS_GROUP, self.consumer, {self.stream: ">"}, count=get_setting("alerter_batch_size"),
+            block=block,
+        )  # fmt: skip
         return response[0][1] if response else []
 
     def _claim_abandoned(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -258,40 +272,77 @@ class Alerter:
     # --- processing ---------------------------------------------------------------------------
 
     def process(self, batch: _Batch) -> Outcome:
-        """Audit, alert and acknowledge one batch. Raises database errors (the caller keeps the batch)."""
+        """Audit, alert and acknowledge one batch.
+
+        Raises OperationalError/InterfaceError when the database is unreachable (the caller keeps the
+        batch). A row the database refuses (bad data) goes to the DLQ alone; its neighbours are audited.
+        """
         outcome = Outcome(entries=len(batch.entries))
         decoded, poison = self._decode(batch.entries, check_deliveries=batch.claimed)
-        rows: list[tuple[Any, ...]] = []
-        alerts: list[tuple[str, str, bytes]] = []  # (dedup key, event id, payload)
-        unmatched: list[tuple[str, str]] = []
+        evaluated: list[tuple[_Decoded, tuple[Any, ...], dict[str, Any] | None]] = []
         for item in decoded:
             try:
-                row, alert = self._evaluate(item.event)
+                row, alert = self._evaluate(item)
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                poison.append((item.entry_id, orjson.dumps(item.event), "processing_error", error))
+                poison.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
                 continue
-            rows.append(row)
-            if alert is not None:
-                alerts.append((dedup_key(item.event["received_at"]), item.event["event_id"], orjson.dumps(alert)))
-            elif row[6] == "unhandled":
-                unmatched.append((item.event["hostname"], item.event.get("message") or ""))
-        if rows:
-            with transaction.atomic(), connection.cursor() as cursor:
-                execute_values(cursor.cursor, _INSERT_SQL, rows, template=_INSERT_TEMPLATE, page_size=len(rows))
-                outcome.audited = max(cursor.cursor.rowcount, 0)
+            evaluated.append((item, row, alert))
+        evaluated, refused = self._insert(evaluated)
+        poison += refused
+        alerts = [
+            (dedup_key(item.event["received_at"]), item.event["event_id"], orjson.dumps(alert))
+            for item, _, alert in evaluated
+            if alert is not None
+        ]
+        unmatched = [
+            (item.event["hostname"], item.event.get("message") or "")
+            for item, row, alert in evaluated
+            if alert is None and row[6] == "unhandled"
+        ]
         self._dead_letter(poison)
-        ok_ids = [item.entry_id for item in decoded]
-        outcome.alerts = self._publish_and_ack(alerts, ok_ids + [entry_id for entry_id, *_ in poison])
+        ack_ids = [item.entry_id for item in decoded if item.entry_id not in {p[0] for p in refused}]
+        outcome.alerts = self._publish_and_ack(alerts, ack_ids + [entry_id for entry_id, *_ in poison])
+        outcome.audited = len(evaluated)
         outcome.dead_lettered = len(poison)
         outcome.unmatched = len(unmatched)
         outcome.floods = self._detect_floods(unmatched)
         self._trim()
-        metrics.EVENTS.labels("audited").inc(len(rows))
+        metrics.EVENTS.labels("audited").inc(outcome.audited)
         metrics.EVENTS.labels("alerted").inc(outcome.alerts)
         metrics.EVENTS.labels("unmatched").inc(outcome.unmatched)
         metrics.EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)
         return outcome
+
+    def _insert(self, evaluated: list[Any]) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
+        """One multi-row INSERT for the batch; if the database refuses the data, find the rows it refuses.
+
+        psycopg2's own errors are wrapped into Django's, so an unreachable database surfaces as
+        OperationalError/InterfaceError (an outage: the caller holds the batch) whichever call hits it.
+        """
+        if not evaluated:
+            return [], []
+        rows = [row for _, row, _ in evaluated]
+        try:
+            with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+                execute_values(cursor.cursor, _INSERT_SQL, rows, template=_INSERT_TEMPLATE, page_size=len(rows))
+            return evaluated, []
+        except (OperationalError, InterfaceError):
+            raise
+        except (DatabaseError, ValueError) as exc:
+            logger.warning("the database refused a batch (%s); inserting row by row to isolate it", exc)
+        kept, refused = [], []
+        with transaction.atomic():
+            for entry in evaluated:
+                item, row, _ = entry
+                try:
+                    with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+                        execute_values(cursor.cursor, _INSERT_SQL, [row], template=_INSERT_TEMPLATE)
+                    kept.append(entry)
+                except (OperationalError, InterfaceError):
+                    raise
+                except (DatabaseError, ValueError) as exc:
+                    refused.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
+        return kept, refused
 
     def _decode(
         self, entries: list[tuple[bytes, dict[bytes, bytes]]], *, check_deliveries: bool
@@ -317,7 +368,7 @@ class Alerter:
                 raw = fields[streams.PAYLOAD_FIELD]
                 poison.append((entry_id, raw, "max_deliveries", f"delivered {counts[entry_id]} times"))
                 continue
-            decoded.append(_Decoded(entry_id, event))
+            decoded.append(_Decoded(entry_id, event, fields[streams.PAYLOAD_FIELD]))
         return decoded, poison
 
     def _delivery_counts(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> dict[bytes, int]:
@@ -329,7 +380,8 @@ class Alerter:
         )  # fmt: skip
         return {row["message_id"]: int(row["times_delivered"]) for row in rows}
 
-    def _evaluate(self, event: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+    def _evaluate(self, item: _Decoded) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+        event = item.event
         result = self.ruleset.match(
             event["hostname"],
             event.get("message") or "",
@@ -343,8 +395,7 @@ class Alerter:
             event["event_id"], event["timestamp"], event["received_at"], event["hostname"], result.environment,
             rule.id if rule else None, result.handling, result.team, alerting, severity if rule else "",
             event.get("syslog_severity"), event.get("message") or "", event.get("trap_oid") or "",
-            (event.get("source_type") or "")[:50], (event.get("correlation_id") or "")[:128],
-            orjson.dumps(event).decode(),
+            (event.get("source_type") or "")[:50], (event.get("correlation_id") or "")[:128], item.raw.decode(),
         )  # fmt: skip
         if not alerting:
             return row, None
@@ -367,22 +418,24 @@ class Alerter:
         return row, alert
 
     def _publish_and_ack(self, alerts: list[tuple[str, str, bytes]], ack_ids: list[bytes]) -> int:
+        """Add alerts not added before and acknowledge entries, atomically per dedup bucket."""
         if not alerts and not ack_ids:
             return 0
-        added = 0
-        # One call per dedup bucket (events of one batch almost always share the hour).
+        # One call per dedup bucket (the events of a batch almost always share the hour); the
+        # acknowledgements ride with the last call, so they happen only once every alert is added.
         buckets: dict[str, list[tuple[str, bytes]]] = {}
         for bucket, event_id, payload in alerts:
             buckets.setdefault(bucket, []).append((event_id, payload))
         if not buckets:
             buckets[dedup_key(datetime.now(UTC).isoformat())] = []
+        added = 0
         for index, (bucket, items) in enumerate(buckets.items()):
-            acks = ack_ids if index == len(buckets) - 1 else []
-            args: list[Any] = [streams.ALERTERS_GROUP, 172_800, len(items)]
+            args: list[Any] = [streams.ALERTERS_GROUP, DEDUP_TTL_SECONDS, len(items), streams.FORWARDERS_GROUP]
             for event_id, payload in items:
                 args += [event_id, payload]
-            args += acks
-            added += int(self.client.eval(_PUBLISH_AND_ACK, 3, self.alerts, self.stream, bucket, *args))
+            if index == len(buckets) - 1:
+                args += ack_ids
+            added += int(self._publish(keys=[self.alerts, self.stream, bucket], args=args))
         return added
 
     def _dead_letter(self, poison: list[tuple[bytes, bytes, str, str]]) -> None:
@@ -414,13 +467,16 @@ class Alerter:
             window_seconds=int(get_setting("unhandled_window_seconds")),
         )
         now = datetime.now(UTC).isoformat()
+        raised = 0
         for detected in floods:
             team = self.ruleset.team_of(detected.hostname) or get_setting("unhandled_default_team")
             alert = flood.meta_alert(detected, team=team, received_at=now)
-            self._publish_and_ack([(dedup_key(now), alert["event_id"], orjson.dumps(alert))], [])
-            logger.warning("unmatched-event flood", extra={"host": detected.hostname, "count": detected.count})
-        metrics.FLOODS.inc(len(floods))
-        return len(floods)
+            bucket = key("alerted", "flood", detected.window_start)
+            if self._publish_and_ack([(bucket, alert["event_id"], orjson.dumps(alert))], []):
+                raised += 1
+                logger.warning("unmatched-event flood", extra={"host": detected.hostname, "count": detected.count})
+        metrics.FLOODS.inc(raised)
+        return raised
 
     def _trim(self) -> None:
         """Drop acknowledged entries (so XLEN is the backlog) and report queue depths."""

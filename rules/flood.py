@@ -3,7 +3,7 @@
 Messages are reduced to templates (numbers, addresses, ids replaced) so that "port 1 down" and
 "port 2 down" count together. Counts live in Redis per fixed window (aligned to the epoch, so every
 alerter agrees on the window), per host; crossing ``unhandled_threshold`` raises exactly one
-meta-alert per host per window (a SET NX decides which alerter sends it).
+meta-alert per host per window (the alerter adds it with a dedup on the host and window).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def record_unmatched(
     window_seconds: int,
     now: float | None = None,
 ) -> list[Flood]:
-    """Count unmatched (hostname, message) pairs; return the floods this call is the first to see."""
+    """Count unmatched (hostname, message) pairs; return the hosts at or over the threshold in this window."""
     if not unmatched:
         return []
     now = time.time() if now is None else now
@@ -98,9 +98,9 @@ def record_unmatched(
         index += 2  # the INCRBY and its EXPIRE
         if total < threshold:
             continue
-        # Only the first alerter to see the crossing sends the meta-alert for this window.
-        if not client.set(key("flood", start, hostname, "alerted"), 1, nx=True, ex=ttl):
-            continue
+        # Every batch over the threshold proposes the meta-alert; the caller adds it atomically with a
+        # dedup on its id (host and window), so exactly one is sent per host and window, even when an
+        # alerter dies between counting and sending.
         counts = {k.decode(): int(v) for k, v in client.hgetall(key("flood", start, hostname, "templates")).items()}
         top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_TEMPLATES]
         floods.append(Flood(hostname, start, window_seconds, total, top, samples[hostname]))

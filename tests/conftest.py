@@ -56,12 +56,12 @@ def fresh_runtime_settings():
     The database is rolled back or flushed between tests, so a Redis copy written by an earlier test
     would otherwise leak its overrides into the next one.
     """
-    from configcenter import runtime, settings_service
+    from configcenter import mirror, runtime
     from mutt_project.redis import get_redis
 
     def clear() -> None:
         runtime.reset()
-        get_redis().delete(settings_service.values_key(), settings_service.loaded_marker_key())
+        get_redis().delete(mirror.values_key())
 
     clear()
     yield

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from configcenter import runtime, settings_service
+from configcenter import mirror, runtime, settings_service
 from configcenter.models import DynamicSetting
 from configcenter.registry import REGISTRY, InvalidSettingValue, UnknownSetting
 from configcenter.runtime import get_setting
@@ -137,11 +138,11 @@ def test_redis_losing_its_copy_is_repaired_from_the_database(settings):
     settings.MUTT_CONFIG_TTL_SECONDS = 1
     settings_service.set_setting("moog_max_retries", 3, actor=OPS)
     client = get_redis()
-    client.delete(settings_service.values_key(), settings_service.loaded_marker_key())
+    client.delete(mirror.values_key())
     runtime.reset()
     assert get_setting("moog_max_retries") == 3
-    assert client.exists(settings_service.loaded_marker_key())
-    assert client.hget(settings_service.values_key(), "moog_max_retries") == b"3"
+    assert client.hexists(mirror.values_key(), mirror.MARKER)
+    assert orjson.loads(client.hget(mirror.values_key(), "moog_max_retries"))["v"] == 3
 
 
 @pytest.mark.django_db(transaction=True)
@@ -171,7 +172,70 @@ def test_redis_unreachable_serves_last_known_value_then_database(settings, tmp_p
 
 @pytest.mark.django_db
 def test_malformed_values_in_redis_are_ignored(redis_client):
-    redis_client.hset(settings_service.values_key(), mapping={"alerter_batch_size": b"{oops", "moog_timeout": b"-4"})
-    redis_client.set(settings_service.loaded_marker_key(), "1")
+    redis_client.hset(
+        mirror.values_key(),
+        mapping={"alerter_batch_size": b"{oops", "moog_timeout": b'{"v": -4, "ver": 1}', mirror.MARKER: b"1"},
+    )
     assert get_setting("alerter_batch_size") == 500
     assert get_setting("moog_timeout") == 10.0
+
+
+# --- consistency of the Redis copy (regressions found in review) ----------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_publish_of_an_older_value_does_not_roll_back(redis_client):
+    settings_service.set_setting("moog_rate_limit", 60, actor=OPS)
+    old_state = mirror.database_state()
+    settings_service.set_setting("moog_rate_limit", 70, actor=OPS)
+    mirror.publish("moog_rate_limit", old_state)  # a slow process publishing what it read earlier
+    assert mirror.read()["moog_rate_limit"] == 70
+
+
+@pytest.mark.django_db(transaction=True)
+def test_changes_of_different_keys_do_not_erase_each_other(redis_client):
+    before = mirror.database_state()
+    settings_service.set_setting("moog_rate_limit", 61, actor=OPS)
+    settings_service.set_setting("moog_timeout", 3, actor=OPS)
+    mirror.publish("moog_max_retries", before)  # published after both, from a state read before both
+    assert (mirror.read()["moog_rate_limit"], mirror.read()["moog_timeout"]) == (61, 3.0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_rebuild_cannot_overwrite_a_newer_change(redis_client):
+    settings_service.set_setting("moog_rate_limit", 62, actor=OPS)
+    redis_client.delete(mirror.values_key())
+    stale = mirror.database_state()  # a reader starts rebuilding from this
+    settings_service.set_setting("moog_rate_limit", 63, actor=OPS)  # rebuilds with the newer value
+    assert mirror.rebuild_if_missing(stale) is False
+    assert mirror.read()["moog_rate_limit"] == 63
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconciliation_republishes_a_change_redis_missed(redis_client):
+    settings_service.set_setting("moog_rate_limit", 64, actor=OPS)
+    assert mirror.reconcile() == []
+    # As if the publish of the change had been lost while the copy survived: an older version remains.
+    redis_client.hset(mirror.values_key(), "moog_rate_limit", mirror.encode(None, 1))
+    assert "moog_rate_limit" not in mirror.read()
+    assert mirror.reconcile() == ["moog_rate_limit"]
+    assert mirror.read()["moog_rate_limit"] == 64
+    assert mirror.reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_copy_lost_and_the_database_down_readers_get_defaults(redis_client):
+    from django.db import connection
+
+    redis_client.delete(mirror.values_key())
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update({"HOST": "/nonexistent-socket-dir", "PORT": "1"})
+    try:
+        assert get_setting("moog_rate_limit") == 50
+        assert runtime.current_snapshot().source == "defaults"
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+    assert not redis_client.hexists(mirror.values_key(), mirror.MARKER), "no marker written without the database"

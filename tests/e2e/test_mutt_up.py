@@ -30,12 +30,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_up(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+def start_up(env: dict[str, str], port: int, log: Path, mock_port: int | None = None) -> subprocess.Popen:
     handle = log.open("a")
+    mock_port = mock_port or free_port()
     return subprocess.Popen(
         [sys.executable, "manage.py", "mutt", "up", "--port", str(port)],
         cwd=BASE_DIR,
-        env={**env, "MUTT_HTTP_WORKERS": "2", "MUTT_LOG_FORMAT": "plain", "MUTT_ALERTER_METRICS_PORT": "0"},
+        env={
+            **env,
+            "MUTT_HTTP_WORKERS": "2",
+            "MUTT_LOG_FORMAT": "plain",
+            "MUTT_ALERTER_METRICS_PORT": "0",
+            "MUTT_FORWARDER_METRICS_PORT": "0",
+            "MUTT_REMEDIATION_METRICS_PORT": "0",
+            "MUTT_MOCK_MOOG_PORT": str(mock_port),
+        },
         stdout=handle,
         stderr=subprocess.STDOUT,
     )
@@ -99,6 +108,21 @@ def wait_for_audit(data_dir: Path, event_id: str, timeout: float = 30) -> bool:
     return False
 
 
+def wait_for_moog(mock_port: int, event_id: str, timeout: float = 30) -> bool:
+    """Poll mock_moog's recorded events for the alert of ``event_id`` (delivered by the forwarder)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{mock_port}/events", timeout=2) as response:
+                recorded = json.load(response)["events"]
+        except OSError:
+            recorded = []
+        if any(r["event"]["custom_info"]["event_id"] == event_id for r in recorded):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def embedded_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in __import__("os").environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     # Nested under this run's prefix, so the end-of-run cleanup removes its keys too.
@@ -109,11 +133,12 @@ def embedded_env(data_dir: Path) -> dict[str, str]:
 def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_path, private_tmp):
     data_dir = private_tmp / "data"
     port = free_port()
+    mock_port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "up.log"
     env = embedded_env(data_dir)
 
-    process = start_up(env, port, log)
+    process = start_up(env, port, log, mock_port)
     wait_ready(process, url, log)
     credentials = json.loads((data_dir / "credentials.json").read_text())
     assert (data_dir / "credentials.json").stat().st_mode & 0o777 == 0o600
@@ -137,6 +162,7 @@ def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_pa
         assert response.status == 202
         event_id = json.load(response)["event_ids"][0]
     assert wait_for_audit(data_dir, event_id), "the event never reached the audit log"
+    assert wait_for_moog(mock_port, event_id), "the alert never reached mock_moog"
 
     pids = [
         *descendants(process.pid),

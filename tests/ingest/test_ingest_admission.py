@@ -10,8 +10,9 @@ import pytest
 from django.db import connections
 from django.test import Client
 
-from configcenter import settings_service
+from configcenter import runtime, settings_service
 from configcenter.models import ApiKey
+from configcenter.registry import InvalidSettingValue
 from ingest import ratelimit
 from mutt_project import streams
 from mutt_project.redis import reset_clients
@@ -115,7 +116,7 @@ def test_429_and_503_leave_the_buckets_as_they_were(client, ingest_key, runtime_
     before = ingest_bucket(redis_client), bucket_state(redis_client, ratelimit.global_bucket())
     assert before[0][b"tokens"] == b"-4"
     assert post(client, [event()], key=ingest_key).status_code == 429
-    runtime_settings(ingest_key_max_rate=50_000, ingest_max_queue_depth=1000)
+    runtime_settings(ingest_key_max_rate=50_000, ingest_max_batch=1000, ingest_max_queue_depth=1000)
     fill_stream(redis_client, 1000)
     before = ingest_bucket(redis_client), bucket_state(redis_client, ratelimit.global_bucket())
     assert post(client, [event()], key=ingest_key).status_code == 503
@@ -135,7 +136,7 @@ def test_idle_buckets_expire_once_they_would_be_full_again(client, ingest_key, r
 
 
 def test_a_full_queue_gets_503_with_retry_after_and_debits_nothing(client, ingest_key, runtime_settings, redis_client):
-    runtime_settings(ingest_max_queue_depth=1000)
+    runtime_settings(ingest_max_batch=1000, ingest_max_queue_depth=1000)
     fill_stream(redis_client, 995)
     response = post(client, [event(n) for n in range(10)], key=ingest_key)
     assert response.status_code == 503
@@ -155,22 +156,55 @@ def test_a_full_queue_gets_503_with_retry_after_and_debits_nothing(client, inges
     assert post(client, [event()], key=ingest_key).status_code == 202
 
 
+def test_ingest_max_batch_may_not_exceed_the_queue_depth(runtime_settings):
+    why = "a batch larger than the queue could never be accepted"
+    with pytest.raises(InvalidSettingValue) as refused:
+        runtime_settings(ingest_max_queue_depth=4999)
+    assert str(refused.value) == (
+        f"ingest_max_queue_depth: ingest_max_batch (5000) must be ≤ ingest_max_queue_depth (4999): {why}"
+    )
+    runtime_settings(ingest_max_queue_depth=5000)
+    with pytest.raises(InvalidSettingValue, match=why):
+        runtime_settings(ingest_max_batch=5001)
+
+
+def test_a_batch_larger_than_the_queue_itself_is_413_not_503_forever(client, ingest_key, redis_client):
+    # The relation above guards new changes; values stored before it existed can still disagree.
+    settings_service.publish_overrides({"ingest_max_batch": 1500, "ingest_max_queue_depth": 1000})
+    runtime.reload()
+    try:
+        response = post(client, [event(n) for n in range(1001)] + [{"hostname": "no message"}], key=ingest_key)
+    finally:
+        settings_service.publish_overrides({})
+        runtime.reload()
+    assert response.status_code == 413
+    assert "Retry-After" not in response
+    assert response.json() == {
+        "detail": "The batch has 1001 valid events but ingest_max_queue_depth is 1000, so it could never be "
+        "accepted; nothing was accepted. Send batches of at most 1000 events.",
+        "max_queue_depth": 1000,
+        "received": 1001,
+    }
+    assert redis_client.xlen(streams.ingest_stream()) == 0
+    assert ingest_bucket(redis_client) == {}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_depth_change_reaches_ingest_through_the_settings_subscriber(client, ingest_key, redis_client, live_settings):
-    from configcenter import runtime
-
     fill_stream(redis_client, 1000)
     assert post(client, [event()], key=ingest_key).status_code == 202
     assert runtime.wait_until_subscribed()
+    settings_service.set_setting("ingest_max_batch", 1000, actor=OPS, reason="fit batches in the smaller queue")
     settings_service.set_setting("ingest_max_queue_depth", 1000, actor=OPS, reason="protect the alerters")
     assert wait_for(lambda: post(client, [event()], key=ingest_key).status_code == 503, timeout=2.0)
     settings_service.unset_setting("ingest_max_queue_depth", actor=OPS, reason="back to normal")
+    settings_service.unset_setting("ingest_max_batch", actor=OPS, reason="back to normal")
     assert wait_for(lambda: post(client, [event()], key=ingest_key).status_code == 202, timeout=2.0)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_senders_never_push_the_queue_past_its_depth(ingest_key, runtime_settings, redis_client):
-    runtime_settings(ingest_max_queue_depth=1000)
+    runtime_settings(ingest_max_batch=1000, ingest_max_queue_depth=1000)
     warm = post(Client(), [event()], key=ingest_key)  # the key is cached; the threads need no database
     assert warm.status_code == 202
     batch = 25

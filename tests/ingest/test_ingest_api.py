@@ -101,6 +101,59 @@ def test_ndjson_item_errors_also_name_the_line(client, ingest_key):
     assert response.json()["errors"] == [{"index": 1, "line": 3, "errors": {"message": "must be a string"}}]
 
 
+def test_long_digit_strings_reject_their_item_and_the_rest_is_accepted(client, ingest_key, redis_client):
+    items = [event(0), event(1, timestamp="1" * 5000), event(2, syslog_severity="1" * 5000), event(3)]
+    response = post(client, items, key=ingest_key)
+    assert response.status_code == 202
+    assert response.json()["errors"] == [
+        {"index": 1, "errors": {"timestamp": "is out of range"}},
+        {"index": 2, "errors": {"syslog_severity": "must be 0-7 or a name such as 'warning'"}},
+    ]
+    assert [e["hostname"] for e in stream_events(redis_client)] == ["edge-000", "edge-003"]
+
+
+@pytest.mark.parametrize(
+    ("item", "errors"),
+    [
+        (event(1, message="link\x00down"), {"message": "contains a NUL character"}),
+        ({"hostname": "edge\x00001", "message": "m"}, {"hostname": "contains a NUL character"}),
+        (event(1, source_type="sys\x00log"), {"source_type": "contains a NUL character"}),
+        (event(1, site="dc\x001"), {"site": "contains a NUL character"}),
+        (event(1, tags=["core", ["deep\x00"]]), {"tags": "contains a NUL character"}),
+        (event(1, variables={"ifDescr": {"Gi0/1\x00": 3}}), {"variables": "contains a NUL character"}),
+        (event(1, **{"si\x00te": "dc1"}), {"item": "has a field name containing a NUL character"}),
+    ],
+)
+def test_an_item_with_a_nul_character_anywhere_is_rejected_by_index(client, ingest_key, redis_client, item, errors):
+    # PostgreSQL text and jsonb cannot store U+0000: accepting it would poison the alerter's batch insert.
+    response = post(client, [event(0), item, event(2)], key=ingest_key)
+    assert response.status_code == 202
+    assert response.json()["errors"] == [{"index": 1, "errors": errors}]
+    assert [e["hostname"] for e in stream_events(redis_client)] == ["edge-000", "edge-002"]
+
+
+def test_a_nul_escape_in_ndjson_is_rejected_and_the_text_backslash_u0000_is_not(client, ingest_key, redis_client):
+    lines = b'{"hostname": "a", "message": "x\\u0000y"}\n{"hostname": "b", "message": "C:\\\\u0000"}\n'
+    response = post(client, lines, key=ingest_key, content_type="application/x-ndjson")
+    assert response.status_code == 202
+    assert response.json()["errors"] == [{"index": 0, "line": 1, "errors": {"message": "contains a NUL character"}}]
+    assert [e["message"] for e in stream_events(redis_client)] == ["C:\\u0000"]
+
+
+def test_an_item_nested_deeper_than_can_be_stored_is_rejected_by_index(client, ingest_key, redis_client):
+    # orjson reads 1024 levels of nesting but writes fewer than 255 (so this body is written by hand).
+    deep = b'{"hostname": "edge-001", "message": "m", "variables": ' + b"[" * 300 + b"]" * 300 + b"}"
+    big = orjson.dumps(event(0, message="x" * 70_000))  # over ingest_max_event_bytes: every item is measured
+    for items in ([orjson.dumps(event(0)), deep], [big, deep, orjson.dumps(event(2))]):
+        response = post(client, b"[" + b",".join(items) + b"]", key=ingest_key)
+        assert response.status_code == 202
+        assert response.json()["errors"][-1] == {
+            "index": 1,
+            "errors": {"item": "is nested too deeply to be stored; keep objects and arrays under 250 levels"},
+        }
+    assert [e["hostname"] for e in stream_events(redis_client)] == ["edge-000", "edge-002"]
+
+
 def test_a_batch_where_nothing_is_valid_is_422_with_the_same_shape(client, ingest_key, redis_client):
     response = post(client, [{"hostname": "a"}, 7], key=ingest_key, HTTP_X_REQUEST_ID="req-all-bad-01")
     assert response.status_code == 422
@@ -189,15 +242,50 @@ def test_a_declared_content_length_over_the_limit_is_413_before_reading(client, 
     }
 
 
+def test_ingest_max_body_bytes_bounds_the_body_when_it_is_the_smaller_limit(client, ingest_key, runtime_settings):
+    runtime_settings(ingest_max_body_bytes=2048)
+    response = post(client, [event()], key=ingest_key, CONTENT_LENGTH="2049")
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "The request body of 2049 bytes exceeds the limit of 2048 bytes "
+        "(ingest_max_body_bytes); send smaller batches.",
+        "limit_bytes": 2048,
+    }
+    lines = b"\n".join(orjson.dumps(event(n)) for n in range(40))
+    assert 1024 < len(lines) <= 2048
+    assert post(client, lines, key=ingest_key, content_type="application/x-ndjson").status_code == 202
+
+
+def test_by_default_a_body_may_be_16_mib_not_event_bytes_times_batch(client, ingest_key):
+    response = post(client, [event()], key=ingest_key, CONTENT_LENGTH=str(16 * 2**20 + 1))
+    assert response.status_code == 413
+    assert response.json()["limit_bytes"] == 16 * 2**20
+
+
 def test_without_content_length_the_bytes_read_decide_and_reading_stops_past_the_limit():
     # Under WSGI the server cuts the body at Content-Length; ASGI or a missing header leaves the count.
     stream = io.BytesIO(b"x" * 5000)
     with pytest.raises(BodyRefused) as refused:
-        read_body(stream.read, None, 1024)
+        read_body(stream.read, None, 1024, named_by="ingest_max_body_bytes")
     assert (refused.value.status, refused.value.reason) == (413, "body_too_large")
-    assert refused.value.body["detail"].startswith("The request body exceeds the limit of 1024 bytes")
+    assert refused.value.body["detail"] == (
+        "The request body exceeds the limit of 1024 bytes (ingest_max_body_bytes); send smaller batches."
+    )
     assert stream.tell() == 1025
-    assert read_body(io.BytesIO(b"x" * 1024).read, None, 1024) == b"x" * 1024
+    assert read_body(io.BytesIO(b"x" * 1024).read, None, 1024, named_by="ingest_max_body_bytes") == b"x" * 1024
+
+
+def test_a_body_shorter_than_its_content_length_is_400_not_a_partial_batch():
+    # The client went away mid-body: what arrived may be whole NDJSON lines, but it is not the batch sent.
+    arrived = b'{"hostname": "a", "message": "one"}\n{"hostname": "b", "message": "two"}\n'
+    with pytest.raises(BodyRefused) as refused:
+        read_body(io.BytesIO(arrived).read, "4096", 65_536, named_by="ingest_max_body_bytes")
+    assert (refused.value.status, refused.value.reason) == (400, "incomplete")
+    assert refused.value.body == {
+        "detail": f"The body is shorter than its Content-Length: {len(arrived)} of 4096 bytes arrived; "
+        "nothing was accepted. Send the whole batch again."
+    }
+    assert read_body(io.BytesIO(arrived).read, str(len(arrived)), 65_536, named_by="x") == arrived
 
 
 def test_more_items_than_ingest_max_batch_is_413(client, ingest_key, runtime_settings, redis_client):

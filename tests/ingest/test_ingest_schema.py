@@ -8,16 +8,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest import fields
+from ingest import fields, schema
 from ingest.fields import FieldError
 from ingest.ids import uuid7
-from ingest.schema import CanonicalEvent, normalise
+from ingest.schema import CanonicalEvent, Receipt, normalise
 
 RECEIVED = datetime(2026, 5, 1, 12, 0, 0, 654321, tzinfo=UTC)
 
 
 def norm(item: object) -> tuple[CanonicalEvent | None, dict[str, str]]:
-    return normalise(item, received_at=RECEIVED, correlation_id="req-0001", ingested_by="rsyslog-dc1")
+    return normalise(item, Receipt(RECEIVED, correlation_id="req-0001", ingested_by="rsyslog-dc1"))
 
 
 # --- timestamps -----------------------------------------------------------------------------
@@ -62,6 +62,13 @@ def test_epochs_beyond_the_calendar_are_out_of_range(raw):
         fields.timestamp(raw)
 
 
+@pytest.mark.parametrize("raw", ["1" * 5000, "-" + "1" * 5000, "1" * 5000 + ".5", "1" * 21])
+def test_epoch_text_longer_than_20_digits_is_out_of_range_without_being_converted(raw):
+    # int() refuses text over 4,300 digits with a plain ValueError; 21 digits is past the calendar anyway.
+    with pytest.raises(FieldError, match="out of range"):
+        fields.timestamp(raw)
+
+
 def test_a_missing_timestamp_is_the_received_time_and_says_so():
     event, errors = norm({"hostname": "a", "message": "m"})
     assert errors == {}
@@ -86,7 +93,7 @@ def test_severities_are_numbers_0_to_7_or_names_in_any_case(raw, code):
     assert fields.syslog_severity(raw) == code
 
 
-@pytest.mark.parametrize("raw", [8, -1, "8", "loud", 2.5, True, [], "", "٣"])
+@pytest.mark.parametrize("raw", [8, -1, "8", "loud", 2.5, True, [], "", "٣", "007", "1" * 5000])
 def test_other_severities_are_refused(raw):
     with pytest.raises(FieldError, match="must be 0-7 or a name such as 'warning'"):
         fields.syslog_severity(raw)
@@ -97,7 +104,7 @@ def test_facilities_are_numbers_0_to_23_or_names(raw, code):
     assert fields.facility(raw) == code
 
 
-@pytest.mark.parametrize("raw", [24, "local8", "kernel", False])
+@pytest.mark.parametrize("raw", [24, "local8", "kernel", False, "016", "2" * 5000])
 def test_other_facilities_are_refused(raw):
     with pytest.raises(FieldError, match="must be 0-23 or a name such as 'local0'"):
         fields.facility(raw)
@@ -117,6 +124,17 @@ def test_source_ips_are_checked_and_written_canonically():
     for bad in ["192.0.2.300", "host.example", "", 3232235777]:
         with pytest.raises(FieldError, match="IPv4 or IPv6"):
             fields.source_ip(bad)
+
+
+def test_source_ips_longer_than_any_address_are_refused_without_being_remembered():
+    # Parsed addresses are cached by text; a sender must not fill that cache with 64 KiB strings.
+    cached = fields._canonical_ip.cache_info().currsize
+    for n in range(3):
+        with pytest.raises(FieldError, match="IPv4 or IPv6"):
+            fields.source_ip(f"{n}" * 65)
+    assert fields._canonical_ip.cache_info().currsize == cached
+    longest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+    assert fields.source_ip(longest) == "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
 
 
 # --- whole items ------------------------------------------------------------------------------
@@ -203,6 +221,7 @@ def test_every_problem_of_an_item_is_named_by_field():
         ({"hostname": "h" * 256, "message": "m"}, {"hostname": "must be at most 255 characters"}),
         ({"hostname": "h", "message": 12}, {"message": "must be a string"}),
         ({"hostname": "h", "message": None}, {"message": "is required unless trap_oid is given"}),
+        ({"hostname": "h", "trap_oid": "abc"}, {"trap_oid": fields.OID_ERROR}),  # with no message to fall back on
         ({"hostname": "h", "message": "m", "source_type": "s" * 51}, {"source_type": "must be at most 50 characters"}),
         ([1, 2], {"item": "must be a JSON object"}),
         ("hello", {"item": "must be a JSON object"}),
@@ -211,6 +230,44 @@ def test_every_problem_of_an_item_is_named_by_field():
 )
 def test_missing_or_mistyped_required_fields_are_refused(item, errors):
     assert norm(item) == (None, errors)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("timestamp", "1" * 5000, "is out of range"),
+        ("syslog_severity", "1" * 5000, "must be 0-7 or a name such as 'warning'"),
+        ("facility", "1" * 5000, "must be 0-23 or a name such as 'local0'"),
+    ],
+)
+def test_long_digit_strings_are_field_errors_not_crashes(field, value, message):
+    assert norm({"hostname": "h", "message": "m", field: value}) == (None, {field: message})
+
+
+def test_a_parser_failing_with_a_plain_value_error_rejects_only_that_field(monkeypatch):
+    def broken(value: object) -> int:
+        raise ValueError("a limit nobody foresaw")
+
+    monkeypatch.setitem(schema._OPTIONAL, "facility", broken)
+    monkeypatch.setattr(fields, "timestamp", broken)
+    event, errors = norm({"hostname": "h", "message": "m", "facility": 3, "timestamp": 1})
+    assert event is None
+    assert errors == {"facility": "is not a valid value", "timestamp": "is not a valid value"}
+
+
+def test_received_at_is_formatted_once_per_request_not_per_event(monkeypatch):
+    calls: list[datetime] = []
+    original = fields.isoformat
+
+    def counting(moment: datetime) -> str:
+        calls.append(moment)
+        return original(moment)
+
+    monkeypatch.setattr(fields, "isoformat", counting)
+    receipt = Receipt(RECEIVED, correlation_id="req-0001", ingested_by="rsyslog-dc1")
+    events = [normalise({"hostname": "h", "message": str(n)}, receipt)[0] for n in range(3)]
+    assert calls == [RECEIVED]
+    assert {(e["timestamp"], e["received_at"]) for e in events} == {(receipt.received_at_text,) * 2}
 
 
 def test_null_optional_fields_count_as_absent():

@@ -241,3 +241,88 @@ def test_load_shedding_moves_oldest_entries_to_the_dlq_in_dlq_mode(redis_client,
     assert b"alert backlog 6 > 5" in dlq[0][1][b"error"]
     assert pending(redis_client) == 0
     assert EventAuditLog.objects.count() == 0
+
+
+# --- regressions found in review ------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_the_database_refuses_goes_alone_to_the_dlq(redis_client, clean_pipeline, link_rule):
+    good = [make_event() for _ in range(3)]
+    bad = make_event(message="changed state to down\u0000", extra={"note": "nul\u0000inside"})
+    push(redis_client, [good[0], bad, *good[1:]])
+    drain(Alerter("a1"))
+    assert sorted(str(r.event_id) for r in EventAuditLog.objects.all()) == sorted(e["event_id"] for e in good)
+    dlq = redis_client.xrange(streams.dlq_stream("alerter"))
+    assert [fields[b"reason"] for _, fields in dlq] == [b"processing_error"]
+    assert streams.decode(dlq[0][1])["event_id"] == bad["event_id"]
+    assert len(read_stream(redis_client, streams.alerts_stream())) == 3
+    assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nothing_is_matched_before_the_rules_have_loaded(redis_client, clean_pipeline, link_rule):
+    push(redis_client, [make_event()])
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update({"HOST": "/nonexistent-socket-dir", "PORT": "1"})
+    try:
+        alerter = Alerter("a1")
+        assert alerter.step(block_ms=10) == 0
+        assert not alerter.rules_loaded
+        assert redis_client.xlen(streams.ingest_stream()) == 1
+        assert pending(redis_client) == 0, "not even read while the rules are unknown"
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+    drain(alerter)
+    assert EventAuditLog.objects.get().handling == "page_and_ticket", "matched against the real rules"
+
+
+def test_more_acknowledgements_than_lua_can_unpack_in_one_call(redis_client, clean_pipeline):
+    alerter = Alerter("a1")
+    push(redis_client, [make_event() for _ in range(9000)])
+    entries = redis_client.xreadgroup(streams.ALERTERS_GROUP, "a1", {streams.ingest_stream(): ">"}, count=9000)
+    ids = [entry_id for entry_id, _ in entries[0][1]]
+    assert len(ids) == 9000
+    alerter._publish_and_ack([], ids)
+    assert pending(redis_client) == 0
+    assert redis_client.xlen(streams.ingest_stream()) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pending_entry_deleted_meanwhile_does_not_block_takeover(redis_client, clean_pipeline, link_rule):
+    apply_setting("alerter_claim_idle_seconds", 1)
+    survivor = Alerter("survivor")
+    events = [make_event() for _ in range(3)]
+    ids = push(redis_client, events)
+    redis_client.xreadgroup(streams.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=10)
+    redis_client.xdel(streams.ingest_stream(), ids[1])
+    time.sleep(1.1)
+    assert drain(survivor) == 2
+    assert EventAuditLog.objects.count() == 2
+    assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_backlog_counts_only_unfinished_entries(redis_client, clean_pipeline, link_rule):
+    alerter = Alerter("a1")
+    push(redis_client, [make_event()])
+    redis_client.xreadgroup(streams.ALERTERS_GROUP, "slow", {streams.ingest_stream(): ">"}, count=1)
+    push(redis_client, [make_event() for _ in range(5)])
+    drain(alerter)
+    assert redis_client.xlen(streams.ingest_stream()) == 1, "finished entries leave even behind a pending one"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_shedding_with_an_empty_ingest_stream_does_not_block(redis_client, clean_pipeline, link_rule):
+    apply_setting("alerter_queue_warn_threshold", 2)
+    apply_setting("alerter_queue_shed_threshold", 3)
+    apply_setting("alerter_shed_mode", "dlq")
+    for _ in range(5):
+        redis_client.xadd(streams.alerts_stream(), {"e": b"{}"})
+    alerter = Alerter("a1")
+    started = time.monotonic()
+    assert alerter.step(block_ms=10) == 0
+    assert time.monotonic() - started < 2

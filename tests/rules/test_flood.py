@@ -20,9 +20,14 @@ def test_messages_reduce_to_templates(message, template):
     assert template_of(message) == template
 
 
-def test_windows_are_aligned_and_each_raises_once(redis_client):
+def test_windows_are_aligned_and_counted_per_host(redis_client):
     events = [("sw1", f"port {i} down") for i in range(3)]
-    assert record_unmatched(redis_client, events, threshold=3, window_seconds=60, now=1_000_020.0)[0].count == 3
-    assert record_unmatched(redis_client, events, threshold=3, window_seconds=60, now=1_000_030.0) == []
+    first = record_unmatched(redis_client, events, threshold=3, window_seconds=60, now=1_000_020.0)
+    assert [(f.hostname, f.count, f.window_start) for f in first] == [("sw1", 3, 1_000_020 - 1_000_020 % 60)]
+    again = record_unmatched(redis_client, events, threshold=3, window_seconds=60, now=1_000_030.0)
+    assert [f.count for f in again] == [6], "same window: the count grows (the alerter sends once per window)"
+    assert again[0].alert_id == first[0].alert_id, "one meta-alert id per host and window"
     next_window = record_unmatched(redis_client, events, threshold=3, window_seconds=60, now=1_000_080.0)
-    assert [f.window_start for f in next_window] == [1_000_080 - 1_000_080 % 60]
+    assert [f.count for f in next_window] == [3]
+    assert next_window[0].alert_id != first[0].alert_id
+    assert record_unmatched(redis_client, [("sw2", "x")], threshold=3, window_seconds=60, now=1_000_080.0) == []

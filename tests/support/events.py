@@ -41,3 +41,33 @@ def push(client: Any, events: list[dict[str, Any]]) -> list[bytes]:
 
 def read_stream(client: Any, stream: str) -> list[dict[str, Any]]:
     return [streams.decode(fields) for _, fields in client.xrange(stream)]
+
+
+def make_alert(**overrides: Any) -> dict[str, Any]:
+    """An alert as the alerter queues it for the forwarder."""
+    event_id = str(uuid.uuid4())
+    alert = {
+        "kind": "rule",
+        "event_id": event_id,
+        "correlation_id": uuid.uuid4().hex,
+        "hostname": "core-rtr-01",
+        "rule_id": 7,
+        "team": "network-ops",
+        "severity": "major",
+        "handling": "page_and_ticket",
+        "environment": "prod",
+        "description": "%LINK-3-UPDOWN: Interface Gi0/1, changed state to down",
+        "event_time": datetime.now(UTC).isoformat(),
+        "trap_oid": "",
+        "source_type": "syslog",
+        "signature": "core-rtr-01:7:",
+    }
+    alert.update(overrides)
+    return alert
+
+
+def push_alerts(client: Any, alerts: list[dict[str, Any]]) -> None:
+    pipe = client.pipeline(transaction=False)
+    for alert in alerts:
+        pipe.xadd(streams.alerts_stream(), streams.encode(alert))
+    pipe.execute()

@@ -32,7 +32,7 @@ def credentials_path() -> Path:
 
 
 def child_specs(http_host: str, http_port: int, workers: int) -> list[ChildSpec]:
-    """The processes `mutt up` runs. Later components (alerter, forwarder, ...) add theirs here."""
+    """The processes `mutt up` runs, decided once the services are up and migrated (some read settings)."""
     python = sys.executable
     gunicorn = [
         python,
@@ -53,7 +53,26 @@ def child_specs(http_host: str, http_port: int, workers: int) -> list[ChildSpec]
     alerter = [python, str(BASE_DIR / "manage.py"), "run_alerter"]
     if settings.MUTT_ALERTER_METRICS_PORT:
         alerter += ["--metrics-port", str(settings.MUTT_ALERTER_METRICS_PORT)]
-    return [ChildSpec(name="web", argv=gunicorn, env=web_env), ChildSpec(name="alerter", argv=alerter, env=env)]
+    forwarder = [python, str(BASE_DIR / "manage.py"), "run_forwarder"]
+    if settings.MUTT_FORWARDER_METRICS_PORT:
+        forwarder += ["--metrics-port", str(settings.MUTT_FORWARDER_METRICS_PORT)]
+    remediation = [python, str(BASE_DIR / "manage.py"), "run_remediation"]
+    if settings.MUTT_REMEDIATION_METRICS_PORT:
+        remediation += ["--metrics-port", str(settings.MUTT_REMEDIATION_METRICS_PORT)]
+    specs = [
+        ChildSpec(name="web", argv=gunicorn, env=web_env),
+        ChildSpec(name="alerter", argv=alerter, env=env),
+        ChildSpec(name="forwarder", argv=forwarder, env=env),
+        ChildSpec(name="remediation", argv=remediation, env=env),
+    ]
+    from delivery.destination import mock_moog_args
+
+    mock_args = mock_moog_args()  # None when moog_url names a real Moogsoft: no local stand-in then
+    if mock_args is not None:
+        mock_moog = [python, str(BASE_DIR / "manage.py"), "mock_moog", "--host", "127.0.0.1"]
+        mock_moog += ["--port", str(settings.MUTT_MOCK_MOOG_PORT), *mock_args]
+        specs.append(ChildSpec(name="mock_moog", argv=mock_moog, env=env))
+    return specs
 
 
 def metrics_dir() -> Path:
@@ -123,7 +142,7 @@ class Command(BaseCommand):
         selection = self._embedded_selection()
         http_port = port or settings.MUTT_HTTP_PORT
         http_url = f"http://{settings.MUTT_HTTP_HOST}:{http_port}"
-        supervisor = Supervisor(child_specs(settings.MUTT_HTTP_HOST, http_port, settings.MUTT_HTTP_WORKERS))
+        supervisor = Supervisor([])
         # Signals first: a Ctrl-C during start-up must still stop whatever was started.
         supervisor.install_signal_handlers()
         try:
@@ -142,6 +161,7 @@ class Command(BaseCommand):
             if supervisor.stopping:
                 return
             reset_metrics_dir()
+            supervisor.add(child_specs(settings.MUTT_HTTP_HOST, http_port, settings.MUTT_HTTP_WORKERS))
             supervisor.start()
             if not wait_for_http(f"{http_url}/healthz", timeout=60):
                 raise CommandError(f"the web server did not answer on {http_url} within 60s; see the log above")

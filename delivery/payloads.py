@@ -1,0 +1,360 @@
+"""MUTT alerts → Moogsoft request bodies, in the two formats Moogsoft accepts (setting ``moog_format``).
+
+``webhook``: Moogsoft Enterprise REST/Webhook LAM. Body ``{"events": [event, ...]}``; severities are
+Moogsoft's integers (0 clear … 5 critical); authentication is HTTP Basic (see :func:`auth_headers`).
+
+``events_api``: Moogsoft Cloud Events API. Body ``[event, ...]``; severities are Cloud's names (clear,
+unknown, warning, minor, major, critical); authentication is the ``apiKey`` header.
+
+The alert payload is what the alerter puts on the alert stream (``rules.alerter`` for rule alerts,
+``rules.flood.meta_alert`` for floods). Every Moogsoft event carries the MUTT correlation id (webhook
+``external_id``; Cloud tag ``correlation_id``) so an operator can follow one event from ingest to Moogsoft.
+Bodies never contain a secret: :func:`auth_headers` returns the credential separately, for the sender only.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import socket
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, NotRequired, TypedDict
+
+import orjson
+
+MANAGER = "MUTT"
+AGENT = "MUTT"
+USER_AGENT = "MUTT/1 (+delivery)"
+DEFAULT_CLASS = "network"
+FLOOD_TYPE = "unmatched-flood"
+# The Basic-auth user name when MOOG_API_KEY holds only a password (no "user:" part).
+DEFAULT_BASIC_USER = "mutt"
+
+
+class MoogFormat(StrEnum):
+    WEBHOOK = "webhook"
+    EVENTS_API = "events_api"
+
+
+# Moogsoft's severity scale (Enterprise LAMs use the integer, Cloud the name).
+SEVERITY_LEVELS: dict[str, int] = {
+    "clear": 0,
+    "indeterminate": 1,
+    "warning": 2,
+    "minor": 3,
+    "major": 4,
+    "critical": 5,
+}
+CLOUD_SEVERITIES: dict[str, str] = {
+    "clear": "clear",
+    "indeterminate": "unknown",  # Cloud's name for "could not be determined"
+    "warning": "warning",
+    "minor": "minor",
+    "major": "major",
+    "critical": "critical",
+}
+# Like a LAM's moog_lookup_default: an unknown name is sent as indeterminate rather than dropped.
+FALLBACK_SEVERITY = "indeterminate"
+
+
+class PayloadError(ValueError):
+    """An alert that cannot be mapped (a required field is missing or malformed): a permanent failure."""
+
+
+class Alert(TypedDict):
+    """An alert as the alerter queues it (one per alerting event, or one per flood).
+
+    The mapping functions accept any mapping of this shape, so a decoded stream entry needs no cast.
+    """
+
+    kind: str  # rule | flood
+    event_id: str
+    correlation_id: str
+    hostname: str
+    rule_id: int | None
+    team: str
+    severity: str
+    handling: str
+    environment: str
+    description: str
+    event_time: str  # ISO 8601
+    trap_oid: str
+    source_type: str
+    signature: str
+    details: NotRequired[dict[str, Any]]
+
+
+class CustomInfo(TypedDict):
+    team: str
+    handling: str
+    environment: str
+    rule_id: int | None
+    trap_oid: str
+    event_id: str
+    correlation_id: str
+    details: dict[str, Any]
+
+
+# "class" is a Python keyword, hence the functional TypedDict syntax.
+WebhookEvent = TypedDict(
+    "WebhookEvent",
+    {
+        "signature": str,
+        "source_id": str,
+        "external_id": str,
+        "manager": str,
+        "source": str,
+        "class": str,
+        "agent": str,
+        "agent_location": str,
+        "type": str,
+        "severity": int,
+        "description": str,
+        "agent_time": int,
+        "custom_info": CustomInfo,
+    },
+)
+
+CloudEvent = TypedDict(
+    "CloudEvent",
+    {
+        "source": str,
+        "check": str,
+        "severity": str,
+        "description": str,
+        "dedupe_key": str,
+        "time": int,
+        "class": str,
+        "manager": str,
+        "tags": dict[str, str],
+    },
+)
+
+
+@dataclass(frozen=True)
+class MoogRequest:
+    """One request body ready to POST; the sender adds :func:`auth_headers` (never stored here)."""
+
+    format: MoogFormat
+    body: bytes
+    headers: dict[str, str]
+    event_ids: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.event_ids)
+
+
+# --- one alert ------------------------------------------------------------------------------------
+
+
+@functools.cache
+def agent_location() -> str:
+    """Where this MUTT process runs (the pod or host name), for the webhook ``agent_location``."""
+    return socket.gethostname()
+
+
+def moog_severity(alert: Mapping[str, Any]) -> str:
+    """The alert's severity name on Moogsoft's scale (unknown or empty names become indeterminate)."""
+    name = str(alert.get("severity") or "").strip().lower()
+    return name if name in SEVERITY_LEVELS else FALLBACK_SEVERITY
+
+
+def event_type(alert: Mapping[str, Any]) -> str:
+    """What raised the alert: ``rule-<id>``, or ``unmatched-flood`` for a flood meta-alert."""
+    if alert.get("kind") == "flood":
+        return FLOOD_TYPE
+    rule_id = alert.get("rule_id")
+    return f"rule-{rule_id}" if rule_id is not None else "unmatched"
+
+
+def epoch_seconds(value: str) -> int:
+    """Whole seconds since the epoch of an ISO 8601 time (a time without offset is taken as UTC)."""
+    moment = datetime.fromisoformat(value.strip().upper())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def to_webhook_event(alert: Mapping[str, Any], *, location: str | None = None) -> WebhookEvent:
+    """The REST/Webhook LAM event of ``alert``."""
+    required = _required(alert)
+    return {
+        "signature": required["signature"],
+        "source_id": required["hostname"],
+        "external_id": _correlation_id(alert),
+        "manager": MANAGER,
+        "source": required["hostname"],
+        "class": _event_class(alert),
+        "agent": AGENT,
+        "agent_location": location if location is not None else agent_location(),
+        "type": event_type(alert),
+        "severity": SEVERITY_LEVELS[moog_severity(alert)],
+        "description": str(alert.get("description") or ""),
+        "agent_time": required["time"],
+        "custom_info": {
+            "team": str(alert.get("team") or ""),
+            "handling": str(alert.get("handling") or ""),
+            "environment": str(alert.get("environment") or ""),
+            "rule_id": alert.get("rule_id"),
+            "trap_oid": str(alert.get("trap_oid") or ""),
+            "event_id": required["event_id"],
+            "correlation_id": _correlation_id(alert),
+            "details": dict(alert.get("details") or {}),
+        },
+    }
+
+
+def to_cloud_event(alert: Mapping[str, Any]) -> CloudEvent:
+    """The Cloud Events API event of ``alert``."""
+    required = _required(alert)
+    tags = {
+        "team": alert.get("team"),
+        "environment": alert.get("environment"),
+        "handling": alert.get("handling"),
+        "rule_id": alert.get("rule_id"),
+        "event_id": required["event_id"],
+        "correlation_id": _correlation_id(alert),
+        "trap_oid": alert.get("trap_oid"),
+    }
+    return {
+        "source": required["hostname"],
+        "check": event_type(alert),
+        "severity": CLOUD_SEVERITIES[moog_severity(alert)],
+        "description": str(alert.get("description") or ""),
+        "dedupe_key": required["signature"],
+        "time": required["time"],
+        "class": _event_class(alert),
+        "manager": MANAGER,
+        # Cloud tags are flat text pairs; empty ones (no rule, no OID) are left out rather than sent blank.
+        "tags": {name: str(value) for name, value in tags.items() if value not in (None, "")},
+    }
+
+
+def to_event(alert: Mapping[str, Any], fmt: str) -> WebhookEvent | CloudEvent:
+    return to_webhook_event(alert) if parse_format(fmt) == MoogFormat.WEBHOOK else to_cloud_event(alert)
+
+
+# --- requests -------------------------------------------------------------------------------------
+
+
+def parse_format(fmt: str) -> MoogFormat:
+    try:
+        return MoogFormat(fmt)
+    except ValueError:
+        choices = ", ".join(f.value for f in MoogFormat)
+        raise ValueError(f"unknown Moogsoft format {fmt!r}; expected one of {choices}") from None
+
+
+def build_request(alerts: Sequence[Mapping[str, Any]], fmt: str) -> MoogRequest:
+    """One request carrying every alert in ``alerts`` (the caller keeps it within ``moog_batch_size``).
+
+    Raises PayloadError naming the event id of the first alert that cannot be mapped.
+    """
+    if not alerts:
+        raise ValueError("a Moogsoft request needs at least one alert")
+    moog_format = parse_format(fmt)
+    if moog_format == MoogFormat.WEBHOOK:
+        location = agent_location()
+        body = orjson.dumps({"events": [to_webhook_event(alert, location=location) for alert in alerts]})
+    else:
+        body = orjson.dumps([to_cloud_event(alert) for alert in alerts])
+    headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
+    return MoogRequest(moog_format, body, headers, tuple(str(alert["event_id"]) for alert in alerts))
+
+
+def build_requests(
+    alerts: Sequence[Mapping[str, Any]], fmt: str, *, batch_size: int | None = None
+) -> list[MoogRequest]:
+    """``alerts`` as requests of at most ``batch_size`` alerts (default: the ``moog_batch_size`` setting)."""
+    if batch_size is None:
+        from configcenter.runtime import get_setting
+
+        batch_size = int(get_setting("moog_batch_size"))
+    return [build_request(batch, fmt) for batch in batches(alerts, batch_size)]
+
+
+def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    if size < 1:
+        raise ValueError("batch size must be at least 1")
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# --- authentication -------------------------------------------------------------------------------
+
+
+class SecretHeaders(dict[str, str]):
+    """Request headers holding a credential: printing or logging them shows only the header names."""
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{name!r}: '***'" for name in self) + "}"
+
+    __str__ = __repr__
+
+
+def auth_headers(fmt: str, secret: str | None = None) -> SecretHeaders:
+    """The authentication headers for ``fmt``, from ``secret`` or else ``MOOG_API_KEY`` (CURRENT, then NEXT).
+
+    * ``events_api``: ``apiKey: <key>``, as the Cloud Events API expects.
+    * ``webhook``: HTTP Basic, the LAM's ``basic_auth_static`` scheme. ``MOOG_API_KEY`` holds
+      ``user:password``, or only a password for the user ``mutt``.
+
+    No credential configured: no headers (the local mock_moog needs none). A sender rejected with 401
+    calls again with ``secret=get_credential("MOOG_API_KEY").next`` to use a rotated key. Never log the
+    values; the returned mapping masks them in its repr.
+    """
+    moog_format = parse_format(fmt)
+    if secret is None:
+        from configcenter.secrets import get_credential
+
+        credential = get_credential("MOOG_API_KEY")
+        secret = credential.current or credential.next
+    if not secret:
+        return SecretHeaders()
+    if moog_format == MoogFormat.EVENTS_API:
+        return SecretHeaders({"apiKey": secret})
+    user, separator, password = secret.partition(":")
+    if not separator:
+        user, password = DEFAULT_BASIC_USER, secret
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return SecretHeaders({"Authorization": f"Basic {token}"})
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _required(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields no Moogsoft event can do without, checked; PayloadError names the alert, not its content."""
+    event_id = str(alert.get("event_id") or "")
+    if not event_id:
+        raise PayloadError("alert has no event_id")
+    values: dict[str, Any] = {"event_id": event_id}
+    for name in ("hostname", "signature", "event_time"):
+        value = alert.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise PayloadError(f"alert {event_id} has no {name}")
+        values[name] = value
+    try:
+        values["time"] = epoch_seconds(values.pop("event_time"))
+    except ValueError:
+        raise PayloadError(f"alert {event_id} has an event_time that is not ISO 8601") from None
+    return values
+
+
+def _correlation_id(alert: Mapping[str, Any]) -> str:
+    # An alert without a correlation id (an old message) is still traceable by its event id.
+    return str(alert.get("correlation_id") or alert.get("event_id") or "")
+
+
+def _event_class(alert: Mapping[str, Any]) -> str:
+    return str(alert.get("source_type") or DEFAULT_CLASS)
