@@ -107,6 +107,7 @@ class DlqActionAdmin(admin.ModelAdmin):
             "rows": rows,
             "next_url": next_url,
             "actions": actions_for(queue),
+            "delivery": delivery_status(client),
         }
         return TemplateResponse(request, "admin/delivery/dlq_queues.html", context)
 
@@ -198,3 +199,20 @@ class DlqActionAdmin(admin.ModelAdmin):
         """Reasons to filter by: the known ones, and any seen among the newest entries."""
         seen = {entry.reason for entry in dlq.list_entries(client, queue, limit=500).entries if entry.reason}
         return sorted(set(KNOWN_REASONS[queue]) | seen)
+
+
+def delivery_status(client: Any) -> dict[str, Any]:
+    """The shared circuit breaker and the retry schedule, as operators need to see them."""
+    from datetime import UTC, datetime
+
+    from delivery.breaker import CircuitBreaker
+    from delivery.retry import schedule_key
+
+    breaker = CircuitBreaker(client).snapshot()
+    opened = datetime.fromtimestamp(breaker.opened_at, UTC) if breaker.opened_at else None
+    return {
+        "breaker_state": breaker.state,
+        "breaker_failures": breaker.failures,
+        "breaker_opened_at": opened,
+        "retry_scheduled": client.zcard(schedule_key()),
+    }

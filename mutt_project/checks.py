@@ -45,6 +45,26 @@ def check_deployment_settings(app_configs: Any = None, **kwargs: Any) -> list[Ch
     return messages
 
 
+@register("mutt", deploy=True)
+def check_redis_eviction(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Redis must never evict: the streams hold accepted events that exist nowhere else yet."""
+    from mutt_project.redis import get_redis
+
+    try:
+        policy = get_redis().config_get("maxmemory-policy").get("maxmemory-policy", "")
+    except Exception as exc:
+        return [Warning(f"Could not read Redis's maxmemory-policy ({type(exc).__name__}).", id="mutt.W004")]
+    if policy != "noeviction":
+        return [
+            Error(
+                f"Redis maxmemory-policy is {policy!r}: under memory pressure it would delete queued events.",
+                hint="Set maxmemory-policy noeviction; ingest answers 503 before Redis fills up.",
+                id="mutt.E006",
+            )
+        ]
+    return []
+
+
 def _check_vault() -> list[CheckMessage]:
     method = settings.VAULT_AUTH_METHOD
     if method not in {"token", "approle"}:

@@ -37,6 +37,16 @@ MUTT_EMBEDDED_REDIS = not REDIS_URL
 _database = parse_database_url(DATABASE_URL) if DATABASE_URL else embedded.database_settings(MUTT_DATA_DIR)
 # Overrides the database name of either path (tests point a second process at their test database).
 _database["NAME"] = env_str(ENV, "MUTT_DATABASE_NAME") or _database["NAME"]
+# A black-holed database must not hold a worker for the OS connect timeout (minutes): fail fast and let the
+# caller's outage handling take over. TCP keepalives notice a dead server under an idle connection.
+_database["OPTIONS"] = {
+    "connect_timeout": env_int(ENV, "MUTT_DB_CONNECT_TIMEOUT", 5, minimum=1, maximum=120),
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    **_database["OPTIONS"],
+}
 DATABASES = {
     "default": {
         **_database,

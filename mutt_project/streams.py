@@ -127,6 +127,17 @@ def _ack_vanished(client: redis.Redis, stream: str, group: str, consumer: str, *
         client.xack(stream, group, *gone)
 
 
+def forget_consumer_if_done(client: redis.Redis, stream: str, group: str, consumer: str) -> None:
+    """Remove a stopping consumer from its group when nothing is pending for it, so consumers of past
+    processes do not pile up (and slow XPENDING/XINFO). With entries pending it stays: others claim them."""
+    try:
+        summary = client.xpending_range(stream, group, min="-", max="+", count=1, consumername=consumer)
+        if not summary:
+            client.xgroup_delconsumer(stream, group, consumer)
+    except redis.RedisError:
+        pass  # best effort on the way out
+
+
 def keep_claimed(client: redis.Redis, stream: str, group: str, consumer: str, entry_ids: list[bytes]) -> None:
     """Reset the idle time of entries this consumer still works on, so nobody takes them over.
 

@@ -37,6 +37,7 @@ from mutt_project import streams
 from mutt_project.redis import get_redis, key
 from rules import flood, metrics
 from rules.engine import RuleSet
+from rules.partitions import ensure_partitions
 from rules.services import rules_channel
 from rules.snapshot import build_ruleset
 
@@ -80,6 +81,7 @@ for i = 5 + n * 2, #ARGV, 1000 do
 end
 return added
 """
+PARTITION_CHECK_SECONDS = 6 * 3600
 # Redelivery after a crash or takeover happens within the claim timeout; hours of margin are plenty.
 DEDUP_TTL_SECONDS = 6 * 3600
 
@@ -131,6 +133,7 @@ class Alerter:
         self._publish = self.client.register_script(_PUBLISH_AND_ACK)
         self._held: _Batch | None = None  # a batch the database refused, kept for retry
         self._last_claim = 0.0
+        self._partitions_checked = time.monotonic()
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
         streams.ensure_group(self.client, self.stream, streams.ALERTERS_GROUP)
@@ -144,7 +147,20 @@ class Alerter:
         self._listener.start()
 
     def stop(self) -> None:
+        """Stop the listener; leave the group if nothing is pending for us (no dead consumers pile up)."""
         self._stop.set()
+        streams.forget_consumer_if_done(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer)
+
+    def maintain_partitions(self) -> None:
+        """Create coming months' partitions now and then (not only at start), so long-running alerters
+        never send a new month to the default partition."""
+        if time.monotonic() - self._partitions_checked < PARTITION_CHECK_SECONDS:
+            return
+        self._partitions_checked = time.monotonic()
+        try:
+            ensure_partitions()
+        except Exception:
+            logger.warning("could not check the audit log partitions", exc_info=True)
 
     def _listen(self) -> None:
         backoff = 0.1
@@ -193,6 +209,7 @@ class Alerter:
     def step(self, block_ms: int | None = None) -> int:
         """Do one batch of work; returns the number of entries finished (0 when idle or backing off)."""
         self.refresh_rules(force=not self.rules_loaded)
+        self.maintain_partitions()
         if not self.rules_loaded:
             # Matching against an empty snapshot would audit real pages as unhandled: wait for the rules.
             time.sleep(1)

@@ -366,3 +366,20 @@ def test_the_audit_changelist_is_read_only(queues, admin_client_alice):
     )
     assert DlqAction.objects.filter(pk=row.pk).exists()
     assert row.entry_ids == [entry_id]
+
+
+def test_the_queues_page_shows_the_breaker_and_the_retry_schedule(queues, admin_client_alice, redis_client):
+    from delivery.breaker import CircuitBreaker
+    from delivery.retry import schedule_key
+
+    breaker = CircuitBreaker(redis_client)
+    breaker.reset()
+    try:
+        breaker.record(False, threshold=1)
+        redis_client.zadd(schedule_key(), {b'{"event_id": "x"}': 0})
+        page = admin_client_alice.get(queues_url()).content.decode()
+        assert 'id="breaker-state">open<' in page
+        assert 'id="retry-scheduled">1<' in page
+    finally:
+        breaker.reset()
+        redis_client.delete(schedule_key())

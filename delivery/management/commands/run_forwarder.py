@@ -40,3 +40,10 @@ class Command(WorkerCommand):
 
     def is_idle(self) -> bool:
         return self.forwarder.idle()
+
+    def teardown(self) -> None:
+        from mutt_project import streams
+
+        streams.forget_consumer_if_done(
+            self.forwarder.client, self.forwarder.stream, self.forwarder.group, self.forwarder.consumer
+        )
