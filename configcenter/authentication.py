@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
@@ -27,7 +28,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         touch_last_used(api_key)
-        return (api_key.owner, api_key)
+        # DRF expects a user object; a key without an owner acts as an anonymous user with the key's scopes.
+        return (api_key.owner or AnonymousUser(), api_key)
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="mutt"'

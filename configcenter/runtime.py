@@ -37,12 +37,11 @@ class Snapshot:
 
 
 class _Runtime:
-    """Process-wide state: the snapshot, the subscriber thread, and the pid that owns them."""
+    """Process-wide state: the snapshot and the subscriber thread."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.snapshot: Snapshot | None = None
-        self.pid = os.getpid()
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
         self.subscribed = threading.Event()
@@ -65,9 +64,6 @@ def current_snapshot() -> Snapshot:
 
 def _fresh_snapshot() -> Snapshot:
     state = _runtime
-    if state.pid != os.getpid():
-        _reset_after_fork()
-        state = _runtime
     snapshot = state.snapshot
     if snapshot is None or time.monotonic() - snapshot.loaded_at > settings.MUTT_CONFIG_TTL_SECONDS:
         # With a snapshot in hand, never queue behind another thread's reload (Redis may be slow to
@@ -227,3 +223,8 @@ def reset(wait: bool = True) -> None:
 def wait_until_subscribed(timeout: float = 5.0) -> bool:
     _fresh_snapshot()
     return _runtime.subscribed.wait(timeout)
+
+
+# A forked child (gunicorn workers) has a copy of the parent's lock and no subscriber thread: start afresh,
+# once, at fork time, rather than comparing pids on every read.
+os.register_at_fork(after_in_child=_reset_after_fork)

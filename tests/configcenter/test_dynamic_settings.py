@@ -239,3 +239,38 @@ def test_with_the_copy_lost_and_the_database_down_readers_get_defaults(redis_cli
         connection.settings_dict.clear()
         connection.settings_dict.update(saved)
     assert not redis_client.hexists(mirror.values_key(), mirror.MARKER), "no marker written without the database"
+
+
+_FORK_SCRIPT = """
+import os, django
+django.setup()
+from configcenter import runtime
+from configcenter.runtime import get_setting
+parent_value = get_setting("moog_rate_limit")
+parent_state = runtime._runtime
+read_end, write_end = os.pipe()
+pid = os.fork()
+if pid == 0:
+    fresh = runtime._runtime is not parent_state and runtime._runtime.thread is None
+    os.write(write_end, f"{fresh}:{get_setting('moog_rate_limit')}".encode())
+    os._exit(0)
+os.close(write_end)
+child = os.read(read_end, 100).decode()
+os.waitpid(pid, 0)
+print(f"{parent_value}|{child}")
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_forked_child_starts_with_its_own_settings_state(child_env):
+    """As gunicorn forks workers: the child gets a fresh state (no inherited lock or thread) and reads values."""
+    import subprocess
+    import sys
+
+    settings_service.set_setting("moog_rate_limit", 66, actor=OPS)
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT], env=child_env, capture_output=True, text=True, timeout=60,
+        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "66|True:66"
