@@ -149,6 +149,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "mutt_project.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -204,6 +205,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = MUTT_DATA_DIR / "static"
+# The admin's CSS and JavaScript are served by WhiteNoise straight from the installed apps, so a fresh
+# checkout needs no collectstatic step; `collectstatic` into STATIC_ROOT still works for a CDN or proxy.
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing root
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- audit ------------------------------------------------------------------------------------
 SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True

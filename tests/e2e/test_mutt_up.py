@@ -148,6 +148,9 @@ def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_pa
     assert "Interface down" in changelist, "the sample rules are listed in the admin"
     request = urllib.request.Request(f"{url}/api/v2/rules/", headers={"X-API-Key": credentials["api_key"]})
     assert json.load(urllib.request.urlopen(request))["count"] > 0
+    with urllib.request.urlopen(f"{url}/static/admin/css/base.css") as response:
+        assert response.status == 200, "the admin is styled (static files served by gunicorn)"
+        assert "text/css" in response.headers["Content-Type"]
     with urllib.request.urlopen(f"{url}/metrics") as response:
         assert response.status == 200
         assert "text/plain" in response.headers["Content-Type"]

@@ -70,3 +70,10 @@ def test_json_log_lines_carry_request_id_and_extra_fields():
     assert line["request_id"] == "rid-123456"
     assert line["queue"] == "ingest"
     assert line["level"] == "WARNING"
+
+
+def test_the_admin_stylesheets_are_served_without_debug(client, settings):
+    assert settings.DEBUG is False
+    response = client.get("/static/admin/css/base.css")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/css")
