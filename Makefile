@@ -43,5 +43,16 @@ check-migrations: $(VENV)/.installed-dev
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) manage.py check
 
+.PHONY: bench bench-smoke
+
+## Measure every pipeline stage (embedded services unless the URLs are set): prints a table and writes
+## benchmarks/results.json; about 15 minutes on 2 cores. Pass options with BENCH_ARGS="--stages alerter --runs 3".
+bench: $(VENV)/.installed-run
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+## The same harness at tiny sizes in under a minute (CI): fails if a figure is missing or an event is lost.
+bench-smoke: $(VENV)/.installed-run
+	$(PY) -m benchmarks --smoke $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

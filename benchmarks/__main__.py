@@ -1,0 +1,129 @@
+"""``python -m benchmarks``: measure every pipeline stage and write ``benchmarks/results.json``.
+
+    python -m benchmarks                       # everything, full sizes (make bench, ~15 minutes)
+    python -m benchmarks --smoke               # every figure at tiny sizes, under a minute (make bench-smoke)
+    python -m benchmarks --stages alerter --events 50000 --runs 3
+    python -m benchmarks --report [--markdown] # print the table of an existing results file
+
+Only a full run at the default sizes writes ``benchmarks/results.json``; anything else (smoke, a subset
+of stages, other sizes) writes the git-ignored ``benchmarks/results.local.json`` unless ``--output``
+says otherwise. Exit status 1 when a stage failed, a figure is missing, an accepted event was lost or
+a process was left behind; speed targets are reported (and profiled when they fail), not enforced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks import profiling, report
+from benchmarks.env import BASE_DIR, BenchEnv
+from benchmarks.plan import STAGES, Plan
+
+logger = logging.getLogger("benchmarks")
+
+RESULTS = BASE_DIR / "benchmarks" / "results.json"
+LOCAL_RESULTS = BASE_DIR / "benchmarks" / "results.local.json"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"Comma-separated subset of {', '.join(STAGES)}.")
+    parser.add_argument("--smoke", action="store_true", help="Tiny sizes, one run each: checks the harness works.")
+    parser.add_argument("--runs", type=int, help="Runs per figure (the figure is their median; default 3).")
+    parser.add_argument("--events", type=int, help="Events pre-loaded per alerter run (default 200,000).")
+    parser.add_argument("--alerts", type=int, help="Alerts pre-loaded per forwarder run (default 50,000).")
+    parser.add_argument("--seconds", type=float, help="Seconds per ingest mode and end-to-end run (20 / 30).")
+    parser.add_argument("--rate", type=float, help="End-to-end offered events/s (default 5,000).")
+    parser.add_argument("--output", type=Path, help="Results file (default: see above).")
+    parser.add_argument("--data-dir", type=Path, help="Data folder (default .mutt/bench; smoke: a temporary one).")
+    parser.add_argument("--durable", action="store_true", help="Embedded services with fsync and AOF, as `mutt up`.")
+    parser.add_argument("--profile", action="store_true", help="Profile alerter, ingest and forwarder in any case.")
+    parser.add_argument("--report", action="store_true", help="Only print the table of an existing results file.")
+    parser.add_argument("--markdown", action="store_true", help="With --report: a Markdown table (for the README).")
+    args = parser.parse_args(argv)
+    args.stage_list = [name.strip() for name in args.stages.split(",") if name.strip()]
+    unknown = sorted(set(args.stage_list) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stages {unknown}; choose from {', '.join(STAGES)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.report:
+        results = orjson.loads((args.output or RESULTS).read_bytes())
+        stages = [s for s in STAGES if s in results]
+        print(report.markdown_table(results, stages) if args.markdown else report.text_table(results, stages))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    base = Plan.small() if args.smoke else Plan.full()
+    plan = base.with_overrides(
+        runs=args.runs,
+        alerter_events=args.events,
+        forwarder_alerts=args.alerts,
+        ingest_seconds=args.seconds,
+        e2e_seconds=args.seconds,
+        e2e_rate=args.rate,
+    )
+    canonical = plan == Plan.full() and args.stage_list == list(STAGES)
+    output = args.output or (RESULTS if canonical else LOCAL_RESULTS)
+    temporary = args.smoke and args.data_dir is None
+    if args.data_dir is not None:
+        data_dir = args.data_dir
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="mutt-bench-")) if temporary else BASE_DIR / ".mutt" / "bench"
+    # SIGTERM must unwind like Ctrl-C, so the finally blocks stop every child and service.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    started = time.monotonic()
+    results: dict[str, Any] = {"plan": plan.describe(), "stages": args.stage_list}
+    with BenchEnv(data_dir, temporary=temporary, durable=args.durable) as env:
+        results["machine"] = report.machine(env)
+        logger.info("data folder %s, Redis prefix %s", env.data_dir, env.prefix)
+        for stage in args.stage_list:
+            results[stage] = run_stage(env, plan, stage)
+        results["targets"] = report.evaluate(results)
+        if not plan.smoke:  # where the time goes, for each throughput target that failed
+            profiling.profile_failures(env, results, plan, force=args.profile)
+    results["leftover_processes"] = env.leftovers
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    found = report.problems(results, args.stage_list)
+    results["problems"] = found
+    report.write(output, results)
+    print()
+    print(report.text_table(results, args.stage_list))
+    if summary := profiling.describe(results):
+        print(f"\n{summary}")
+    print(f"\n{len(found)} problem(s); results in {output}; took {results['duration_s']:.0f}s")
+    for problem in found:
+        print(f"  PROBLEM: {problem}")
+    return 1 if found else 0
+
+
+def run_stage(env: BenchEnv, plan: Plan, stage: str) -> dict[str, Any]:
+    logger.info("stage %s ...", stage)
+    started = time.monotonic()
+    try:
+        entry = importlib.import_module(f"benchmarks.stages.{stage}").run(env, plan)
+    except Exception as exc:
+        logger.exception("stage %s failed", stage)
+        entry = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
+    finally:
+        env.children.stop_all()  # nothing a stage started outlives it
+    entry["stage_seconds"] = round(time.monotonic() - started, 1)
+    logger.info("stage %s done in %.0fs", stage, entry["stage_seconds"])
+    return entry
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per benchmark stage; each has ``run(env, plan) -> dict`` of figures and details."""

@@ -1,0 +1,24 @@
+"""MUTT's URLs plus ``/bench/bare``: a view that reads the body and answers 202, the framework ceiling.
+
+The ingest stage posts the same single-event requests to it as to ``/api/v2/ingest``, through the
+same gunicorn and middleware, so the difference between the two is what ingest itself costs.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+from mutt_project.urls import urlpatterns as mutt_urlpatterns
+
+BARE_PATH = "/bench/bare"
+
+
+@csrf_exempt
+def bare(request: HttpRequest) -> HttpResponse:
+    request.read()
+    return HttpResponse(b'{"accepted": 1}', status=202, content_type="application/json")
+
+
+urlpatterns = [path(BARE_PATH.lstrip("/"), bare, name="bench-bare"), *mutt_urlpatterns]
