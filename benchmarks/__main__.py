@@ -28,6 +28,7 @@ import orjson
 from benchmarks import profiling, report
 from benchmarks.env import BASE_DIR, BenchEnv
 from benchmarks.plan import STAGES, Plan
+from benchmarks.procs import ForeignCpu
 
 logger = logging.getLogger("benchmarks")
 
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.text_table(results, args.stage_list))
     if summary := profiling.describe(results):
         print(f"\n{summary}")
+    if busy := report.interference(results, args.stage_list):
+        print(f"\n{busy}")
     print(f"\n{len(found)} problem(s); results in {output}; took {results['duration_s']:.0f}s")
     for problem in found:
         print(f"  PROBLEM: {problem}")
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_stage(env: BenchEnv, plan: Plan, stage: str) -> dict[str, Any]:
     logger.info("stage %s ...", stage)
     started = time.monotonic()
+    foreign = ForeignCpu()
     try:
         entry = importlib.import_module(f"benchmarks.stages.{stage}").run(env, plan)
     except Exception as exc:
@@ -121,6 +125,7 @@ def run_stage(env: BenchEnv, plan: Plan, stage: str) -> dict[str, Any]:
     finally:
         env.children.stop_all()  # nothing a stage started outlives it
     entry["stage_seconds"] = round(time.monotonic() - started, 1)
+    entry["other_processes_cores"] = foreign.cores()
     logger.info("stage %s done in %.0fs", stage, entry["stage_seconds"])
     return entry
 

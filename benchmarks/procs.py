@@ -177,3 +177,38 @@ def _members(groups: set[int]) -> list[int]:
         except (ProcessLookupError, psutil.Error):
             continue
     return found
+
+
+class ForeignCpu:
+    """CPU that other processes used while a stage ran: on a small shared machine it skews every figure.
+
+    "Ours" is this process and all its descendants (children keep their parent even in their own
+    sessions), and the database and Redis servers (which serve us, even when others share them).
+    Processes that both start and exit within the stage are not seen.
+    """
+
+    SERVICES = ("postgres", "redis-server")
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.before = self._foreign()
+
+    def _foreign(self) -> dict[int, float]:
+        me = psutil.Process()
+        ours = {me.pid, *(child.pid for child in me.children(recursive=True))}
+        usage: dict[int, float] = {}
+        for process in psutil.process_iter(["pid", "name"]):
+            if process.info["pid"] in ours or (process.info["name"] or "").startswith(self.SERVICES):
+                continue
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            usage[process.info["pid"]] = times.user + times.system
+        return usage
+
+    def cores(self) -> float:
+        """Average cores the other processes kept busy since this object was made."""
+        after = self._foreign()
+        used = sum(max(0.0, seconds - self.before.get(pid, 0.0)) for pid, seconds in after.items())
+        return round(used / max(time.monotonic() - self.started, 1e-6), 2)

@@ -28,7 +28,7 @@ logger = logging.getLogger("benchmarks")
 AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("rule matching (engine, RE2, Aho-Corasick)", ("rules/engine.py", "re2", "ahocorasick")),
     ("audit insert (psycopg2, PostgreSQL)", ("psycopg2", "django/db/")),
-    ("Redis (client and round trips)", ("site-packages/redis/", "_socket.socket", "select.", "selectors.py")),
+    ("Redis (client and round trips)", ("site-packages/redis/", "hiredis", "_socket.socket", "selectors.py")),
     ("flood detection (templating)", ("rules/flood.py", "'re.Pattern'", "/re/")),
     ("JSON (orjson)", ("orjson",)),
     ("HTTP to Moogsoft (urllib3, http.client)", ("urllib3", "http/client.py", "email/", "socket.py")),

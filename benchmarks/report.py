@@ -150,3 +150,13 @@ def markdown_table(results: dict[str, Any], stages: list[str]) -> str:
 def write(path: Path, results: dict[str, Any]) -> None:
     results["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+
+
+def interference(results: dict[str, Any], stages: list[str], threshold: float = 0.1) -> str:
+    """A warning naming the stages during which other processes kept the machine noticeably busy."""
+    busy = {s: (results.get(s) or {}).get("other_processes_cores", 0.0) for s in stages}
+    busy = {stage: cores for stage, cores in busy.items() if cores >= threshold}
+    if not busy:
+        return ""
+    listed = ", ".join(f"{stage} {cores:.2f}" for stage, cores in busy.items())
+    return f"note: other processes kept cores busy during these stages (average cores): {listed}"
