@@ -45,9 +45,10 @@ AREAS: list[tuple[str, tuple[str, ...]]] = [
 ALERTER_STEPS = [
     ("read a batch (XREADGROUP, reply parsing)", "rules/alerter.py", "_read_new"),
     ("decode entries", "rules/alerter.py", "_decode"),
-    ("match and build rows and alerts", "rules/alerter.py", "_evaluate"),
-    ("audit INSERT (execute_values)", "rules/alerter.py", "_insert"),
-    ("flood detection (Redis pipeline)", "rules/alerter.py", "_detect_floods"),
+    ("audit COPY, with the matching it streams", "rules/alerter.py", "_insert"),
+    ("  match and build rows and alerts", "rules/alerter.py", "_evaluate"),
+    ("  rows in COPY text format", "rules/alerter.py", "copy_text"),
+    ("flood detection (templating, one Lua call)", "rules/alerter.py", "_detect_floods"),
     ("publish alerts and ack (Lua)", "rules/alerter.py", "_publish_and_ack"),
     ("trim and queue depths", "rules/alerter.py", "_trim"),
     ("load-shedding check", "rules/alerter.py", "_shedding"),

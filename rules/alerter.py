@@ -19,6 +19,7 @@ entries' idle time is refreshed so other alerters do not take them over while th
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -29,7 +30,7 @@ from typing import Any
 
 import orjson
 import redis
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from psycopg2.extras import execute_values
 
 from configcenter.runtime import get_setting
@@ -54,7 +55,18 @@ INSERT INTO rules_eventauditlog (event_id, event_time, received_at, hostname, en
 VALUES %s
 ON CONFLICT (event_id, event_time) DO NOTHING
 """
-_INSERT_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+_INSERT_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json)"
+# The fast path: COPY the batch straight into the partitioned table (PostgreSQL routes each row). A
+# redelivered event makes it fail on the unique (event_id, event_time); then the batch goes through
+# the INSERT ... ON CONFLICT DO NOTHING above, so redelivery stays idempotent at no cost to the
+# common case.
+_COPY_COLUMNS = (
+    "event_id", "event_time", "received_at", "hostname", "environment", "rule_id", "handling", "team", "forwarded",
+    "alert_severity", "syslog_severity", "message", "trap_oid", "source_type", "correlation_id", "raw",
+)  # fmt: skip
+_COPY_SQL = f"COPY rules_eventauditlog ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+_COPY_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 # Add each alert unless its event id was alerted before (a redelivery or a takeover), then
 # acknowledge and delete the batch's entries: one atomic step. KEYS: alerts stream, ingest stream,
@@ -82,8 +94,54 @@ end
 return added
 """
 PARTITION_CHECK_SECONDS = 6 * 3600
+TRIM_INTERVAL_SECONDS = 1.0
 # Redelivery after a crash or takeover happens within the claim timeout; hours of margin are plenty.
 DEDUP_TTL_SECONDS = 6 * 3600
+
+
+def copy_text(rows: list[tuple[Any, ...]]) -> bytes:
+    """Rows in COPY's text format: tab-separated, ``\\N`` for NULL, backslash escapes in text.
+
+    Most rows need no escaping at all, which one scan of the joined row tells; only the others are
+    escaped field by field.
+    """
+    lines = []
+    for row in rows:
+        try:
+            line = "\t".join([value if value.__class__ is str else _copy_value(value) for value in row])
+        except TypeError:
+            line = None
+        # Clean: the only backslashes are the NULL markers, and the only tabs the separators.
+        if (
+            line is None
+            or line.count("\\") != row.count(None)
+            or line.count("\t") != len(row) - 1
+            or "\n" in line
+            or "\r" in line
+        ):
+            line = "\t".join(_copy_escaped(value) for value in row)
+        lines.append(line)
+    lines.append("")
+    return "\n".join(lines).encode()
+
+
+def _copy_value(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    if isinstance(value, int | float):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def _copy_escaped(value: Any) -> str:
+    if value is None or value is True or value is False:
+        return _copy_value(value)
+    text = value if isinstance(value, str) else str(value)
+    return text.translate(_COPY_ESCAPES) if _COPY_NEEDS_ESCAPE(text) else text
 
 
 def dedup_key(received_at: str) -> str:
@@ -119,6 +177,46 @@ class _Batch:
     outcome: Outcome = field(default_factory=Outcome)
 
 
+class _EvaluatedRows:
+    """The batch's audit rows as a file COPY reads: each ``read`` evaluates the next few events.
+
+    So PostgreSQL inserts one chunk of rows while this process matches the next, and the batch costs
+    about the larger of the two rather than their sum. Events that fail to evaluate are kept aside as
+    poison; ``finish`` evaluates whatever a failed COPY did not ask for.
+    """
+
+    CHUNK = 32
+
+    def __init__(self, evaluate: Any, decoded: list[_Decoded]) -> None:
+        self._evaluate = evaluate
+        self._decoded = decoded
+        self._next = 0
+        self.evaluated: list[tuple[_Decoded, tuple[Any, ...], dict[str, Any] | None]] = []
+        self.poison: list[tuple[bytes, bytes, str, str]] = []
+
+    @property
+    def pending(self) -> bool:
+        return self._next < len(self._decoded)
+
+    def read(self, size: int = -1) -> bytes:
+        rows: list[tuple[Any, ...]] = []
+        while len(rows) < self.CHUNK and self._next < len(self._decoded):
+            item = self._decoded[self._next]
+            self._next += 1
+            try:
+                row, alert = self._evaluate(item)
+            except Exception as exc:
+                self.poison.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
+                continue
+            self.evaluated.append((item, row, alert))
+            rows.append(row)
+        return copy_text(rows) if rows else b""
+
+    def finish(self) -> None:
+        while self.read():
+            pass
+
+
 class Alerter:
     def __init__(self, consumer: str | None = None, *, client: redis.Redis | None = None) -> None:
         self.consumer = consumer or f"{socket.gethostname()}-{threading.get_native_id()}-{uuid.uuid4().hex[:6]}"
@@ -133,6 +231,7 @@ class Alerter:
         self._publish = self.client.register_script(_PUBLISH_AND_ACK)
         self._held: _Batch | None = None  # a batch the database refused, kept for retry
         self._last_claim = 0.0
+        self._trimmed_at = 0.0
         self._partitions_checked = time.monotonic()
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
@@ -296,28 +395,24 @@ class Alerter:
         """
         outcome = Outcome(entries=len(batch.entries))
         decoded, poison = self._decode(batch.entries, check_deliveries=batch.claimed)
-        evaluated: list[tuple[_Decoded, tuple[Any, ...], dict[str, Any] | None]] = []
-        for item in decoded:
-            try:
-                row, alert = self._evaluate(item)
-            except Exception as exc:
-                poison.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
-                continue
-            evaluated.append((item, row, alert))
-        evaluated, refused = self._insert(evaluated)
-        poison += refused
-        alerts = [
-            (dedup_key(item.event["received_at"]), item.event["event_id"], orjson.dumps(alert))
-            for item, _, alert in evaluated
-            if alert is not None
-        ]
+        rows = _EvaluatedRows(self._evaluate, decoded)
+        evaluated, refused = self._insert(rows)
+        poison += rows.poison + refused
+        buckets: dict[str, str] = {}  # received hour -> dedup hash (a batch rarely spans two hours)
+        alerts = []
+        for item, _, alert in evaluated:
+            if alert is not None:
+                received = item.event["received_at"]
+                bucket = buckets.get(received[:13]) or buckets.setdefault(received[:13], dedup_key(received))
+                alerts.append((bucket, item.event["event_id"], orjson.dumps(alert)))
         unmatched = [
             (item.event["hostname"], item.event.get("message") or "")
             for item, row, alert in evaluated
             if alert is None and row[6] == "unhandled"
         ]
         self._dead_letter(poison)
-        ack_ids = [item.entry_id for item in decoded if item.entry_id not in {p[0] for p in refused}]
+        refused_ids = {p[0] for p in refused}
+        ack_ids = [item.entry_id for item in decoded if item.entry_id not in refused_ids]
         outcome.alerts = self._publish_and_ack(alerts, ack_ids + [entry_id for entry_id, *_ in poison])
         outcome.audited = len(evaluated)
         outcome.dead_lettered = len(poison)
@@ -330,23 +425,45 @@ class Alerter:
         metrics.EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)
         return outcome
 
-    def _insert(self, evaluated: list[Any]) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
-        """One multi-row INSERT for the batch; if the database refuses the data, find the rows it refuses.
+    def _insert(self, rows: _EvaluatedRows) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
+        """Audit the batch in one COPY that evaluates events as PostgreSQL takes them; on a redelivered
+        event, one INSERT ... ON CONFLICT DO NOTHING; if the database refuses the data, find the rows
+        it refuses.
 
         psycopg2's own errors are wrapped into Django's, so an unreachable database surfaces as
         OperationalError/InterfaceError (an outage: the caller holds the batch) whichever call hits it.
         """
-        if not evaluated:
+        if not rows.pending:
             return [], []
-        rows = [row for _, row, _ in evaluated]
         try:
             with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
-                execute_values(cursor.cursor, _INSERT_SQL, rows, template=_INSERT_TEMPLATE, page_size=len(rows))
+                cursor.cursor.copy_expert(_COPY_SQL, rows)
+            rows.finish()
+            return rows.evaluated, []
+        except (OperationalError, InterfaceError):
+            raise
+        except IntegrityError:
+            metrics.AUDIT_REDELIVERED_BATCHES.inc()  # some event of the batch is audited already
+        except (DatabaseError, ValueError) as exc:
+            logger.warning("the database refused a batch (%s); inserting row by row to isolate it", exc)
+            rows.finish()
+            return self._insert_rows_alone(rows.evaluated)
+        rows.finish()
+        evaluated = rows.evaluated
+        if not evaluated:
+            return [], []
+        try:
+            with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+                values = [row for _, row, _ in evaluated]
+                execute_values(cursor.cursor, _INSERT_SQL, values, template=_INSERT_TEMPLATE, page_size=len(values))
             return evaluated, []
         except (OperationalError, InterfaceError):
             raise
         except (DatabaseError, ValueError) as exc:
             logger.warning("the database refused a batch (%s); inserting row by row to isolate it", exc)
+        return self._insert_rows_alone(evaluated)
+
+    def _insert_rows_alone(self, evaluated: list[Any]) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
         kept, refused = [], []
         with transaction.atomic():
             for entry in evaluated:
@@ -488,7 +605,7 @@ class Alerter:
         for detected in floods:
             team = self.ruleset.team_of(detected.hostname) or get_setting("unhandled_default_team")
             alert = flood.meta_alert(detected, team=team, received_at=now)
-            bucket = key("alerted", "flood", detected.window_start)
+            bucket = flood.dedup_bucket(detected.window_start)
             if self._publish_and_ack([(bucket, alert["event_id"], orjson.dumps(alert))], []):
                 raised += 1
                 logger.warning("unmatched-event flood", extra={"host": detected.hostname, "count": detected.count})
@@ -496,7 +613,15 @@ class Alerter:
         return raised
 
     def _trim(self) -> None:
-        """Drop acknowledged entries (so XLEN is the backlog) and report queue depths."""
+        """Drop acknowledged entries (so XLEN is the backlog) and report queue depths, at most once a second.
+
+        The publish script already deletes what it acknowledges; this is the safety net for entries
+        acknowledged elsewhere, so it need not cost a round trip per batch.
+        """
+        now = time.monotonic()
+        if now - self._trimmed_at < TRIM_INTERVAL_SECONDS:
+            return
+        self._trimmed_at = now
         try:
             streams.trim_acknowledged(self.client, self.stream)
             pipe = self.client.pipeline(transaction=False)

@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +20,30 @@ import redis
 
 from mutt_project.redis import key
 
-_TEMPLATE_RULES = [
-    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<uuid>"),
-    (re.compile(r"\b(?:[0-9a-f]{2}[:-]){5}[0-9a-f]{2}\b", re.I), "<mac>"),
-    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "<ip>"),
-    (re.compile(r"\b(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}\b", re.I), "<ip>"),
-    (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
-    (re.compile(r"\b[0-9a-f]{12,}\b", re.I), "<id>"),
-    (re.compile(r"\d+"), "<n>"),
+# (pattern, replacement, what the text must hold for the pattern to have any chance of matching).
+# The precondition is a few C-speed character counts; it skips most patterns for most messages
+# (a typical syslog line has no dots, few colons and no "0x") without changing any template.
+_TEMPLATE_RULES: list[tuple[re.Pattern[str], str, Callable[[str], bool]]] = [
+    (
+        re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I),
+        "<uuid>",
+        lambda text: text.count("-") >= 4,
+    ),
+    (
+        re.compile(r"\b(?:[0-9a-f]{2}[:-]){5}[0-9a-f]{2}\b", re.I),
+        "<mac>",
+        lambda text: text.count(":") + text.count("-") >= 5,
+    ),
+    (
+        re.compile(r"\b[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}\b", re.I),  # Cisco's dotted form
+        "<mac>",
+        lambda text: text.count(".") >= 2,
+    ),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "<ip>", lambda text: text.count(".") >= 3),
+    (re.compile(r"\b(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}\b", re.I), "<ip>", lambda text: text.count(":") >= 2),
+    (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>", lambda text: "0x" in text or "0X" in text),
+    (re.compile(r"\b[0-9a-f]{12,}\b", re.I), "<id>", lambda text: len(text) >= 12),
+    (re.compile(r"\d+"), "<n>", lambda text: True),
 ]
 MAX_TEMPLATE_LENGTH = 200
 TOP_TEMPLATES = 5
@@ -36,8 +53,9 @@ _FLOOD_NAMESPACE = uuid.UUID("5b0c1f6e-7d1a-4c52-9a57-2f0d3c8e4b11")
 
 def template_of(message: str) -> str:
     text = message[:1000]
-    for pattern, replacement in _TEMPLATE_RULES:
-        text = pattern.sub(replacement, text)
+    for pattern, replacement, may_match in _TEMPLATE_RULES:
+        if may_match(text):
+            text = pattern.sub(replacement, text)
     return text[:MAX_TEMPLATE_LENGTH]
 
 
@@ -52,11 +70,54 @@ class Flood:
 
     @property
     def alert_id(self) -> str:
-        return str(uuid.uuid5(_FLOOD_NAMESPACE, f"{self.hostname}|{self.window_start}"))
+        return _alert_id(self.hostname, self.window_start)
+
+
+def _alert_id(hostname: str, start: int) -> str:
+    return str(uuid.uuid5(_FLOOD_NAMESPACE, f"{hostname}|{start}"))
 
 
 def window_start(now: float, window_seconds: int) -> int:
     return int(now // window_seconds) * window_seconds
+
+
+# Count one batch's unmatched events and say which hosts need a meta-alert, in one round trip.
+# KEYS: the flood dedup bucket of the window, then per host its templates hash and its total counter.
+# ARGV: ttl, threshold, then per host: meta-alert id, number of templates, (template, count) pairs.
+# Returns, per host at or over the threshold whose meta-alert is not in the dedup bucket yet:
+# host index (1-based), total, then its whole templates hash flattened; once the meta-alert is added,
+# later batches of that window only count.
+_RECORD = """
+local ttl, threshold = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+local a = 3
+local host = 0
+for k = 2, #KEYS, 2 do
+  host = host + 1
+  local alert_id = ARGV[a]
+  local n = tonumber(ARGV[a + 1])
+  local total = 0
+  a = a + 2
+  for i = 1, n do
+    local count = tonumber(ARGV[a + 1])
+    redis.call('HINCRBY', KEYS[k], ARGV[a], count)
+    total = total + count
+    a = a + 2
+  end
+  redis.call('EXPIRE', KEYS[k], ttl)
+  total = redis.call('INCRBY', KEYS[k + 1], total)
+  redis.call('EXPIRE', KEYS[k + 1], ttl)
+  if total >= threshold and redis.call('HEXISTS', KEYS[1], alert_id) == 0 then
+    out[#out + 1] = {host, total, redis.call('HGETALL', KEYS[k])}
+  end
+end
+return out
+"""
+
+
+def dedup_bucket(start: int) -> str:
+    """The alerter's dedup hash for the meta-alerts of one window (field: the meta-alert id)."""
+    return key("alerted", "flood", start)
 
 
 def record_unmatched(
@@ -67,43 +128,38 @@ def record_unmatched(
     window_seconds: int,
     now: float | None = None,
 ) -> list[Flood]:
-    """Count unmatched (hostname, message) pairs; return the hosts at or over the threshold in this window."""
+    """Count unmatched (hostname, message) pairs; return the floods whose meta-alert is still to be sent.
+
+    A host at or over the threshold in this window is proposed by every batch until its meta-alert is
+    in the window's dedup bucket; the alerter adds it there atomically with the alert itself. So an
+    alerter that dies between counting and sending leaves the proposal to the next batch, and a host
+    already alerted on costs nothing more than its counters.
+    """
     if not unmatched:
         return []
     now = time.time() if now is None else now
     start = window_start(now, window_seconds)
-    ttl = window_seconds * 2
     per_host: dict[str, Counter[str]] = {}
     samples: dict[str, str] = {}
     for hostname, message in unmatched:
         per_host.setdefault(hostname, Counter())[template_of(message)] += 1
         samples.setdefault(hostname, message[:500])
 
-    pipe = client.pipeline(transaction=False)
-    for hostname, templates in per_host.items():
-        templates_key = key("flood", start, hostname, "templates")
-        total_key = key("flood", start, hostname, "total")
+    hosts = list(per_host)
+    keys = [dedup_bucket(start)]
+    args: list[Any] = [window_seconds * 2, threshold]
+    for hostname in hosts:
+        templates = per_host[hostname]
+        keys += [key("flood", start, hostname, "templates"), key("flood", start, hostname, "total")]
+        args += [_alert_id(hostname, start), len(templates)]
         for template, count in templates.items():
-            pipe.hincrby(templates_key, template, count)
-        pipe.expire(templates_key, ttl)
-        pipe.incrby(total_key, sum(templates.values()))
-        pipe.expire(total_key, ttl)
-    results = pipe.execute()
-
+            args += [template, count]
     floods = []
-    index = 0
-    for hostname, templates in per_host.items():
-        index += len(templates) + 1  # the HINCRBYs and the EXPIRE
-        total = int(results[index])
-        index += 2  # the INCRBY and its EXPIRE
-        if total < threshold:
-            continue
-        # Every batch over the threshold proposes the meta-alert; the caller adds it atomically with a
-        # dedup on its id (host and window), so exactly one is sent per host and window, even when an
-        # alerter dies between counting and sending.
-        counts = {k.decode(): int(v) for k, v in client.hgetall(key("flood", start, hostname, "templates")).items()}
+    for index, total, flat in client.register_script(_RECORD)(keys=keys, args=args):
+        hostname = hosts[int(index) - 1]
+        counts = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_TEMPLATES]
-        floods.append(Flood(hostname, start, window_seconds, total, top, samples[hostname]))
+        floods.append(Flood(hostname, start, window_seconds, int(total), top, samples[hostname]))
     return floods
 
 

@@ -20,3 +20,7 @@ INGEST_LAG = Gauge("mutt_alerter_consumer_lag", "Entries in the ingest stream no
 DLQ_DEPTH = Gauge("mutt_alerter_dlq_depth", "Entries in the alerter dead-letter queue.")
 QUEUE_WARNINGS = Counter("mutt_alerter_queue_warnings_total", "Steps with the alert backlog above the warning level.")
 SHED_STEPS = Counter("mutt_alerter_shed_steps_total", "Steps that shed load, by mode.", ["mode"])
+AUDIT_REDELIVERED_BATCHES = Counter(
+    "mutt_alerter_audit_redelivered_batches_total",
+    "Batches whose COPY met an event audited before (a redelivery), written again with ON CONFLICT DO NOTHING.",
+)

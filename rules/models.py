@@ -200,13 +200,29 @@ class DeviceTeam(models.Model):
             raise ValidationError({"team_name": "A device team needs a team name."})
 
 
+class RawEventField(models.JSONField):
+    """The event as received, in a PostgreSQL ``json`` column (migration 0003): its text is kept verbatim.
+
+    psycopg2 parses ``json`` values itself (Django only turns that off for ``jsonb``), so a value read
+    back may already be a dict or a list.
+    """
+
+    def db_type(self, connection: Any) -> str:
+        return "json"
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if isinstance(value, dict | list):
+            return value
+        return super().from_db_value(value, expression, connection)
+
+
 class EventAuditLog(models.Model):
     """One row per event the alerters processed, matched or not: the audit trail of every event.
 
     The table is partitioned by month on ``event_time`` with a default partition (so no event is ever
     refused for its timestamp). It is created by hand-written SQL (migration 0002), hence unmanaged:
     PostgreSQL requires the partition key in every unique constraint, so the primary key is
-    (id, event_time) and idempotency is UNIQUE (event_id, event_time), which is deterministic for a
+    (event_time, id) and idempotency is UNIQUE (event_id, event_time), which is deterministic for a
     redelivered event because event_time comes from the event itself.
     """
 
@@ -226,7 +242,7 @@ class EventAuditLog(models.Model):
     trap_oid = models.CharField(max_length=255, blank=True)
     source_type = models.CharField(max_length=50, blank=True)
     correlation_id = models.CharField(max_length=128, blank=True)
-    raw = models.JSONField()
+    raw = RawEventField()
 
     class Meta:
         managed = False

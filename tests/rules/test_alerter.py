@@ -99,6 +99,38 @@ def test_a_redelivered_event_is_audited_and_alerted_once(redis_client, clean_pip
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_batch_mixing_redelivered_and_new_events_audits_each_once(redis_client, clean_pipeline, link_rule):
+    from rules import metrics
+
+    first = [make_event() for _ in range(3)]
+    push(redis_client, first)
+    drain(Alerter("a1"))
+    before = metrics.AUDIT_REDELIVERED_BATCHES._value.get()
+    second = [make_event(), first[1], make_event()]
+    push(redis_client, second)
+    drain(Alerter("a2"))
+    assert metrics.AUDIT_REDELIVERED_BATCHES._value.get() == before + 1, "the COPY met the audited event"
+    audited = [str(e) for e in EventAuditLog.objects.values_list("event_id", flat=True)]
+    assert sorted(audited) == sorted({e["event_id"] for e in first + second})
+    assert len(read_stream(redis_client, streams.alerts_stream())) == 5
+    assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_text_and_raw_event_are_stored_exactly_as_received(redis_client, clean_pipeline, link_rule):
+    awkward = "changed state to down\tcol2\nline2\r\\N back\\slash \\t literal, \u00e9t\u00e9 \U0001f525"
+    event = make_event(message=awkward, extra={"note": 'quote " and \\ and \t tab'})
+    push(redis_client, [event])
+    drain(Alerter("a1"))
+    row = EventAuditLog.objects.get()
+    assert row.message == awkward
+    assert row.raw == event
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT raw::text FROM rules_eventauditlog WHERE event_id = %s", [event["event_id"]])
+        assert cursor.fetchone()[0] == streams.encode(event)[streams.PAYLOAD_FIELD].decode(), "verbatim"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_poison_entries_go_to_the_dlq_with_reason_error_and_payload(redis_client, clean_pipeline, link_rule):
     good = make_event()
     redis_client.xadd(streams.ingest_stream(), {"e": b"{not json"})
@@ -326,3 +358,13 @@ def test_shedding_with_an_empty_ingest_stream_does_not_block(redis_client, clean
     started = time.monotonic()
     assert alerter.step(block_ms=10) == 0
     assert time.monotonic() - started < 2
+
+
+def test_copy_text_escapes_every_field_that_needs_it_and_marks_nulls():
+    from rules.alerter import copy_text
+
+    clean = ("a", None, 3, True, "b c")
+    tricky = ("\\N", None, "tab\there", False, "line\nbreak\r\\")
+    assert copy_text([clean]) == b"a\t\\N\t3\tt\tb c\n"
+    assert copy_text([tricky]) == b"\\\\N\t\\N\ttab\\there\tf\tline\\nbreak\\r\\\\\n"
+    assert copy_text([clean, tricky]) == copy_text([clean]) + copy_text([tricky])
