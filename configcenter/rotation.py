@@ -14,6 +14,7 @@ Only names and positions ("current", "next") are logged, never a value.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,6 +30,16 @@ T = TypeVar("T")
 # Credential name -> fingerprint of the value a server accepted last in this process.
 _accepted: dict[str, str] = {}
 _accepted_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may hold the lock at the moment of a fork (it is taken on every authentication);
+    # the child would inherit it locked, with nobody to release it.
+    global _accepted_lock
+    _accepted_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def connect_with_credential(

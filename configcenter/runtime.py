@@ -226,5 +226,7 @@ def wait_until_subscribed(timeout: float = 5.0) -> bool:
 
 
 # A forked child (gunicorn workers) has a copy of the parent's lock and no subscriber thread: start afresh,
-# once, at fork time, rather than comparing pids on every read.
+# once, at fork time, rather than comparing pids on every read. The copy is usually locked: the subscriber
+# holds the lock for the whole of each reload. (The Redis clients, whose pool locks the subscriber holds
+# briefly on every command, are renewed by mutt_project.redis's own fork hook.)
 os.register_at_fork(after_in_child=_reset_after_fork)

@@ -25,9 +25,3 @@ def child_exit(server: Any, worker: Any) -> None:
     with contextlib.suppress(KeyError, ValueError):  # multiprocess mode off
         multiprocess.mark_process_dead(worker.pid)
 
-
-def post_fork(server: Any, worker: Any) -> None:
-    # Connections must never be shared across a fork: drop any the master opened.
-    from mutt_project.redis import reset_clients
-
-    reset_clients()

@@ -13,6 +13,7 @@ the rotation hooks in.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,11 +52,46 @@ def get_redis() -> redis.Redis:
 
 
 def reset_clients() -> None:
-    """Drop pooled connections (after fork, or when the URL changes)."""
+    """Drop pooled connections (when the URL changes; a forked child gets new clients by itself)."""
     with _lock:
         for client in _clients.values():
             client.close()
         _clients.clear()
+
+
+# --- fork safety ----------------------------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    """Give a forked child its own clients, and make those handed out before the fork safe to use.
+
+    Another thread of the parent (the settings subscriber, typically) may have been inside redis-py
+    at the moment of the fork, holding a pool's lock: the child inherits it locked, with no thread to
+    release it. redis-py notices the fork on the next command and resets the pool, but to do so it
+    takes that very lock, without a timeout, and the child would wait forever.
+    """
+    global _lock, _clients
+    inherited = _clients
+    _lock = threading.Lock()
+    _clients = {}
+    for client in inherited.values():
+        _disown_parent_state(client)
+
+
+def _disown_parent_state(client: redis.Redis) -> None:
+    # For code that kept a reference to a client created before the fork. The pool forgets the
+    # parent's connections without closing them (their sockets are the parent's; redis-py only closes
+    # the child's copy of the descriptor when it drops them) and opens its own when next used.
+    pool = client.connection_pool
+    pool._fork_lock = threading.RLock()
+    pool._lock = threading.RLock()
+    for dispatcher in (getattr(pool, "_event_dispatcher", None), getattr(client, "_event_dispatcher", None)):
+        if dispatcher is not None:
+            dispatcher._lock = threading.RLock()
+    pool.reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # --- authentication with a rotating password ----------------------------------------------------

@@ -4,13 +4,16 @@
 ``run_alerter`` command loops over it. Per batch:
 
 1. read up to ``alerter_batch_size`` entries (first any reclaimed from a crashed alerter, then new);
-2. decode and match each event with the compiled rule snapshot (plain Python, no ORM per event);
-   an entry that cannot be decoded or matched, or was delivered too often, goes to the alerter DLQ;
-3. write one audit row per event with one multi-row INSERT ... ON CONFLICT DO NOTHING, in one
-   transaction (a redelivered event changes nothing);
+2. decode each entry; an entry that cannot be decoded, or was delivered too often, goes to the
+   alerter DLQ;
+3. write one audit row per event in one transaction with a COPY whose rows are matched against the
+   compiled rule snapshot as PostgreSQL reads them (plain Python, no ORM per event), so the database
+   inserts one chunk while the next is matched. A redelivered event makes the COPY fail on the
+   unique (event_id, event_time); the batch then goes in with INSERT ... ON CONFLICT DO NOTHING, so
+   it changes nothing. An event that cannot be matched, or a row the database refuses, goes to the DLQ;
 4. after commit, one Lua call adds the alerts (skipping event ids already alerted) and acknowledges
    the batch, so neither a crash nor a takeover can duplicate an alert;
-5. count unmatched events per host for the flood detector.
+5. count unmatched events per host and template for the flood detector (one Lua call).
 
 If the database is down nothing is acknowledged: the batch is kept and retried with backoff, and its
 entries' idle time is refreshed so other alerters do not take them over while this one lives.

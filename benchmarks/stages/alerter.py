@@ -6,9 +6,9 @@ last-delivered id moves) to the drain (stream empty, nothing pending). Rule comp
 outside that window. Peak RSS is sampled every 20 ms over the process's whole life. Every event must
 have its audit row at the end, or the run fails.
 
-The rate is not constant over a run: once a host passes ``unhandled_threshold`` unmatched events in the
-flood window, each later batch holding unmatched events from it does extra Redis round trips for it. So
-the detail also gives the rate over the first and the last fifth of the events.
+The detail also gives the rate over the first and the last fifth of the events, so a rate that
+changes during a drain (it should not: flood detection is one Lua call per batch, whatever the floods)
+shows there.
 """
 
 from __future__ import annotations
