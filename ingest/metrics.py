@@ -15,6 +15,8 @@ body, the batch or the queue depth) are not counted: the client sends them again
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -38,3 +40,16 @@ BACKLOG = Gauge(
     # Every web worker sees the same stream; with several workers the latest observation wins.
     multiprocess_mode="livemostrecent",
 )
+
+
+# The labelled series, looked up once per process: ``labels()`` validates and locks on every call.
+@functools.cache
+def requests(status: int, reason: str) -> Counter:
+    """The ``mutt_ingest_requests_total`` series of one status and reason."""
+    return REQUESTS.labels(str(status), reason)
+
+
+@functools.cache
+def events(outcome: str) -> Counter:
+    """The ``mutt_ingest_events_total`` series of one outcome."""
+    return EVENTS.labels(outcome)

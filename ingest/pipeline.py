@@ -92,7 +92,7 @@ def ingest(
         "errors": errors,
     }
     if not payloads:
-        metrics.EVENTS.labels("rejected").inc(len(errors))
+        metrics.events("rejected").inc(len(errors))
         if too_large == len(items):
             detail = f"Every event exceeds ingest_max_event_bytes ({max_event_bytes} bytes); nothing was accepted."
             return IngestResult(413, "events_too_large", {"detail": detail, **summary})
@@ -138,9 +138,9 @@ def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any]) -> In
         )
     metrics.BACKLOG.set(admission.backlog)
     if admission.outcome is ratelimit.Outcome.ACCEPTED:
-        metrics.EVENTS.labels("accepted").inc(len(payloads))
+        metrics.events("accepted").inc(len(payloads))
         if summary["rejected"]:
-            metrics.EVENTS.labels("rejected").inc(summary["rejected"])
+            metrics.events("rejected").inc(summary["rejected"])
         return IngestResult(202, "partial" if summary["rejected"] else "accepted", summary)
 
     retry_after = admission.retry_after or ratelimit.BACKPRESSURE_RETRY_AFTER

@@ -19,12 +19,15 @@ The limits are arguments, read per request by the caller, so a settings change a
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import redis
-from redis.commands.core import Script
+from redis.connection import AbstractConnection
 
 from mutt_project import streams
 from mutt_project.redis import key
@@ -117,7 +120,7 @@ def key_bucket(key_prefix: str) -> str:
     return key("ratelimit", "ingest", "key", key_prefix)
 
 
-_script = Script(None, _SCRIPT.encode())  # type: ignore[arg-type]  # the client is given per call
+_SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()  # how Redis names it
 _groups_lock = threading.Lock()
 _groups_ensured: set[str] = set()
 
@@ -126,11 +129,11 @@ def admit(client: redis.Redis, *, key_prefix: str, payloads: list[bytes], limits
     """Rate-limit, check the backlog and enqueue ``payloads`` (JSON events) atomically."""
     stream = streams.ingest_stream()
     _ensure_group_once(client, stream)
-    reply = _script(
-        keys=[global_bucket(), key_bucket(key_prefix), stream],
-        args=[limits.global_rate, limits.key_rate, limits.max_depth, streams.ALERTERS_GROUP,
-              streams.PAYLOAD_FIELD, *payloads],
-        client=client,
+    reply = _connections.run_script(
+        client,
+        global_bucket(), key_bucket(key_prefix), stream,
+        limits.global_rate, limits.key_rate, limits.max_depth, streams.ALERTERS_GROUP, streams.PAYLOAD_FIELD,
+        *payloads,
     )  # fmt: skip
     code = int(reply[0])
     if code == 0:
@@ -138,6 +141,81 @@ def admit(client: redis.Redis, *, key_prefix: str, payloads: list[bytes], limits
     if code == 1:
         return Admission(Outcome.RATE_LIMITED, int(reply[3]), retry_after=int(reply[1]), limited_by=_text(reply[2]))
     return Admission(Outcome.BACKPRESSURE, int(reply[1]), retry_after=BACKPRESSURE_RETRY_AFTER)
+
+
+class _ScriptConnections:
+    """Connections kept for the admission script, beside ``client``'s pool rather than in it.
+
+    A command through redis-py's client checks a connection out of the pool and back in (locks, a
+    readiness poll, observability hooks): measured on one request, that cost more client CPU than
+    packing the script call and parsing its reply. A request borrows one of these connections instead.
+    They are made as the pool makes its own (same class, so the same rotating credential, timeouts,
+    health checks and retry policy) and are checked the way the pool checks a connection it hands
+    out: one that Redis closed while it was idle is reopened before use, not failed.
+    """
+
+    MAX_IDLE = 16  # more concurrent requests than this in one process open and close their own
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[AbstractConnection] = []
+        self._pool: redis.ConnectionPool | None = None
+
+    def run_script(self, client: redis.Redis, *keys_and_args: Any) -> Any:
+        """EVALSHA of the admission script (three keys, then the arguments); loads it if Redis lacks it."""
+        pool = client.connection_pool
+        connection = self._borrow(pool)
+        try:
+            try:
+                return self._call(connection, "EVALSHA", _SCRIPT_SHA, 3, *keys_and_args)
+            except redis.exceptions.NoScriptError:
+                self._call(connection, "SCRIPT", "LOAD", _SCRIPT)
+                return self._call(connection, "EVALSHA", _SCRIPT_SHA, 3, *keys_and_args)
+        finally:
+            self._give_back(pool, connection)
+
+    @staticmethod
+    def _call(connection: AbstractConnection, *command: Any) -> Any:
+        def round_trip() -> Any:
+            connection.send_command(*command)
+            return connection.read_response()
+
+        # As redis-py's client does: the connection's retry policy, disconnecting after each failure.
+        return connection.retry.call_with_retry(round_trip, lambda _error: connection.disconnect())
+
+    def _borrow(self, pool: redis.ConnectionPool) -> AbstractConnection:
+        with self._lock:
+            if pool is not self._pool:  # a new client (reset_clients, another REDIS_URL)
+                for stale in self._idle:
+                    stale.disconnect()
+                self._idle, self._pool = [], pool
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            return pool.connection_class(**pool.connection_kwargs)  # connects on first use
+        try:
+            stale = connection.is_connected and connection.can_read()  # closed by Redis, or unread data
+        except (redis.ConnectionError, OSError):
+            stale = True
+        if stale:
+            connection.disconnect()
+        return connection
+
+    def _give_back(self, pool: redis.ConnectionPool, connection: AbstractConnection) -> None:
+        with self._lock:
+            if pool is self._pool and len(self._idle) < self.MAX_IDLE:
+                self._idle.append(connection)
+                return
+        connection.disconnect()
+
+    def after_fork_in_child(self) -> None:
+        # The sockets are the parent's: drop them unclosed. The lock may have been held by another
+        # thread of the parent at the fork, with no thread left here to release it.
+        self._lock = threading.Lock()
+        self._idle, self._pool = [], None
+
+
+_connections = _ScriptConnections()
+os.register_at_fork(after_in_child=_connections.after_fork_in_child)
 
 
 def _ensure_group_once(client: redis.Redis, stream: str) -> None:

@@ -32,14 +32,14 @@ def ingest_view(request: HttpRequest, version: str = CURRENT_VERSION) -> HttpRes
     try:
         result = _handle(request, version, correlation_id)
     except Exception:
-        metrics.REQUESTS.labels("500", "error").inc()
+        metrics.requests(500, "error").inc()
         raise
     response = HttpResponse(orjson.dumps(result.body), status=result.status, content_type="application/json")
     for name, value in result.headers.items():
         response[name] = value
     response[CORRELATION_HEADER] = correlation_id
     _version_headers(response, version if version in SERVED_VERSIONS else CURRENT_VERSION)
-    metrics.REQUESTS.labels(str(result.status), result.reason).inc()
+    metrics.requests(result.status, result.reason).inc()
     metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
     return response
 
@@ -50,7 +50,7 @@ def _handle(request: HttpRequest, version: str, correlation_id: str) -> IngestRe
     if request.method != "POST":
         return _refusal(405, "method_not_allowed", f'Method "{request.method}" not allowed.', {"Allow": "POST"})
     try:
-        api_key = authenticate(request.headers)
+        api_key = authenticate(request.META)
     except AuthRefused as refused:
         if refused.status == 401:
             return _refusal(401, "unauthenticated", refused.detail, {"WWW-Authenticate": 'Bearer realm="mutt"'})

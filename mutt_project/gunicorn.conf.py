@@ -24,4 +24,3 @@ def child_exit(server: Any, worker: Any) -> None:
 
     with contextlib.suppress(KeyError, ValueError):  # multiprocess mode off
         multiprocess.mark_process_dead(worker.pid)
-

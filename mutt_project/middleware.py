@@ -13,6 +13,8 @@ from mutt_project.context import new_request_id, request_id_scope
 # anything else is replaced so ids stay safe to log and to put in headers.
 _ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 REQUEST_ID_HEADER = "X-Request-ID"
+# Read from the WSGI environ: ``request.headers`` would copy every header of the request to find one.
+_REQUEST_ID_META = "HTTP_X_REQUEST_ID"
 
 
 class RequestIdMiddleware:
@@ -22,7 +24,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        incoming = request.META.get(_REQUEST_ID_META, "")
         request_id = incoming if _ACCEPTABLE_ID.match(incoming) else new_request_id()
         request.id = request_id  # type: ignore[attr-defined]
         with request_id_scope(request_id):

@@ -149,6 +149,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "mutt_project.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Answers ingest requests itself (API keys, no browser): the middleware below never see them.
+    "ingest.middleware.IngestShortcutMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
