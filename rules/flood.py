@@ -77,6 +77,17 @@ def _alert_id(hostname: str, start: int) -> str:
     return str(uuid.uuid5(_FLOOD_NAMESPACE, f"{hostname}|{start}"))
 
 
+# The meta-alert ids of the current window's hosts (a uuid5 each), so a host costs one per window.
+_ids_window: list[Any] = [None, {}]
+_MAX_REMEMBERED_IDS = 50_000
+
+
+def _window_alert_ids(start: int) -> dict[str, str]:
+    if _ids_window[0] != start or len(_ids_window[1]) > _MAX_REMEMBERED_IDS:
+        _ids_window[:] = [start, {}]
+    return _ids_window[1]
+
+
 def window_start(now: float, window_seconds: int) -> int:
     return int(now // window_seconds) * window_seconds
 
@@ -104,9 +115,13 @@ for k = 2, #KEYS, 2 do
     total = total + count
     a = a + 2
   end
-  redis.call('EXPIRE', KEYS[k], ttl)
-  total = redis.call('INCRBY', KEYS[k + 1], total)
-  redis.call('EXPIRE', KEYS[k + 1], ttl)
+  local added = total
+  total = redis.call('INCRBY', KEYS[k + 1], added)
+  if total == added then
+    -- the host's first events in this window: both keys were created just now
+    redis.call('EXPIRE', KEYS[k], ttl)
+    redis.call('EXPIRE', KEYS[k + 1], ttl)
+  end
   if total >= threshold and redis.call('HEXISTS', KEYS[1], alert_id) == 0 then
     out[#out + 1] = {host, total, redis.call('HGETALL', KEYS[k])}
   end
@@ -148,10 +163,13 @@ def record_unmatched(
     hosts = list(per_host)
     keys = [dedup_bucket(start)]
     args: list[Any] = [window_seconds * 2, threshold]
+    prefix = key("flood", start)
+    ids = _window_alert_ids(start)
     for hostname in hosts:
         templates = per_host[hostname]
-        keys += [key("flood", start, hostname, "templates"), key("flood", start, hostname, "total")]
-        args += [_alert_id(hostname, start), len(templates)]
+        keys += [f"{prefix}:{hostname}:templates", f"{prefix}:{hostname}:total"]
+        alert_id = ids.get(hostname) or ids.setdefault(hostname, _alert_id(hostname, start))
+        args += [alert_id, len(templates)]
         for template, count in templates.items():
             args += [template, count]
     floods = []

@@ -34,6 +34,8 @@ def test_windows_are_aligned_and_counted_per_host(redis_client):
     redis_client.hset(dedup_bucket(first[0].window_start), first[0].alert_id, "1")
     assert record_unmatched(redis_client, events, threshold=3, window_seconds=60, now=1_000_040.0) == []
     assert int(redis_client.get(key("flood", first[0].window_start, "sw1", "total"))) == 9
+    for name in ("total", "templates"):  # set when the window's first events created the keys
+        assert 60 < redis_client.ttl(key("flood", first[0].window_start, "sw1", name)) <= 120
     next_window = record_unmatched(redis_client, events, threshold=3, window_seconds=60, now=1_000_080.0)
     assert [f.count for f in next_window] == [3]
     assert next_window[0].alert_id != first[0].alert_id
