@@ -290,6 +290,9 @@ register("forwarder_claim_idle_seconds", DUR, 60.0, "How long an alert may stay 
          "forwarder takes it over (crashed worker).", "forwarder", minimum=1, maximum=3600)
 register("moog_batch_size", INT, 50, "Alerts per request where the format allows batching.", "forwarder",
          minimum=1, maximum=1000, unit="alerts")
+register("forwarder_concurrency", INT, 3, "Requests to Moogsoft each forwarder process keeps in flight (one "
+         "consumer per request, sharing the breaker and rate limit).", "forwarder", minimum=1, maximum=32,
+         unit="requests")
 register("notify_webhook_url", SettingType.STR, "",
          "Where remediation reports poison entries (PagerDuty Events v2 or a plain JSON webhook). Empty: log only.",
          "remediation")

@@ -1,18 +1,24 @@
 """The forwarder: alert stream → Moogsoft, exactly once in effect, whatever Moogsoft does.
 
-``Forwarder.step()`` does one unit of work; ``run_forwarder`` loops over it. Per step:
+``Forwarder.step()`` does one unit of work; ``run_forwarder`` loops over it, in as many lanes as
+``forwarder_concurrency`` asks (delivery/lanes.py). Per step:
 
-1. due retries go back into the alert stream (atomically), so they are read like any alert;
-2. the shared circuit breaker decides: attempt, send the one half-open probe, or wait (while open,
-   nothing is attempted and no retry is used up);
-3. a batch is read (alerts of a stalled forwarder are taken over first); alerts already delivered
-   (idempotency record per event id) are acknowledged without sending;
-4. the shared rate limit grants a request or says how long to wait (the batch is kept meanwhile);
-5. one POST over a pooled keep-alive connection; then, by outcome:
-   2xx → idempotency records and acknowledgement in one transaction;
+1. one Redis script, the gate (delivery/gate.py): due retries go back into the alert stream
+   (atomically), so they are read like any alert; the shared circuit breaker decides: attempt, send the
+   one half-open probe, or wait (while open, nothing is attempted, read or taken, and no retry is used
+   up); alerts already in hand are checked against their idempotency records (those already delivered
+   are acknowledged without sending), and the next batch is read ahead; the shared rate limit grants a
+   request or says how long to wait (the alerts stay in hand meanwhile);
+2. every few seconds the gate reads nothing and alerts of a stalled forwarder are taken over instead;
+   when there are none, or the gate found the stream empty, a blocking read awaits the next alert;
+3. one POST over a kept-alive connection (delivery/transport.py); then, by outcome:
+   2xx → the gate of the next step runs at once, and its first part records this delivery: breaker
+   success, idempotency records, acknowledgement (a failed call leaves them on record for the next);
    408/429/5xx/timeout/connection error → breaker failure, and each alert is scheduled for a retry
    (full-jitter backoff, or Retry-After) and acknowledged in one atomic step, or dead-lettered once
    ``moog_max_retries`` is used up; other 4xx → dead-lettered at once with status and response.
+
+So a steady stream costs one Redis call per request, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -28,21 +34,25 @@ from typing import Any
 
 import orjson
 import redis
-import urllib3
 from prometheus_client import Counter, Gauge, Histogram
 
-from configcenter.runtime import get_setting
+from configcenter.registry import get_definition
+from configcenter.runtime import current_snapshot, get_setting
 from delivery.breaker import CircuitBreaker
 from delivery.destination import local_mock_url
-from delivery.payloads import PayloadError, auth_headers, build_request
+from delivery.gate import GateResult, StepScripts
+from delivery.payloads import PayloadError, SecretHeaders, auth_headers, build_request
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import RetrySchedule, backoff_delay
+from delivery.transport import Transport, TransportError
 from mutt_project import streams
 from mutt_project.redis import get_redis, key
 
 logger = logging.getLogger("mutt.forwarder")
 
 DELIVERED_TTL = 86_400  # long enough to cover any redelivery after a crash
+HEADERS_SECONDS = 1.0  # how long the request headers (with the credential) are reused
+TRIM_INTERVAL = 1.0  # seconds between two trims of the alert stream (a safety net, see Forwarder._trim)
 RETRYABLE_STATUSES = frozenset({408, 429})
 
 REQUESTS = Counter(
@@ -60,13 +70,41 @@ RETRY_DEPTH = Gauge("mutt_forwarder_retry_schedule_depth", "Alerts waiting for a
 DLQ_DEPTH = Gauge("mutt_forwarder_dlq_depth", "Entries in the Moogsoft dead-letter queue.")
 
 
+_REQUEST_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
+def _requests_counter(outcome: str, reason: str) -> Any:
+    """REQUESTS for these labels, looked up once (labels() takes a lock and checks names every call)."""
+    counter = _REQUEST_COUNTERS.get((outcome, reason))
+    if counter is None:
+        counter = _REQUEST_COUNTERS.setdefault((outcome, reason), REQUESTS.labels(outcome, reason))
+    return counter
+
+
 def delivered_key(event_id: str) -> str:
     return key("delivered", event_id)
 
 
-def moog_url() -> str:
+def moog_url(configured: str | None = None) -> str:
     """The configured Moogsoft URL, or the local mock_moog that `mutt up` runs when none is set."""
-    return get_setting("moog_url") or f"{local_mock_url()}/events"
+    return (get_setting("moog_url") if configured is None else configured) or f"{local_mock_url()}/events"
+
+
+class StepSettings:
+    """The runtime settings as of one snapshot, for one step.
+
+    A step reads about ten settings, and each ``get_setting`` checks the snapshot's age through Django's
+    lazy settings: on a one-alert step that adds up. Same values, same defaults: ``settings[key]`` is
+    what ``get_setting(key)`` returned when the step began.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values = current_snapshot().values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values.get(key, get_definition(key).default)
 
 
 @dataclass(frozen=True)
@@ -93,15 +131,14 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def classify(status: int | None, error: Exception | None = None, headers: Any = None, body: bytes = b"") -> Result:
+def classify(status: int | None, error: TransportError | None = None, headers: Any = None, body: bytes = b"") -> Result:
     """Any 2xx delivered; 408, 429, 5xx, timeouts and connection errors retryable; other 4xx permanent."""
     if error is not None:
-        reason = "timeout" if isinstance(error, urllib3.exceptions.TimeoutError) else "connection_error"
-        return Result("retry", reason, excerpt=f"{type(error).__name__}: {error}"[:500])
+        return Result("retry", error.reason, excerpt=str(error)[:500])
     status = status or 0
-    excerpt = body[:500].decode("utf-8", "replace")
     if 200 <= status < 300:
         return Result("delivered", "ok", status)
+    excerpt = body[:500].decode("utf-8", "replace")
     retry_after = parse_retry_after(headers.get("Retry-After") if headers is not None else None)
     if status in RETRYABLE_STATUSES or status >= 500:
         return Result("retry", f"http_{status}", status, retry_after, excerpt)
@@ -110,7 +147,7 @@ def classify(status: int | None, error: Exception | None = None, headers: Any = 
 
 @dataclass
 class _Held:
-    """Alerts read and not yet sent (waiting for the rate limit)."""
+    """Alerts read and not yet sent: read ahead, or waiting for the rate limit or the breaker."""
 
     items: list[tuple[bytes, dict[str, Any]]]
     not_before: float = 0.0
@@ -127,84 +164,144 @@ class Forwarder:
         self.breaker = CircuitBreaker(self.client)
         self.rate_limit = SharedRateLimit(self.client)
         self.retries = RetrySchedule(self.client, self.stream, self.group)
-        # One keep-alive connection per worker thread is enough; urllib3 must not retry on its own
-        # (retries are ours, scheduled, and counted).
-        self.http = urllib3.PoolManager(num_pools=4, maxsize=2, retries=False)
+        self.scripts = StepScripts(
+            self.client,
+            breaker_key=self.breaker.key,
+            bucket_key=self.rate_limit.key,
+            schedule_key=self.retries.key,
+            stream=self.stream,
+            group=self.group,
+            consumer=self.consumer,
+        )
+        # One keep-alive connection is enough; it never retries on its own (retries are ours, scheduled,
+        # and counted).
+        self.http = Transport()
         self._held: _Held | None = None
+        self._gate_ahead: GateResult | None = None
+        self._unrecorded: list[tuple[bytes, dict[str, Any]]] = []  # delivered (2xx), not yet recorded
+        self._delivered_prefix = delivered_key("")
+        self.settings = StepSettings()  # renewed at the start of every step
+        self._header_cache: tuple[float, tuple[str, dict[str, str]], SecretHeaders] | None = None
         self._last_claim = 0.0
+        self._last_trim = 0.0
         streams.ensure_group(self.client, self.stream, self.group)
 
     # --- the step -----------------------------------------------------------------------------
 
     def step(self, block_ms: int = 1000) -> int:
         """Deliver at most one request's worth of alerts; returns how many alerts were finished."""
-        self.retries.release_due(time.time())
-        if self._held is not None and time.monotonic() < self._held.not_before:
+        held = self._held
+        if held is not None and time.monotonic() < held.not_before:
             return 0  # still waiting for the rate limit
-        decision = self.breaker.acquire(get_setting("circuit_breaker_timeout"))
-        if decision == "wait":
+        self.settings = StepSettings()
+        # After a delivery the gate already ran, in the call that recorded it.
+        gate, self._gate_ahead = self._gate_ahead, None
+        gate = gate or self._gate()
+        if gate.decision == "wait":
             self._keep_held_claimed()
             return 0
-        limit = 1 if decision == "probe" else get_setting("moog_batch_size")
-        held = self._held or self._read(limit, block_ms)
-        self._held = None
-        if held is None or not held.items:
-            return 0
-        if len(held.items) > limit:  # the probe sends one alert; the rest wait for the verdict
-            held, rest = _Held(held.items[:limit]), _Held(held.items[limit:])
-            self._held = rest
-        wait = self.rate_limit.take(get_setting("moog_rate_limit"), get_setting("moog_rate_period"))
-        if wait > 0:
-            held.not_before = time.monotonic() + wait
-            self._held = _merge(held, self._held)
-            return 0
-        return self._send(held.items)
-
-    def _read(self, limit: int, block_ms: int) -> _Held | None:
-        items = self._claim_abandoned(limit) or self._read_new(limit, block_ms)
+        limit = 1 if gate.decision == "probe" else self.settings["moog_batch_size"]
+        wait = gate.wait
+        checked = [item for item in held.items if item[0] not in gate.done] if held is not None else []
+        new = self._accept(gate.entries)
+        if checked:  # the gate checked their idempotency records; what it read waits for the next gate
+            items, later = checked[:limit], checked[limit:] + new
+        elif new:
+            items, later = new[:limit], new[limit:]
+            if wait == 0:  # about to be sent: check their idempotency records now
+                items = self._drop_delivered(items)
+        else:  # nothing in hand or in the stream when the gate looked: a takeover when due, or block
+            items = self._read(limit, block_ms, claim=self._claim_due(consume=True))
+            items, later = items[:limit], items[limit:]
+            if items:
+                wait = self.rate_limit.take(self.settings["moog_rate_limit"], self.settings["moog_rate_period"])
+        self._held = _Held(later) if later else None
         if not items:
-            return None
+            return 0
+        if wait > 0:
+            self._held = _merge(_Held(items, time.monotonic() + wait), self._held)
+            return 0
+        return self._send(items)
+
+    def _gate(self, *, read_ahead: bool = True) -> GateResult:
+        """One script call: record the last 2xx, then due retries, breaker, idempotency of the alerts in
+        hand, a read ahead (two batches in hand at most) and the rate limit."""
+        held = self._held.items if self._held is not None else []
+        settings = self.settings
+        batch_size = settings["moog_batch_size"]
+        # A takeover of a stalled forwarder's alerts needs an empty hand (see step); stop reading ahead.
+        read = 0 if not read_ahead or self._claim_due(consume=False) else max(0, 2 * batch_size - len(held))
+        gate = self.scripts.gate(
+            timeout=settings["circuit_breaker_timeout"],
+            limit=settings["moog_rate_limit"],
+            period=settings["moog_rate_period"],
+            now=time.time(),
+            read=read,
+            held=[(entry_id, self._delivered_key(alert.get("event_id", ""))) for entry_id, alert in held],
+            delivered=[(entry_id, self._delivered_key(alert["event_id"])) for entry_id, alert in self._unrecorded],
+            ttl=DELIVERED_TTL,
+        )
+        self._unrecorded = []
+        if gate.recorded is not None:
+            self.breaker.observe_record(*gate.recorded)
+        self.breaker.observe_acquire(gate.decision, gate.state)
+        self.rate_limit.observe(gate.wait)
+        if gate.done:
+            SKIPPED.inc(len(gate.done))
+        return gate
+
+    def _read(self, limit: int, block_ms: int, *, claim: bool) -> list[tuple[bytes, dict[str, Any]]]:
+        """Alerts of a stalled forwarder (when ``claim``), else new ones (blocking), not yet delivered."""
+        items = self._claim_abandoned(limit) if claim else []
+        return self._drop_delivered(self._accept(items or self._read_new(limit, block_ms)))
+
+    def _accept(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[bytes, dict[str, Any]]]:
+        """Decoded alerts; entries that are not alerts (poison) go to the DLQ."""
         fresh: list[tuple[bytes, dict[str, Any]]] = []
-        done: list[bytes] = []
-        poison: list[tuple[bytes, bytes, str]] = []
-        for entry_id, fields in items:
+        poison: list[tuple[bytes, dict[str, Any], Result]] = []
+        for entry_id, fields in entries:
             try:
                 fresh.append((entry_id, streams.decode(fields)))
             except ValueError as exc:
-                poison.append((entry_id, fields.get(streams.PAYLOAD_FIELD, b""), str(exc)))
-        if poison:
-            self._dead_letter(
-                [
-                    (entry_id, {"raw": raw.decode("utf-8", "replace")}, Result("permanent", "malformed", excerpt=error))
-                    for entry_id, raw, error in poison
-                ]
-            )
-        if fresh:
-            pipe = self.client.pipeline(transaction=False)
-            for _, alert in fresh:
-                pipe.exists(delivered_key(alert.get("event_id", "")))
-            already = pipe.execute()
-            done = [entry_id for (entry_id, _), seen in zip(fresh, already, strict=True) if seen]
-            fresh = [item for item, seen in zip(fresh, already, strict=True) if not seen]
+                raw = fields.get(streams.PAYLOAD_FIELD, b"").decode("utf-8", "replace")
+                poison.append((entry_id, {"raw": raw}, Result("permanent", "malformed", excerpt=str(exc))))
+        self._dead_letter(poison)
+        return fresh
+
+    def _drop_delivered(self, items: list[tuple[bytes, dict[str, Any]]]) -> list[tuple[bytes, dict[str, Any]]]:
+        """The alerts without an idempotency record; those with one are acknowledged without sending."""
+        if not items:
+            return items
+        pipe = self.client.pipeline(transaction=False)
+        for _, alert in items:
+            pipe.exists(delivered_key(alert.get("event_id", "")))
+        already = pipe.execute()
+        done = [entry_id for (entry_id, _), seen in zip(items, already, strict=True) if seen]
         if done:
             pipe = self.client.pipeline(transaction=True)
             streams.ack_and_delete(pipe, self.stream, self.group, done)
             pipe.execute()
             SKIPPED.inc(len(done))
-        return _Held(fresh)
+        return [item for item, seen in zip(items, already, strict=True) if not seen]
 
     def _read_new(self, limit: int, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
         response = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=limit, block=block_ms)
         return response[0][1] if response else []
 
-    def _claim_abandoned(self, limit: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        idle = get_setting("forwarder_claim_idle_seconds")
+    def _claim_due(self, *, consume: bool) -> bool:
+        """Whether it is time to look for a stalled forwarder's alerts (``consume``: and start the next wait)."""
+        idle = self.settings["forwarder_claim_idle_seconds"]
         now = time.monotonic()
         if now - self._last_claim < min(idle / 2, 5.0):
-            return []
-        self._last_claim = now
+            return False
+        if consume:
+            self._last_claim = now
+        return True
+
+    def _claim_abandoned(self, limit: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        idle_ms = int(self.settings["forwarder_claim_idle_seconds"] * 1000)
         return streams.claim_abandoned(
-            self.client, self.stream, self.group, self.consumer, idle_ms=int(idle * 1000), count=limit
+            self.client, self.stream, self.group, self.consumer, idle_ms=idle_ms, count=limit
         )
 
     def _keep_held_claimed(self) -> None:
@@ -212,10 +309,44 @@ class Forwarder:
             ids = [entry_id for entry_id, _ in self._held.items]
             streams.keep_claimed(self.client, self.stream, self.group, self.consumer, ids)
 
+    def give_back_held(self) -> int:
+        """Return the alerts in hand to the stream for any forwarder (on the way out); returns how many.
+
+        In hand: those held (the gate that ran last may have found some delivered and acknowledged them
+        already) and those that gate read ahead."""
+        held, self._held = self._held, None
+        ahead, self._gate_ahead = self._gate_ahead, None
+        done = ahead.done if ahead is not None else frozenset()
+        alerts = [(entry_id, alert) for entry_id, alert in held.items if entry_id not in done] if held else []
+        if ahead is not None:
+            alerts += self._accept(ahead.entries)
+        return self.scripts.give_back([(entry_id, orjson.dumps(alert)) for entry_id, alert in alerts])
+
+    @property
+    def holding(self) -> bool:
+        """Whether alerts are in hand (read ahead, or waiting for the rate limit or the breaker)."""
+        return self._held is not None or bool(self._gate_ahead is not None and self._gate_ahead.entries)
+
+    def close(self) -> None:
+        """On the way out: record deliveries not yet recorded, give the alerts in hand back, leave the
+        group if nothing is pending, hang up."""
+        try:
+            self.give_back_held()
+            if self._unrecorded:
+                self._gate(read_ahead=False)  # nothing held, nothing read: only the recording matters
+        except redis.RedisError:
+            logger.warning("alerts in hand stay pending; another forwarder takes them over", exc_info=True)
+        streams.forget_consumer_if_done(self.client, self.stream, self.group, self.consumer)
+        self.http.close()
+        self.scripts.close()
+
+    def _delivered_key(self, event_id: str) -> str:
+        return self._delivered_prefix + event_id
+
     # --- sending ------------------------------------------------------------------------------
 
     def _send(self, items: list[tuple[bytes, dict[str, Any]]]) -> int:
-        fmt = get_setting("moog_format")
+        fmt = self.settings["moog_format"]
         try:
             request = build_request([alert for _, alert in items], fmt)
         except PayloadError:
@@ -223,31 +354,52 @@ class Forwarder:
             if not items:
                 return 0
             request = build_request([alert for _, alert in items], fmt)
-        headers = auth_headers(fmt)  # a masking mapping: its repr never shows the key
-        headers.update(request.headers)
-        url = moog_url()
-        timeout = get_setting("moog_timeout")
+        headers = self._headers(fmt, request.headers)
+        timeout = self.settings["moog_timeout"]
         started = time.perf_counter()
         try:
-            response = self.http.request(
-                "POST", url, body=request.body, headers=headers, redirect=False,
-                timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
-            )  # fmt: skip
-            result = classify(response.status, headers=response.headers, body=response.data)
-        except urllib3.exceptions.HTTPError as exc:
+            response = self.http.post(
+                moog_url(self.settings["moog_url"]),
+                request.body,
+                headers,
+                timeout=timeout,
+                connect_timeout=min(timeout, 5.0),
+            )
+            result = classify(response.status, headers=response.headers, body=response.body)
+        except TransportError as exc:
             result = classify(None, exc)
         REQUEST_SECONDS.observe(time.perf_counter() - started)
-        REQUESTS.labels(result.outcome, result.reason).inc()
-        self.breaker.record(result.outcome != "retry", get_setting("circuit_breaker_threshold"))
+        _requests_counter(result.outcome, result.reason).inc()
         if result.outcome == "delivered":
-            self._mark_delivered(items)
-        elif result.outcome == "retry":
-            self._schedule_retries(items, result)
+            self._mark_delivered(items)  # records the success with the breaker in the same call
         else:
-            self._dead_letter([(entry_id, alert, result) for entry_id, alert in items])
-        # Acknowledged alerts leave the stream, so its length is the backlog the alerters shed on.
-        streams.trim_acknowledged(self.client, self.stream)
+            self.breaker.record(result.outcome != "retry", self.settings["circuit_breaker_threshold"])
+            if result.outcome == "retry":
+                self._schedule_retries(items, result)
+            else:
+                self._dead_letter([(entry_id, alert, result) for entry_id, alert in items])
+        self._trim()
         return len(items)
+
+    def _trim(self) -> None:
+        """Every path deletes what it acknowledges, so the stream's length is already the backlog the
+        alerters shed on; trimming what every group acknowledged is a safety net, run once a second."""
+        now = time.monotonic()
+        if now - self._last_trim >= TRIM_INTERVAL:
+            self._last_trim = now
+            streams.trim_acknowledged(self.client, self.stream)
+
+    def _headers(self, fmt: str, content: dict[str, str]) -> SecretHeaders:
+        """Authentication and content headers, the same mapping for up to a second: the credential is
+        looked up (and its header built) once a second rather than for every request, and the transport
+        encodes an unchanged mapping only once. A rotated credential is in use within that second."""
+        now = time.monotonic()
+        cached = self._header_cache
+        if cached is None or now >= cached[0] or cached[1] != (fmt, content):
+            headers = auth_headers(fmt)  # a masking mapping: its repr never shows the key
+            headers.update(content)
+            self._header_cache = cached = (now + HEADERS_SECONDS, (fmt, content), headers)
+        return cached[2]
 
     def _drop_unmappable(
         self, items: list[tuple[bytes, dict[str, Any]]], fmt: str
@@ -264,16 +416,17 @@ class Forwarder:
         return good
 
     def _mark_delivered(self, items: list[tuple[bytes, dict[str, Any]]]) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        for _, alert in items:
-            pipe.set(delivered_key(alert["event_id"]), 1, ex=DELIVERED_TTL)
-        streams.ack_and_delete(pipe, self.stream, self.group, [entry_id for entry_id, _ in items])
-        pipe.execute()
+        """Breaker success, idempotency records and acknowledgement, in the gate call of the next step.
+
+        Until that call succeeds the alerts stay on record as unrecorded, so a Redis error here does not
+        forget them: the next gate (or close) records them rather than letting them be sent again."""
         DELIVERED.inc(len(items))
+        self._unrecorded = items
+        self._gate_ahead = self._gate()
 
     def _schedule_retries(self, items: list[tuple[bytes, dict[str, Any]]], result: Result) -> None:
-        max_retries = get_setting("moog_max_retries")
-        base, cap = get_setting("moog_retry_base_delay"), get_setting("moog_retry_max_delay")
+        max_retries = self.settings["moog_max_retries"]
+        base, cap = self.settings["moog_retry_base_delay"], self.settings["moog_retry_max_delay"]
         now = time.time()
         scheduled: list[tuple[float, bytes, bytes]] = []
         exhausted: list[tuple[bytes, dict[str, Any], Result]] = []
@@ -320,7 +473,7 @@ class Forwarder:
 
     def idle(self) -> bool:
         """Nothing held, nothing scheduled for retry, nothing unread or pending in the stream."""
-        if self._held is not None or self.retries.depth():
+        if self.holding or self.retries.depth():
             return False
         groups = {g["name"].decode(): g for g in self.client.xinfo_groups(self.stream)}
         pending = groups.get(self.group, {}).get("pending", 0)

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,10 +36,14 @@ from delivery.mock_moog_state import ControlError, Decision, MockState
 logger = logging.getLogger("mutt.mock_moog")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+# Request head limits, as http.server's own (http.client._MAXLINE, _MAXHEADERS).
+MAX_HEADER_LINE = 65536
+MAX_HEADERS = 100
 # A request held by the timeout fault is let go after this long even if its client never gives up.
 MAX_HOLD_SECONDS = 600.0
 RESERVED_PATHS = frozenset({"/control", "/health", "/errors"})
 _JSON = "application/json"
+_date_cache: tuple[int, str] = (0, "")  # (epoch second, its Date header): replaced whole, never mutated
 
 
 class _Server(ThreadingHTTPServer):
@@ -132,6 +137,19 @@ class MockMoog:
                 self._connections.discard(connection)
 
 
+class _Headers(dict[str, str]):
+    """Request headers by lower-case name (the first of a repeated header wins), found in any case."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a forwarder reuses its connections
     server_version = "mock_moog/1"
@@ -162,8 +180,81 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header, formatted once a second rather than for every answer."""
+        global _date_cache
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        second = int(time.time())
+        if _date_cache[0] != second:
+            _date_cache = (second, super().date_time_string(second))
+        return _date_cache[1]
+
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
+        if logger.isEnabledFor(logging.DEBUG):  # called for every answer: format nothing unless logged
+            logger.debug("%s %s", self.address_string(), format % args)
+
+    def parse_request(self) -> bool:
+        """The request line and headers, checked as http.server checks them, with a light header reader.
+
+        http.server hands the head to the email package's parser, which was half the mock's time per
+        request. HTTP/0.9 requests and folded header lines, which no client of ours sends, are refused
+        and ignored. On failure the error answer has been sent and False is returned.
+        """
+        self.command = None
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        if not self._parse_request_line():
+            return False
+        headers = self._read_headers()
+        if headers is None:
+            return False
+        self.headers = headers  # type: ignore[assignment]  # used through .get() only
+        connection = headers.get("connection", "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        if headers.get("expect", "").lower() == "100-continue" and self.request_version >= "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
+
+    def _parse_request_line(self) -> bool:
+        words = self.requestline.split()
+        if not words:
+            return False
+        number = _http_version(words[-1]) if len(words) >= 3 else (0, 9)
+        if number is None:
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({words[-1]!r})")
+            return False
+        if number >= (2, 0):
+            self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"Invalid HTTP version ({words[-1][5:]})")
+            return False
+        if len(words) >= 3:
+            self.request_version = words[-1]  # so that an error below is answered with a status line
+        if len(words) != 3:
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request syntax ({self.requestline!r})")
+            return False
+        self.command, path, self.request_version = words
+        self.close_connection = number < (1, 1)
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path  # as http.server: no "//host"
+        return True
+
+    def _read_headers(self) -> _Headers | None:
+        headers = _Headers()
+        for _ in range(MAX_HEADERS + 1):
+            line = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(line) > MAX_HEADER_LINE:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
+                return None
+            if line in (b"\r\n", b"\n", b""):
+                return headers
+            name, colon, value = str(line, "iso-8859-1").partition(":")
+            if colon:
+                headers.setdefault(name.strip().lower(), value.strip())
+        self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
+        return None
 
     # --- routing ------------------------------------------------------------------------------
 
@@ -346,6 +437,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # --- body and header helpers ----------------------------------------------------------------------
+
+
+def _http_version(version: str) -> tuple[int, int] | None:
+    """(major, minor) of ``HTTP/x.y`` as http.server reads it, or None when it is not one."""
+    if not version.startswith("HTTP/"):
+        return None
+    major, dot, minor = version[5:].partition(".")
+    if not dot or not (major.isdigit() and minor.isdigit()) or max(len(major), len(minor)) > 10:
+        return None
+    return int(major), int(minor)
 
 
 def _recognise(payload: Any) -> tuple[str, list[dict[str, Any]]]:

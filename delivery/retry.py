@@ -23,15 +23,21 @@ end
 return (#ARGV - 1) / 3
 """
 
-# KEYS: schedule zset, alert stream. ARGV: now (epoch s), max items.
-_RELEASE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', 'e', member)
-  redis.call('ZREM', KEYS[1], member)
+# release_due(schedule zset, alert stream, now epoch s, max items) -> how many went back. A Lua function
+# so that the forwarder's gate script (delivery/gate.py) releases due retries inside its one round trip.
+RELEASE_LUA = """
+local function release_due(schedule, stream, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', schedule, '-inf', now, 'LIMIT', 0, limit)
+  for _, member in ipairs(due) do
+    redis.call('XADD', stream, '*', 'e', member)
+    redis.call('ZREM', schedule, member)
+  end
+  return #due
 end
-return #due
 """
+
+# KEYS: schedule zset, alert stream. ARGV: now (epoch s), max items.
+_RELEASE_DUE = RELEASE_LUA + "return release_due(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))\n"
 
 
 def schedule_key(destination: str = "moog") -> str:

@@ -10,43 +10,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 
+from configcenter.runtime import get_setting
 from configcenter.secrets import reset_secrets
 from delivery.breaker import CLOSED, OPEN, CircuitBreaker
 from delivery.forwarder import Forwarder, delivered_key
-from delivery.mock_moog import MockMoog
 from delivery.retry import schedule_key
 from mutt_project import streams
+from tests.delivery.support import deliver_all, recorded
 from tests.support.events import make_alert, push_alerts
 from tests.support.waiting import apply_setting, wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def moog(clean_pipeline, redis_client):
-    redis_client.delete(schedule_key(), CircuitBreaker(redis_client).key)
-    for name in redis_client.scan_iter(match=f"{streams.alerts_stream().rsplit(':', 2)[0]}:delivered:*"):
-        redis_client.delete(name)
-    server = MockMoog().start()
-    apply_setting("moog_url", f"{server.url}/events")
-    apply_setting("moog_retry_base_delay", 0.01)
-    apply_setting("moog_retry_max_delay", 1)
-    yield server
-    server.close()
-    redis_client.delete(schedule_key(), CircuitBreaker(redis_client).key)
-
-
-def deliver_all(forwarder: Forwarder, timeout: float = 15.0) -> None:
-    def done() -> bool:
-        forwarder.step(block_ms=10)
-        return forwarder.idle()
-
-    assert wait_for(done, timeout=timeout, interval=0.005), "alerts left undelivered"
-
-
-def recorded(moog: MockMoog) -> list[dict]:
-    return [record["event"] for record in moog.events()]
 
 
 def test_webhook_format_maps_every_field(moog, redis_client):
@@ -216,7 +192,128 @@ def test_a_killed_forwarder_loses_nothing(moog, redis_client, child_env):
     delivered = Counter(e["event"]["custom_info"]["event_id"] for e in moog.events())
     assert set(delivered) == {a["event_id"] for a in alerts}, "nothing lost"
     # A request in flight when the process died may have been accepted before it could record
-    # the delivery; only that one batch can arrive twice, and Moogsoft folds it by signature.
+    # the delivery; only those batches (one per lane) can arrive twice, and Moogsoft folds them by signature.
     repeated = [event_id for event_id, count in delivered.items() if count > 1]
-    assert len(repeated) <= 10
+    assert len(repeated) <= 10 * get_setting("forwarder_concurrency")
     assert redis_client.xlen(streams.dlq_stream("moog")) == 0
+
+
+# --- the gate: one Redis call per request ------------------------------------------------------------
+
+
+def test_a_steady_stream_costs_one_redis_call_per_request(moog, redis_client, monkeypatch):
+    apply_setting("moog_batch_size", 1)
+    push_alerts(redis_client, [make_alert(signature=f"h:{i}:") for i in range(25)])
+    forwarder = Forwarder("f1")
+    # The first request reads its alert, the second checks the first batch read ahead: then it flows.
+    assert [forwarder.step(block_ms=10) for _ in range(2)] == [1, 1]
+    calls: list[str] = []
+
+    def counted(name: str, call):
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return call(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(redis.Redis, "execute_command", counted("command", redis.Redis.execute_command))
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counted("pipeline", redis.client.Pipeline.execute))
+    monkeypatch.setattr(forwarder.scripts, "_run", counted("script", forwarder.scripts._run))
+    assert sum(forwarder.step(block_ms=10) for _ in range(20)) == 20
+    assert calls.count("script") == 20
+    assert len(calls) <= 22, f"one call per request, plus at most a trim and a settings refresh: {calls}"
+
+
+def test_an_alert_read_ahead_but_delivered_meanwhile_is_acknowledged_not_sent(moog, redis_client):
+    apply_setting("moog_batch_size", 1)
+    alerts = [make_alert(signature=f"h:{i}:") for i in range(4)]
+    push_alerts(redis_client, alerts)
+    forwarder = Forwarder("f1")
+    assert [forwarder.step(block_ms=10) for _ in range(2)] == [1, 1]
+    assert forwarder.holding, "the third alert is in hand, the fourth read ahead"
+    redis_client.set(delivered_key(alerts[3]["event_id"]), 1)  # another forwarder delivered that event
+    deliver_all(forwarder)
+    assert [event["custom_info"]["event_id"] for event in recorded(moog)] == [a["event_id"] for a in alerts[:3]]
+    assert redis_client.xpending(streams.alerts_stream(), streams.FORWARDERS_GROUP)["pending"] == 0
+    assert redis_client.xlen(streams.alerts_stream()) == 0
+
+
+def test_the_gate_survives_redis_forgetting_its_scripts(moog, redis_client):
+    apply_setting("moog_batch_size", 1)
+    push_alerts(redis_client, [make_alert(signature=f"h:{i}:") for i in range(4)])
+    forwarder = Forwarder("f1")
+    assert [forwarder.step(block_ms=10) for _ in range(2)] == [1, 1]
+    redis_client.script_flush()  # as after a Redis restart
+    deliver_all(forwarder)
+    assert len(recorded(moog)) == 4
+
+
+def test_an_idle_forwarder_spends_no_rate_limit_tokens(moog, redis_client):
+    apply_setting("moog_batch_size", 1)
+    apply_setting("moog_rate_limit", 2)
+    apply_setting("moog_rate_period", 3600)
+    forwarder = Forwarder("f1")
+    for _ in range(5):
+        assert forwarder.step(block_ms=1) == 0
+    push_alerts(redis_client, [make_alert(signature="h:1:"), make_alert(signature="h:2:")])
+    deliver_all(forwarder, timeout=5)
+    assert len(recorded(moog)) == 2, "both tokens were still there"
+
+
+def test_alerts_in_hand_go_back_to_the_stream_when_the_forwarder_closes(moog, redis_client):
+    apply_setting("moog_batch_size", 1)
+    apply_setting("moog_rate_limit", 1)
+    apply_setting("moog_rate_period", 3600)
+    alerts = [make_alert(signature=f"h:{i}:") for i in range(3)]
+    push_alerts(redis_client, alerts)
+    forwarder = Forwarder("f1")
+    assert forwarder.step(block_ms=10) == 1
+    assert forwarder.step(block_ms=10) == 0, "no token left: the others wait in hand"
+    assert forwarder.holding
+    forwarder.close()
+    stream, group = streams.alerts_stream(), streams.FORWARDERS_GROUP
+    assert redis_client.xpending(stream, group)["pending"] == 0
+    assert redis_client.xlen(stream) == 2
+    assert [c["name"] for c in redis_client.xinfo_consumers(stream, group)] == [], "f1 left the group"
+    apply_setting("moog_rate_limit", 100)
+    redis_client.delete(forwarder.rate_limit.key)
+    deliver_all(Forwarder("f2"))
+    assert sorted(e["custom_info"]["event_id"] for e in recorded(moog)) == sorted(a["event_id"] for a in alerts)
+
+
+def test_alerts_read_ahead_go_back_too_when_the_forwarder_closes(moog, redis_client):
+    apply_setting("moog_batch_size", 1)
+    push_alerts(redis_client, [make_alert(signature=f"h:{i}:") for i in range(5)])
+    forwarder = Forwarder("f1")
+    assert forwarder.step(block_ms=10) == 1
+    assert forwarder.holding, "the gate after the delivery read the next alerts"
+    forwarder.close()
+    stream, group = streams.alerts_stream(), streams.FORWARDERS_GROUP
+    assert redis_client.xpending(stream, group)["pending"] == 0
+    assert redis_client.xlen(stream) == 4
+    assert [c["name"] for c in redis_client.xinfo_consumers(stream, group)] == []
+
+
+def test_a_delivery_whose_recording_failed_is_recorded_later_not_sent_again(moog, redis_client, monkeypatch):
+    apply_setting("moog_batch_size", 1)
+    alert = make_alert()
+    push_alerts(redis_client, [alert])
+    forwarder = Forwarder("f1")
+    gate = forwarder.scripts.gate
+
+    def connection_lost_while_recording(**kwargs):
+        if kwargs["delivered"]:
+            raise redis.ConnectionError("connection lost")
+        return gate(**kwargs)
+
+    monkeypatch.setattr(forwarder.scripts, "gate", connection_lost_while_recording)
+    with pytest.raises(redis.ConnectionError):
+        forwarder.step(block_ms=10)
+    assert len(recorded(moog)) == 1
+    assert not redis_client.exists(delivered_key(alert["event_id"]))
+    monkeypatch.undo()
+    forwarder.step(block_ms=10)
+    assert redis_client.exists(delivered_key(alert["event_id"]))
+    assert redis_client.xpending(streams.alerts_stream(), streams.FORWARDERS_GROUP)["pending"] == 0
+    deliver_all(forwarder)
+    assert len(recorded(moog)) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -321,6 +322,54 @@ def test_required_auth_accepts_the_key_in_any_scheme_and_records_only_the_scheme
     assert [e["auth"] for e in listing["events"]] == ["apiKey", "basic", "bearer"]
     assert "k-123" not in json.dumps(listing)
     assert client.get("/control")[1]["mode"]["require_auth"] is True
+
+
+def raw_exchange(mock: MockMoog, request: bytes) -> bytes:
+    """Send raw bytes on a new connection; everything the mock answers until it closes (or goes quiet)."""
+    with socket.create_connection(("127.0.0.1", mock.port), timeout=2) as sock:
+        sock.sendall(request)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            pass  # kept alive: the answer is complete
+    return answer
+
+
+def test_header_names_are_matched_in_any_case(client):
+    control(client, require_auth="k-123")
+    assert client.post("/events", [CLOUD_EVENT], headers={"APIKEY": "k-123"})[0] == 202
+    assert client.get("/events")[1]["events"][0]["auth"] == "apiKey"
+
+
+def test_a_malformed_request_line_or_version_is_refused(mock):
+    assert raw_exchange(mock, b"GET /a b HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    # Without a version it understands, http.server answers as to HTTP/0.9: the error page alone.
+    assert b"Error code: 400" in raw_exchange(mock, b"NONSENSE\r\n\r\n")
+    assert b"Error code: 400" in raw_exchange(mock, b"POST /events HTTP/x.y\r\n\r\n")
+    assert b"Error code: 505" in raw_exchange(mock, b"POST /events HTTP/2.0\r\n\r\n")
+    assert mock.events() == []
+
+
+def test_too_many_headers_are_refused(mock):
+    headers = b"".join(b"X-%d: 1\r\n" % n for n in range(101))
+    assert raw_exchange(mock, b"POST /events HTTP/1.1\r\n" + headers + b"\r\n").startswith(b"HTTP/1.1 431 ")
+
+
+def test_an_http_1_0_request_is_answered_then_the_connection_closed(mock):
+    body = orjson.dumps([CLOUD_EVENT])
+    answer = raw_exchange(mock, b"POST /events HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert answer.startswith(b"HTTP/1.1 202 ")
+    assert b"\r\nConnection: close\r\n" in answer
+    assert len(mock.events()) == 1
+
+
+def test_expect_100_continue_gets_continue_then_the_answer(mock):
+    body = orjson.dumps([CLOUD_EVENT])
+    head = b"POST /events HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    answer = raw_exchange(mock, head + body)
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 ")
 
 
 def test_unknown_resources_are_404(client):

@@ -1,6 +1,8 @@
 """``python manage.py run_forwarder``: deliver the alert stream to Moogsoft until SIGTERM.
 
-SIGTERM or SIGINT lets the request in hand finish and its outcome be recorded, then exits 0.
+``forwarder_concurrency`` lanes (see delivery/lanes.py) each keep one request in flight. SIGTERM or
+SIGINT lets the requests in hand finish and their outcomes be recorded, gives the alerts read but not
+sent back to the stream, then exits 0.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from delivery.forwarder import Forwarder
+from delivery.lanes import Lanes
 from mutt_project.worker import WorkerCommand
 
 DEPTH_REPORT_SECONDS = 5.0
@@ -25,25 +27,24 @@ class Command(WorkerCommand):
         parser.add_argument("--consumer", default=None, help="Consumer name in the group (default: host-random).")
 
     def setup(self, options: dict[str, Any]) -> None:
-        self.forwarder = Forwarder(options["consumer"])
+        self.lanes = Lanes(options["consumer"])
         self.last_report = 0.0
 
     def work(self) -> bool:
         now = time.monotonic()
         if now - self.last_report > DEPTH_REPORT_SECONDS:
-            self.forwarder.report_depths()
+            self.lanes.first.report_depths()
             self.last_report = now
-        return self.forwarder.step(block_ms=500) > 0
+        return self.lanes.step() > 0
 
     def rest(self) -> None:
         time.sleep(0.02)  # nothing to send now (breaker open, rate limited): poll again shortly
 
     def is_idle(self) -> bool:
-        return self.forwarder.idle()
+        return self.lanes.idle()
 
     def teardown(self) -> None:
-        from mutt_project import streams
-
-        streams.forget_consumer_if_done(
-            self.forwarder.client, self.forwarder.stream, self.forwarder.group, self.forwarder.consumer
-        )
+        # Every lane finishes its request in hand; alerts read ahead or waiting for the rate limit go back
+        # to the stream for the other forwarders, rather than waiting out forwarder_claim_idle_seconds as
+        # pending entries of a consumer that is gone.
+        self.lanes.close()

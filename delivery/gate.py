@@ -1,0 +1,221 @@
+"""The forwarder's Redis work between two requests, in one script call.
+
+A step used to make a round trip per concern (due retries, breaker, rate limit, read, idempotency,
+breaker outcome, acknowledgement, trim): eight per request, most of a one-alert request's time. The
+gate script does all of it atomically, in this order:
+
+1. finish the request just delivered (when there is one): the breaker records the success, every alert
+   gets its idempotency record, and the entries are acknowledged and deleted;
+2. due retries go back into the alert stream;
+3. the circuit breaker decides: go, the one half-open probe, or wait. While it says wait, nothing is
+   checked, read or taken;
+4. the alerts the forwarder holds are checked against their idempotency records; those already
+   delivered are acknowledged and deleted on the spot;
+5. up to the asked count of new entries is read (XREADGROUP without BLOCK: a script cannot block; the
+   forwarder blocks outside when the stream is empty). They are the next request's alerts: the next
+   gate checks them. Reading one batch ahead is what lets a steady stream cost one call per request;
+6. when there is something to send, one token of the shared rate limit is taken.
+
+The gate runs once per request, so its call is made on a connection the forwarder keeps (taken from the
+client's pool, given back on close) rather than through redis-py's command path, whose pool checkout,
+retry wrapper, observability hooks and reply callbacks cost about as much CPU as the call itself.
+
+``give_back`` returns held alerts to the stream (new entries, the old ones acknowledged and deleted in
+the same call), so a forwarder that stops leaves nothing pending for others to wait for.
+
+The Lua functions come from breaker.py, ratelimit.py and retry.py, so each rule exists once, and every
+key a script touches is passed in KEYS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from hiredis import pack_command
+from redis.commands.core import Script
+from redis.connection import AbstractConnection
+
+from delivery.breaker import ACQUIRE_LUA, CLOCK_LUA, RECORD_LUA
+from delivery.ratelimit import TAKE_LUA
+from delivery.retry import RELEASE_LUA
+
+# Most retries released per gate; more wait for the next one.
+RELEASE_LIMIT = 1000
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+# KEYS: breaker hash, rate-limit bucket, retry schedule, alert stream, then the idempotency keys of the
+# alerts just delivered, then those of the alerts held. ARGV: breaker timeout, rate limit, rate period,
+# now (epoch s, the clock of the retry schedule's scores), most retries to release, group, consumer,
+# count to read (0: read nothing), idempotency record TTL (s), how many alerts were just delivered, then
+# the entry ids in the order of their keys (ARGV[i + 6] is the entry of KEYS[i]).
+# Returns {decision, breaker state, retries released, rate-limit wait ("0": granted or nothing to send),
+# {held entry ids already delivered (now acknowledged and deleted)}, {entries read}, breaker state
+# before and after recording the delivery ("" when there was none)}.
+_GATE = (
+    CLOCK_LUA
+    + RECORD_LUA
+    + ACQUIRE_LUA
+    + TAKE_LUA
+    + RELEASE_LUA
+    + """
+local t = redis_now()
+local stream, group, delivered = KEYS[4], ARGV[6], tonumber(ARGV[10])
+local before, after = '', ''
+if delivered > 0 then
+  before, after = breaker_record(KEYS[1], true, 0, t)
+  for i = 5, 4 + delivered do
+    redis.call('SET', KEYS[i], 1, 'EX', ARGV[9])
+  end
+  redis.call('XACK', stream, group, unpack(ARGV, 11, 10 + delivered))
+  redis.call('XDEL', stream, unpack(ARGV, 11, 10 + delivered))
+end
+local released = release_due(KEYS[3], stream, ARGV[4], tonumber(ARGV[5]))
+local decision, state = breaker_acquire(KEYS[1], tonumber(ARGV[1]), t)
+if decision == 'wait' then return {decision, state, released, '0', {}, {}, before, after} end
+local done, sending = {}, 0
+for i = 5 + delivered, #KEYS do
+  local id = ARGV[i + 6]
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
+    done[#done + 1] = id
+  else
+    sending = sending + 1
+  end
+end
+local count = tonumber(ARGV[8])
+if decision == 'probe' then
+  -- the probe is one alert: read one only when none is in hand
+  if sending > 0 then count = 0 else count = math.min(count, 1) end
+end
+local entries = {}
+if count > 0 then
+  local reply = redis.call('XREADGROUP', 'GROUP', group, ARGV[7], 'COUNT', count, 'STREAMS', stream, '>')
+  if reply then entries = reply[1][2] end
+end
+local wait = '0'
+if sending + #entries > 0 then wait = bucket_take(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), 1, t) end
+return {decision, state, released, wait, done, entries, before, after}
+"""
+)
+
+# KEYS: alert stream. ARGV: group, then pairs (entry id, payload). Each payload is added again as a new
+# entry and the old entry acknowledged and deleted. Returns how many.
+_GIVE_BACK = """
+for i = 2, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+return (#ARGV - 1) / 2
+"""
+
+
+@dataclass(slots=True)
+class GateResult:
+    decision: str  # "go", "probe" or "wait"
+    state: str  # the breaker's state
+    released: int  # due retries put back into the stream
+    wait: float  # seconds to wait for the rate limit; 0.0 when granted or when there was nothing to send
+    done: frozenset[bytes]  # held entries already delivered: acknowledged and deleted by the gate
+    entries: list[Entry]  # entries read by the gate (their idempotency records are not checked yet)
+    recorded: tuple[str, str] | None  # breaker state before and after recording a delivery, if any
+
+
+class StepScripts:
+    """The gate and give-back scripts bound to one forwarder's keys, group and consumer name.
+
+    One thread uses an instance at a time (each forwarder lane has its own)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        breaker_key: str,
+        bucket_key: str,
+        schedule_key: str,
+        stream: str,
+        group: str,
+        consumer: str,
+    ) -> None:
+        self.breaker_key = breaker_key
+        self.bucket_key = bucket_key
+        self.schedule_key = schedule_key
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self._pool = client.connection_pool
+        self._connection: AbstractConnection | None = None
+        self._gate = client.register_script(_GATE)
+        self._give_back = client.register_script(_GIVE_BACK)
+
+    def gate(
+        self,
+        *,
+        timeout: float,
+        limit: int,
+        period: float,
+        now: float,
+        read: int,
+        held: Sequence[tuple[bytes, str]] = (),
+        delivered: Sequence[tuple[bytes, str]] = (),
+        ttl: int = 0,
+    ) -> GateResult:
+        """Finish ``delivered`` (2xx), then ask for the next request. ``held`` and ``delivered`` are
+        (entry id, idempotency key) pairs; ``ttl`` is the idempotency records' lifetime in seconds."""
+        pairs = [*delivered, *held]
+        keys = [self.breaker_key, self.bucket_key, self.schedule_key, self.stream, *(k for _, k in pairs)]
+        args = [timeout, limit, period, now, RELEASE_LIMIT, self.group, self.consumer, read, ttl, len(delivered)]
+        args += [entry_id for entry_id, _ in pairs]
+        decision, state, released, wait, done, entries, before, after = self._run(self._gate, keys, args)
+        return GateResult(
+            decision=decision.decode(),
+            state=state.decode(),
+            released=int(released),
+            wait=float(wait),
+            done=frozenset(done),
+            entries=[(entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in entries],
+            recorded=(before.decode(), after.decode()) if delivered else None,
+        )
+
+    def give_back(self, held: Sequence[tuple[bytes, bytes]]) -> int:
+        """Put (entry id, payload) back into the stream as new entries; the old ones are acknowledged."""
+        if not held:
+            return 0
+        args: list[Any] = [self.group]
+        for entry_id, payload in held:
+            args += [entry_id, payload]
+        return int(self._give_back(keys=[self.stream], args=args))
+
+    def close(self) -> None:
+        """Give the kept connection back to the client's pool."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._pool.release(connection)
+
+    def _run(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
+        """EVALSHA on the kept connection (loading the script once if Redis does not know it).
+
+        A connection error disconnects it (the next call reconnects) and is raised, as redis-py would
+        after its retries: a script that may have run is not run again here.
+        """
+        if self._connection is None:
+            self._connection = self._pool.get_connection()
+        connection = self._connection
+        command = [pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))]
+        try:
+            try:
+                connection.send_packed_command(command)
+                return connection.read_response()
+            except redis.exceptions.NoScriptError:  # Redis restarted or its scripts were flushed
+                connection.send_command("SCRIPT", "LOAD", script.script)
+                connection.read_response()
+                connection.send_packed_command(command)
+                return connection.read_response()
+        except (redis.ConnectionError, redis.TimeoutError):
+            connection.disconnect()
+            raise

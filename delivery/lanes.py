@@ -1,0 +1,110 @@
+"""Several forwarders in one process, so that ``forwarder_concurrency`` requests are in flight at once.
+
+With one alert per request a forwarder spends most of its time waiting for Moogsoft and Redis to
+answer; more forwarders in the consumer group fill those waits. Each lane is a complete
+:class:`~delivery.forwarder.Forwarder` with a consumer name of its own, so every shared rule holds
+exactly as it does between forwarder processes: the circuit breaker (one half-open probe among all
+lanes of all pods), the shared rate limit, the idempotency records and the takeover of a stalled
+consumer's alerts all live in Redis. What more lanes change is what a crash can repeat: each lane may
+have one request in flight whose delivery was not yet recorded.
+
+The first lane runs in the worker's own loop (``run_forwarder``); the others run in threads, started
+and stopped as ``forwarder_concurrency`` changes (read per use, like every runtime setting). A lane
+told to stop finishes the request in hand, gives the alerts it holds back to the stream and leaves the
+consumer group.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+
+import redis
+from django.db import close_old_connections, connections
+
+from configcenter.runtime import get_setting
+from delivery.forwarder import Forwarder
+
+logger = logging.getLogger("mutt.forwarder")
+
+BLOCK_MS = 500  # a lane's blocking read on an empty stream: also how long it may take to stop
+REST_SECONDS = 0.02  # after a step with nothing to send (breaker open, rate limited)
+ERROR_PAUSE_SECONDS = 1.0
+
+
+class Lanes:
+    """The worker's forwarder plus ``forwarder_concurrency - 1`` more in threads."""
+
+    def __init__(self, consumer: str | None = None, *, client: redis.Redis | None = None) -> None:
+        self.first = Forwarder(consumer, client=client)
+        self._client = client
+        self._numbers = itertools.count(2)  # never reused: a stopping lane may still hold its name
+        self._running: list[_Lane] = []
+        self._stopping: list[_Lane] = []
+
+    def step(self, block_ms: int = BLOCK_MS) -> int:
+        """Match the lanes to the setting, then one step of the first lane; returns what it finished."""
+        self.adjust()
+        return self.first.step(block_ms=block_ms)
+
+    def adjust(self) -> None:
+        """Start or stop lanes until ``forwarder_concurrency`` requests can be in flight."""
+        wanted = get_setting("forwarder_concurrency") - 1
+        while len(self._running) < wanted:
+            lane = _Lane(Forwarder(f"{self.first.consumer}.{next(self._numbers)}", client=self._client))
+            lane.start()
+            self._running.append(lane)
+        while len(self._running) > wanted:
+            lane = self._running.pop()
+            lane.stop.set()
+            self._stopping.append(lane)
+        self._stopping = [lane for lane in self._stopping if lane.is_alive()]
+
+    def idle(self) -> bool:
+        """No lane holds alerts, nothing is scheduled for retry, unread or pending (see Forwarder.idle).
+
+        An alert a lane is sending is still pending in the group, so the stream's state covers it."""
+        lanes = [*self._running, *self._stopping]
+        return not any(lane.forwarder.holding for lane in lanes) and self.first.idle()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop every lane (each finishes its request in hand and gives its alerts back), then the first."""
+        lanes, self._running = [*self._running, *self._stopping], []
+        self._stopping = []
+        for lane in lanes:
+            lane.stop.set()
+        for lane in lanes:
+            lane.join(timeout)
+            if lane.is_alive():
+                logger.warning("forwarder lane %s did not stop in time", lane.forwarder.consumer)
+        self.first.close()
+
+
+class _Lane(threading.Thread):
+    """One forwarder looping in its own thread until told to stop."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        super().__init__(name=f"forwarder-{forwarder.consumer}", daemon=True)
+        self.forwarder = forwarder
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    sent = self.forwarder.step(block_ms=BLOCK_MS)
+                except Exception:
+                    logger.exception("forwarder lane %s: a step failed; carrying on", self.forwarder.consumer)
+                    sent = 0
+                    self.stop.wait(ERROR_PAUSE_SECONDS)
+                finally:
+                    close_old_connections()  # as the worker loop does: no broken or stale connection kept
+                if not sent:
+                    self.stop.wait(REST_SECONDS)
+        finally:
+            try:
+                self.forwarder.close()
+            except redis.RedisError:
+                logger.warning("forwarder lane %s could not leave the group cleanly", self.forwarder.consumer)
+            connections.close_all()  # this thread's own database connections
