@@ -64,15 +64,12 @@ INGEST_STEPS = [
     ("  metrics", "prometheus_client/metrics.py", "inc"),
 ]
 FORWARDER_STEPS = [
-    ("release due retries (Redis)", "delivery/retry.py", "release_due"),
-    ("circuit breaker acquire (Redis)", "delivery/breaker.py", "acquire"),
-    ("read and idempotency check (Redis)", "delivery/forwarder.py", "_read"),
-    ("shared rate limit (Redis)", "delivery/ratelimit.py", "take"),
+    ("gate script: record, retries, breaker, read ahead, rate limit (Redis)", "delivery/forwarder.py", "_gate"),
+    ("  of which after a delivery (records it, reads the next)", "delivery/forwarder.py", "_mark_delivered"),
+    ("blocking read of an empty stream (Redis)", "delivery/forwarder.py", "_read_new"),
     ("build the Moogsoft request", "delivery/payloads.py", "build_request"),
-    ("HTTP POST to mock_moog", "urllib3/_request_methods.py", "request"),
-    ("circuit breaker record (Redis)", "delivery/breaker.py", "record"),
-    ("mark delivered and ack (Redis)", "delivery/forwarder.py", "_mark_delivered"),
-    ("trim acknowledged (Redis)", "mutt_project/streams.py", "trim_acknowledged"),
+    ("HTTP POST to mock_moog", "delivery/transport.py", "post"),
+    ("trim acknowledged (Redis)", "delivery/forwarder.py", "_trim"),
 ]
 
 
