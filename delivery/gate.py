@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from hiredis import pack_command
 from redis.commands.core import Script
 from redis.connection import AbstractConnection
 
 from delivery.breaker import ACQUIRE_LUA, CLOCK_LUA, RECORD_LUA
 from delivery.ratelimit import TAKE_LUA
 from delivery.retry import RELEASE_LUA
+from mutt_project.redis import evalsha_on
 
 # Most retries released per gate; more wait for the next one.
 RELEASE_LIMIT = 1000
@@ -206,16 +206,8 @@ class StepScripts:
         if self._connection is None:
             self._connection = self._pool.get_connection()
         connection = self._connection
-        command = [pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))]
         try:
-            try:
-                connection.send_packed_command(command)
-                return connection.read_response()
-            except redis.exceptions.NoScriptError:  # Redis restarted or its scripts were flushed
-                connection.send_command("SCRIPT", "LOAD", script.script)
-                connection.read_response()
-                connection.send_packed_command(command)
-                return connection.read_response()
+            return evalsha_on(connection, script.sha, script.script, keys, args)
         except (redis.ConnectionError, redis.TimeoutError):
             connection.disconnect()
             raise

@@ -30,7 +30,7 @@ import redis
 from redis.connection import AbstractConnection
 
 from mutt_project import streams
-from mutt_project.redis import key
+from mutt_project.redis import evalsha_on, key
 
 BACKPRESSURE_RETRY_AFTER = 2
 
@@ -131,9 +131,9 @@ def admit(client: redis.Redis, *, key_prefix: str, payloads: list[bytes], limits
     _ensure_group_once(client, stream)
     reply = _connections.run_script(
         client,
-        global_bucket(), key_bucket(key_prefix), stream,
-        limits.global_rate, limits.key_rate, limits.max_depth, streams.ALERTERS_GROUP, streams.PAYLOAD_FIELD,
-        *payloads,
+        [global_bucket(), key_bucket(key_prefix), stream],
+        [limits.global_rate, limits.key_rate, limits.max_depth, streams.ALERTERS_GROUP, streams.PAYLOAD_FIELD,
+         *payloads],
     )  # fmt: skip
     code = int(reply[0])
     if code == 0:
@@ -161,27 +161,17 @@ class _ScriptConnections:
         self._idle: list[AbstractConnection] = []
         self._pool: redis.ConnectionPool | None = None
 
-    def run_script(self, client: redis.Redis, *keys_and_args: Any) -> Any:
-        """EVALSHA of the admission script (three keys, then the arguments); loads it if Redis lacks it."""
+    def run_script(self, client: redis.Redis, keys: list[Any], args: list[Any]) -> Any:
+        """EVALSHA of the admission script; loads it if Redis lacks it."""
         pool = client.connection_pool
         connection = self._borrow(pool)
         try:
-            try:
-                return self._call(connection, "EVALSHA", _SCRIPT_SHA, 3, *keys_and_args)
-            except redis.exceptions.NoScriptError:
-                self._call(connection, "SCRIPT", "LOAD", _SCRIPT)
-                return self._call(connection, "EVALSHA", _SCRIPT_SHA, 3, *keys_and_args)
+            # As redis-py's client does: the connection's retry policy, disconnecting after each failure.
+            return connection.retry.call_with_retry(
+                lambda: evalsha_on(connection, _SCRIPT_SHA, _SCRIPT, keys, args), lambda _error: connection.disconnect()
+            )
         finally:
             self._give_back(pool, connection)
-
-    @staticmethod
-    def _call(connection: AbstractConnection, *command: Any) -> Any:
-        def round_trip() -> Any:
-            connection.send_command(*command)
-            return connection.read_response()
-
-        # As redis-py's client does: the connection's retry policy, disconnecting after each failure.
-        return connection.retry.call_with_retry(round_trip, lambda _error: connection.disconnect())
 
     def _borrow(self, pool: redis.ConnectionPool) -> AbstractConnection:
         with self._lock:

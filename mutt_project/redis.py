@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,6 +58,22 @@ def reset_clients() -> None:
         for client in _clients.values():
             client.close()
         _clients.clear()
+
+
+def evalsha_on(connection: Any, sha: str, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """EVALSHA on a connection the caller holds (outside redis-py's per-command path, for hot paths);
+    loads the script once if Redis does not know it (restarted, or its scripts flushed).
+
+    No retry here: the caller decides whether a script that may have run can run again.
+    """
+    try:
+        connection.send_command("EVALSHA", sha, len(keys), *keys, *args)
+        return connection.read_response()
+    except redis.exceptions.NoScriptError:
+        connection.send_command("SCRIPT", "LOAD", script)
+        connection.read_response()
+        connection.send_command("EVALSHA", sha, len(keys), *keys, *args)
+        return connection.read_response()
 
 
 # --- fork safety ----------------------------------------------------------------------------------
