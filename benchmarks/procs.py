@@ -212,3 +212,39 @@ class ForeignCpu:
         after = self._foreign()
         used = sum(max(0.0, seconds - self.before.get(pid, 0.0)) for pid, seconds in after.items())
         return round(used / max(time.monotonic() - self.started, 1e-6), 2)
+
+
+class BusyCores:
+    """Cores one worker process and the database and Redis servers kept busy over a window.
+
+    Tells whether a stage is bound by the worker's own CPU (near 1.0: one Python thread's worth) or by
+    waiting on the servers, which is what decides between cutting Python work and overlapping it.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.started = time.monotonic()
+        self.before = self._usage()
+
+    def _usage(self) -> dict[str, dict[int, float]]:
+        usage: dict[str, dict[int, float]] = {"worker": {}, "servers": {}}
+        for process in psutil.process_iter(["pid", "name"]):
+            pid, name = process.info["pid"], process.info["name"] or ""
+            side = "worker" if pid == self.pid else "servers" if name.startswith(ForeignCpu.SERVICES) else None
+            if side is None:
+                continue
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            usage[side][pid] = times.user + times.system
+        return usage
+
+    def cores(self) -> dict[str, float]:
+        """Average cores per side ("worker", "servers") since this object was made."""
+        after = self._usage()
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        return {
+            side: round(sum(max(0.0, s - self.before[side].get(pid, 0.0)) for pid, s in pids.items()) / elapsed, 2)
+            for side, pids in after.items()
+        }

@@ -44,12 +44,13 @@ AREAS: list[tuple[str, tuple[str, ...]]] = [
 # The named steps of each hot path: (label, file, function); their cumulative time as a share of the run.
 ALERTER_STEPS = [
     ("read a batch (XREADGROUP, reply parsing)", "rules/alerter.py", "_read_new"),
-    ("decode entries", "rules/alerter.py", "_decode"),
-    ("audit COPY, with the matching it streams", "rules/alerter.py", "_insert"),
+    ("audit COPY, with the decoding and matching it streams", "rules/alerter.py", "_insert"),
+    ("  decode entries", "rules/alerter.py", "decode"),
     ("  match and build rows and alerts", "rules/alerter.py", "_evaluate"),
+    ("  flood templates of unmatched events", "rules/flood.py", "template_of"),
     ("  rows in COPY text format", "rules/alerter.py", "copy_text"),
-    ("flood detection (templating, one Lua call)", "rules/alerter.py", "_detect_floods"),
-    ("publish alerts and ack (Lua)", "rules/alerter.py", "_publish_and_ack"),
+    ("send the finishing scripts (publish and ack, flood counts)", "rules/alerter.py", "_send_finish"),
+    ("read their replies, raise floods", "rules/alerter.py", "_collect"),
     ("trim and queue depths", "rules/alerter.py", "_trim"),
     ("load-shedding check", "rules/alerter.py", "_shedding"),
 ]
@@ -145,12 +146,13 @@ def profile_alerter(env: BenchEnv, events: int, rules: int = 1_000) -> dict[str,
     feed.install_rules(rules)
     env.reset_pipeline()
     feed.push(get_redis(), streams.ingest_stream(), feed.event_payloads(events))
-    alerter = Alerter("bench-profile")
+    alerter = Alerter("bench-profile", pipelined=True)  # as run_alerter runs it
     alerter.refresh_rules(force=True)
 
     def drain() -> None:
         while alerter.step(block_ms=0):
             pass
+        alerter.flush()
 
     profile, seconds = _profiled(drain)
     alerter.stop()

@@ -66,14 +66,89 @@ def evalsha_on(connection: Any, sha: str, script: str, keys: Sequence[Any], args
 
     No retry here: the caller decides whether a script that may have run can run again.
     """
+    connection.send_command("EVALSHA", sha, len(keys), *keys, *args)
+    return read_evalsha_reply(connection, sha, script, keys, args)
+
+
+def read_evalsha_reply(connection: Any, sha: str, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """The reply to an EVALSHA sent on ``connection``; if Redis did not know the script (so it did
+    not run), load it and run it again. The connection must have no other reply outstanding."""
     try:
-        connection.send_command("EVALSHA", sha, len(keys), *keys, *args)
         return connection.read_response()
     except redis.exceptions.NoScriptError:
         connection.send_command("SCRIPT", "LOAD", script)
         connection.read_response()
         connection.send_command("EVALSHA", sha, len(keys), *keys, *args)
         return connection.read_response()
+
+
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - hiredis is in requirements.txt
+    _pack_command = None
+
+
+def _packed(connection: Any, command: tuple[Any, ...]) -> list[bytes]:
+    """``command`` in the Redis protocol: hiredis packs str, bytes, int and float as redis-py does, without
+    redis-py's per-argument checks; anything else goes through redis-py (which says what it refuses)."""
+    if _pack_command is not None:
+        try:
+            return [_pack_command(command)]
+        except TypeError:
+            pass
+    return connection.pack_command(*command)
+
+
+class DeferredScript:
+    """A Lua script run on a connection of its own, its reply read later: ``send`` it, do other work
+    while Redis runs it, then take its ``result``. One call in flight at a time.
+
+    A connection error disconnects the connection (the next ``send`` opens a new one) and is raised,
+    with no retry: whether a script that may have run can run again is the caller's to decide.
+    """
+
+    def __init__(self, client: redis.Redis, script: str) -> None:
+        self._pool = client.connection_pool
+        self._script = client.register_script(script)
+        self._connection: Any = None
+        self._sent: tuple[Sequence[Any], Sequence[Any]] | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self._sent is not None
+
+    def send(self, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        if self._sent is not None:
+            raise RuntimeError("the previous call's result was not taken")
+        if self._connection is None:
+            self._connection = self._pool.get_connection()
+        command = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
+        try:
+            self._connection.send_packed_command(_packed(self._connection, command))
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._connection.disconnect()
+            raise
+        self._sent = (keys, args)
+
+    def result(self) -> Any:
+        if self._sent is None:
+            raise RuntimeError("nothing was sent")
+        (keys, args), self._sent = self._sent, None
+        try:
+            return read_evalsha_reply(self._connection, self._script.sha, self._script.script, keys, args)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._connection.disconnect()
+            raise
+
+    def close(self) -> None:
+        """Give the connection back to the pool (a call still in flight is left to finish in Redis)."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if self._sent is not None:
+            self._sent = None
+            connection.disconnect()  # its reply would be read by whoever takes the connection next
+        self._pool.release(connection)
 
 
 # --- fork safety ----------------------------------------------------------------------------------

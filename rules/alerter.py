@@ -15,6 +15,11 @@
    the batch, so neither a crash nor a takeover can duplicate an alert;
 5. count unmatched events per host and template for the flood detector (one Lua call).
 
+Steps 4 and 5 are Redis's work. ``run_alerter`` pipelines them: they are sent when the next batch
+starts and read once it is audited, so Redis runs them while this process matches; a batch is
+finished at once when no other follows. A Redis error there is logged and counted: the entries stay
+pending and are redone after the claim timeout, which changes nothing already done.
+
 If the database is down nothing is acknowledged: the batch is kept and retried with backoff, and its
 entries' idle time is refreshed so other alerters do not take them over while this one lives.
 """
@@ -38,7 +43,7 @@ from psycopg2.extras import execute_values
 
 from configcenter.runtime import get_setting
 from mutt_project import streams
-from mutt_project.redis import get_redis, key
+from mutt_project.redis import DeferredScript, get_redis, key
 from rules import flood, metrics
 from rules.engine import RuleSet
 from rules.partitions import ensure_partitions
@@ -83,8 +88,11 @@ if n > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local added = 0
 for i = 0, n - 1 do
-  if redis.call('HSETNX', KEYS[3], ARGV[5 + i * 2], '1') == 1 then
+  -- mark the event id only once its alert is added: a script that fails halfway (an XADD refused)
+  -- leaves no mark behind that would skip the alert when the batch is redone
+  if redis.call('HEXISTS', KEYS[3], ARGV[5 + i * 2]) == 0 then
     redis.call('XADD', KEYS[1], '*', 'e', ARGV[6 + i * 2])
+    redis.call('HSET', KEYS[3], ARGV[5 + i * 2], '1')
     added = added + 1
   end
 end
@@ -111,7 +119,17 @@ def copy_text(rows: list[tuple[Any, ...]]) -> bytes:
     lines = []
     for row in rows:
         try:
-            line = "\t".join([value if value.__class__ is str else _copy_value(value) for value in row])
+            line = "\t".join(
+                [
+                    value if value.__class__ is str
+                    else "\\N" if value is None
+                    else "t" if value is True
+                    else "f" if value is False
+                    else str(value) if value.__class__ is int
+                    else _copy_value(value)
+                    for value in row
+                ]
+            )  # fmt: skip
         except TypeError:
             line = None
         # Clean: the only backslashes are the NULL markers, and the only tabs the separators.
@@ -154,7 +172,7 @@ def dedup_key(received_at: str) -> str:
 
 @dataclass
 class Outcome:
-    """What one batch did (returned by ``process`` for tests and metrics)."""
+    """What one batch did (for the metrics)."""
 
     entries: int = 0
     audited: int = 0
@@ -172,6 +190,28 @@ class _Decoded:
 
 
 @dataclass
+class _Settled:
+    """A batch whose audit rows are committed; what is left is Redis work (see ``Alerter._send_finish``)."""
+
+    outcome: Outcome
+    alerts: list[tuple[str, str, bytes]]  # (dedup bucket, event id, alert payload)
+    ack_ids: list[bytes]
+    poison: list[tuple[bytes, bytes, str, str]]
+    unmatched: list[tuple[str, str, str]]  # (hostname, template, message) of events no rule explains
+    started: float  # when the batch's work began (perf_counter)
+
+
+@dataclass
+class _Finishing:
+    """A settled batch whose finishing scripts are sent; ``Alerter._collect`` reads their replies."""
+
+    settled: _Settled
+    alerts: int = 0  # added by calls already answered
+    counting: flood.Counting | None = None
+    failed: Exception | None = None
+
+
+@dataclass
 class _Batch:
     entries: list[tuple[bytes, dict[bytes, bytes]]]
     claimed: bool = False  # taken over from another alerter: check delivery counts
@@ -181,47 +221,62 @@ class _Batch:
 
 
 class _EvaluatedRows:
-    """The batch's audit rows as a file COPY reads: each ``read`` evaluates the next few events.
+    """The batch's audit rows as a file COPY reads: each ``read`` decodes and evaluates the next few
+    entries.
 
-    So PostgreSQL inserts one chunk of rows while this process matches the next, and the batch costs
-    about the larger of the two rather than their sum. Events that fail to evaluate are kept aside as
-    poison; ``finish`` evaluates whatever a failed COPY did not ask for.
+    So PostgreSQL inserts one chunk of rows while this process decodes, matches and templates the
+    next, and the batch costs about the larger of the two rather than their sum. Entries that fail to
+    decode or evaluate are kept aside as poison; ``finish`` evaluates whatever a failed COPY did not
+    ask for.
     """
 
     CHUNK = 32
 
-    def __init__(self, evaluate: Any, decoded: list[_Decoded]) -> None:
+    def __init__(self, decode: Any, evaluate: Any, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        self._decode = decode
         self._evaluate = evaluate
-        self._decoded = decoded
+        self._entries = entries
         self._next = 0
-        self.evaluated: list[tuple[_Decoded, tuple[Any, ...], dict[str, Any] | None]] = []
+        # (event, audit row, alert payload or None, flood template of an unhandled event or None)
+        self.evaluated: list[tuple[_Decoded, tuple[Any, ...], bytes | None, str | None]] = []
         self.poison: list[tuple[bytes, bytes, str, str]] = []
 
     @property
     def pending(self) -> bool:
-        return self._next < len(self._decoded)
+        return self._next < len(self._entries)
 
     def read(self, size: int = -1) -> bytes:
         rows: list[tuple[Any, ...]] = []
-        while len(rows) < self.CHUNK and self._next < len(self._decoded):
-            item = self._decoded[self._next]
+        entries = self._entries
+        # An empty read ends the COPY: keep going past chunks that were all poison.
+        while len(rows) < self.CHUNK and self._next < len(entries):
+            entry_id, fields = entries[self._next]
             self._next += 1
+            item = self._decode(entry_id, fields)
+            if item.__class__ is tuple:
+                self.poison.append(item)
+                continue
             try:
-                row, alert = self._evaluate(item)
+                row, alert, template = self._evaluate(item)
             except Exception as exc:
                 self.poison.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
                 continue
-            self.evaluated.append((item, row, alert))
+            self.evaluated.append((item, row, alert, template))
             rows.append(row)
         return copy_text(rows) if rows else b""
 
     def finish(self) -> None:
-        while self.read():
-            pass
+        while self.pending:
+            self.read()
 
 
 class Alerter:
-    def __init__(self, consumer: str | None = None, *, client: redis.Redis | None = None) -> None:
+    def __init__(
+        self, consumer: str | None = None, *, client: redis.Redis | None = None, pipelined: bool = False
+    ) -> None:
+        """``pipelined``: a batch's Redis work (alerts, acknowledgement, flood counts) is sent when the
+        next batch starts and runs in Redis while that one is matched and audited (``run_alerter``
+        does this). Otherwise each step finishes its batch. ``flush`` or ``stop`` finish what is left."""
         self.consumer = consumer or f"{socket.gethostname()}-{threading.get_native_id()}-{uuid.uuid4().hex[:6]}"
         self.client = client or get_redis()
         self.stream = streams.ingest_stream()
@@ -233,6 +288,13 @@ class Alerter:
         self.rules_loaded = False  # nothing is matched before the first snapshot loads
         self._publish = self.client.register_script(_PUBLISH_AND_ACK)
         self._held: _Batch | None = None  # a batch the database refused, kept for retry
+        self.pipelined = pipelined
+        # Pipelined mode: an audited (committed) batch whose Redis work is not sent yet.
+        self._unfinished: _Settled | None = None
+        # The two scripts that finish a batch, each on a connection of its own so their replies can be
+        # read after other work (the main client's pool is used meanwhile).
+        self._publish_later = DeferredScript(self.client, _PUBLISH_AND_ACK)
+        self._count_later = DeferredScript(self.client, flood.RECORD_SCRIPT)
         self._last_claim = 0.0
         self._trimmed_at = 0.0
         self._partitions_checked = time.monotonic()
@@ -249,7 +311,11 @@ class Alerter:
         self._listener.start()
 
     def stop(self) -> None:
-        """Stop the listener; leave the group if nothing is pending for us (no dead consumers pile up)."""
+        """Finish the batches in hand, stop the listener, and leave the group if nothing is pending for us
+        (no dead consumers pile up)."""
+        self.flush()
+        self._publish_later.close()
+        self._count_later.close()
         self._stop.set()
         streams.forget_consumer_if_done(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer)
 
@@ -306,6 +372,17 @@ class Alerter:
         logger.info("rule snapshot loaded", extra={"rules": ruleset.rule_count, "version": ruleset.version})
         return True
 
+    def flush(self) -> None:
+        """Pipelined mode: alert and acknowledge the audited batch still in hand, now."""
+        settled, self._unfinished = self._unfinished, None
+        if settled is not None:
+            self._collect(self._send_finish(settled))
+
+    @property
+    def idle(self) -> bool:
+        """Nothing held for retry, and no audited batch in hand."""
+        return self._held is None and self._unfinished is None
+
     # --- the step -----------------------------------------------------------------------------
 
     def step(self, block_ms: int | None = None) -> int:
@@ -319,12 +396,17 @@ class Alerter:
         if self._held is not None:
             return self._retry_held()
         if self._shedding():
+            self.flush()
             return 0
         claimed = self._claim_abandoned()
         if claimed:
             return self._run(_Batch(claimed, claimed=True))
-        entries = self._read_new(block_ms)
-        return self._run(_Batch(entries)) if entries else 0
+        # With a batch in hand, look without waiting: if nothing is there, finish it before blocking.
+        entries = self._read_new(0 if self._unfinished is not None else block_ms)
+        if not entries:
+            self.flush()
+            return 0
+        return self._run(_Batch(entries))
 
     def _read_new(self, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
         # block_ms 0 means "do not wait" here; Redis's BLOCK 0 would mean "wait for ever".
@@ -352,13 +434,30 @@ class Alerter:
         return claimed
 
     def _run(self, batch: _Batch) -> int:
+        """Audit the batch, then alert and acknowledge it (pipelined: when the next batch runs).
+
+        A database outage keeps the batch for a retry (nothing of it is acknowledged). A row the
+        database refuses (bad data) goes to the DLQ alone; its neighbours are audited. The previous
+        batch's finishing scripts run in Redis while this one is matched and audited, and their replies
+        are read once it is committed.
+        """
         started = time.perf_counter()
+        unfinished, self._unfinished = self._unfinished, None
+        finishing = self._send_finish(unfinished) if unfinished is not None else None
+        rows = self._rows(batch)
         try:
-            outcome = self.process(batch)
+            evaluated, refused = self._insert(rows)
         except (OperationalError, InterfaceError, DatabaseError) as exc:
             return self._hold(batch, exc)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        return outcome.entries
+        finally:
+            if finishing is not None:
+                self._collect(finishing)
+        settled = self._settled(batch, rows, evaluated, refused, started)
+        if self.pipelined:
+            self._unfinished = settled
+        else:
+            self._collect(self._send_finish(settled))
+        return len(batch.entries)
 
     def _hold(self, batch: _Batch, exc: Exception) -> int:
         batch.attempts += 1
@@ -390,42 +489,98 @@ class Alerter:
 
     # --- processing ---------------------------------------------------------------------------
 
-    def process(self, batch: _Batch) -> Outcome:
-        """Audit, alert and acknowledge one batch.
+    def _rows(self, batch: _Batch) -> _EvaluatedRows:
+        decode = self._decoder(batch.entries, check_deliveries=batch.claimed)
+        return _EvaluatedRows(decode, self._evaluate, batch.entries)
 
-        Raises OperationalError/InterfaceError when the database is unreachable (the caller keeps the
-        batch). A row the database refuses (bad data) goes to the DLQ alone; its neighbours are audited.
-        """
-        outcome = Outcome(entries=len(batch.entries))
-        decoded, poison = self._decode(batch.entries, check_deliveries=batch.claimed)
-        rows = _EvaluatedRows(self._evaluate, decoded)
-        evaluated, refused = self._insert(rows)
-        poison += rows.poison + refused
+    def _settled(
+        self,
+        batch: _Batch,
+        rows: _EvaluatedRows,
+        evaluated: list[Any],
+        refused: list[tuple[bytes, bytes, str, str]],
+        started: float,
+    ) -> _Settled:
+        """An audited batch's Redis work: its alerts, flood counts, poison and acknowledgements."""
+        poison = rows.poison + refused
         buckets: dict[str, str] = {}  # received hour -> dedup hash (a batch rarely spans two hours)
         alerts = []
-        for item, _, alert in evaluated:
+        unmatched = []
+        for item, _, alert, template in evaluated:
+            event = item.event
             if alert is not None:
-                received = item.event["received_at"]
+                received = event["received_at"]
                 bucket = buckets.get(received[:13]) or buckets.setdefault(received[:13], dedup_key(received))
-                alerts.append((bucket, item.event["event_id"], orjson.dumps(alert)))
-        unmatched = [
-            (item.event["hostname"], item.event.get("message") or "")
-            for item, row, alert in evaluated
-            if alert is None and row[6] == "unhandled"
-        ]
-        self._dead_letter(poison)
-        refused_ids = {p[0] for p in refused}
-        ack_ids = [item.entry_id for item in decoded if item.entry_id not in refused_ids]
-        outcome.alerts = self._publish_and_ack(alerts, ack_ids + [entry_id for entry_id, *_ in poison])
-        outcome.audited = len(evaluated)
-        outcome.dead_lettered = len(poison)
-        outcome.unmatched = len(unmatched)
-        outcome.floods = self._detect_floods(unmatched)
+                alerts.append((bucket, event["event_id"], alert))
+            elif template is not None:
+                unmatched.append((event["hostname"], template, event.get("message") or ""))
+        # Every entry is acknowledged: audited, or dead-lettered before the acknowledgement is sent.
+        ack_ids = [entry_id for entry_id, _ in batch.entries]
+        outcome = Outcome(entries=len(batch.entries), audited=len(evaluated), dead_lettered=len(poison))
+        return _Settled(outcome, alerts, ack_ids, poison, unmatched, started)
+
+    def _send_finish(self, settled: _Settled) -> _Finishing:
+        """The Redis half, sent: dead-letter the poison, then send the script that adds the alerts and
+        acknowledges the batch, and the flood-counting script; ``_collect`` reads what they did.
+
+        A Redis error is logged and counted, not raised: the batch's entries stay pending, and whoever
+        takes them over after the claim timeout redoes them, which changes nothing already done.
+        """
+        finishing = _Finishing(settled)
+        try:
+            self._dead_letter(settled.poison)
+            calls = self._publish_calls(settled.alerts, settled.ack_ids)
+            for keys, args in calls[:-1]:  # another hour's alerts: rare (a batch across an hour's turn)
+                finishing.alerts += int(self._publish(keys=keys, args=args))
+            if calls:
+                self._publish_later.send(*calls[-1])
+            finishing.counting = flood.Counting.of(
+                settled.unmatched,
+                threshold=get_setting("unhandled_threshold"),
+                window_seconds=int(get_setting("unhandled_window_seconds")),
+            )
+            if finishing.counting is not None:
+                self._count_later.send(finishing.counting.keys, finishing.counting.args)
+        except redis.RedisError as exc:
+            finishing.failed = exc
+        return finishing
+
+    def _collect(self, finishing: _Finishing) -> Outcome:
+        """Read what the finishing scripts did, raise the floods they found, record the batch."""
+        outcome = finishing.settled.outcome
+        failure = finishing.failed
+        try:
+            if self._publish_later.in_flight:
+                finishing.alerts += int(self._publish_later.result())
+        except redis.RedisError as exc:
+            failure = failure or exc
+        floods: list[flood.Flood] = []
+        try:
+            if self._count_later.in_flight and finishing.counting is not None:
+                floods = finishing.counting.floods(self._count_later.result())
+        except redis.RedisError as exc:
+            failure = failure or exc
+        outcome.alerts = finishing.alerts
+        outcome.unmatched = len(finishing.settled.unmatched)
+        if failure is not None:
+            metrics.FINISH_FAILURES.inc()
+            logger.error(
+                "could not alert and acknowledge %d audited entries (%s); they stay pending and are redone "
+                "after the claim timeout",
+                len(finishing.settled.ack_ids),
+                failure,
+            )
+            return outcome
+        try:
+            outcome.floods = self._raise_floods(floods)
+        except redis.RedisError as exc:
+            logger.error("could not raise %d flood meta-alerts (%s); later batches propose them", len(floods), exc)
         self._trim()
         metrics.EVENTS.labels("audited").inc(outcome.audited)
         metrics.EVENTS.labels("alerted").inc(outcome.alerts)
         metrics.EVENTS.labels("unmatched").inc(outcome.unmatched)
         metrics.EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - finishing.settled.started)
         return outcome
 
     def _insert(self, rows: _EvaluatedRows) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
@@ -457,7 +612,7 @@ class Alerter:
             return [], []
         try:
             with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
-                values = [row for _, row, _ in evaluated]
+                values = [row for _, row, *_ in evaluated]
                 execute_values(cursor.cursor, _INSERT_SQL, values, template=_INSERT_TEMPLATE, page_size=len(values))
             return evaluated, []
         except (OperationalError, InterfaceError):
@@ -470,7 +625,7 @@ class Alerter:
         kept, refused = [], []
         with transaction.atomic():
             for entry in evaluated:
-                item, row, _ = entry
+                item, row, *_ = entry
                 try:
                     with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
                         execute_values(cursor.cursor, _INSERT_SQL, [row], template=_INSERT_TEMPLATE)
@@ -481,32 +636,34 @@ class Alerter:
                     refused.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
         return kept, refused
 
-    def _decode(
-        self, entries: list[tuple[bytes, dict[bytes, bytes]]], *, check_deliveries: bool
-    ) -> tuple[list[_Decoded], list[tuple[bytes, bytes, str, str]]]:
-        """Split entries into events to process and poison (entry id, raw payload, reason, error)."""
-        decoded: list[_Decoded] = []
-        poison: list[tuple[bytes, bytes, str, str]] = []
+    def _decoder(self, entries: list[tuple[bytes, dict[bytes, bytes]]], *, check_deliveries: bool) -> Any:
+        """A function from one entry to its event, or to its poison (entry id, raw payload, reason, error)."""
         counts = self._delivery_counts(entries) if check_deliveries else {}
         limit = get_setting("alerter_max_deliveries")
-        for entry_id, fields in entries:
+        required = ("event_id", "hostname", "received_at", "timestamp")
+
+        def decode(entry_id: bytes, fields: dict[bytes, bytes]) -> _Decoded | tuple[bytes, bytes, str, str]:
             try:
                 event = streams.decode(fields)
-                for required in ("event_id", "hostname", "received_at", "timestamp"):
-                    if not event.get(required):
-                        raise ValueError(f"event has no {required}")
+                if not (
+                    event.get("event_id")
+                    and event.get("hostname")
+                    and event.get("received_at")
+                    and event.get("timestamp")
+                ):
+                    missing = next(name for name in required if not event.get(name))
+                    raise ValueError(f"event has no {missing}")
             except (ValueError, orjson.JSONDecodeError) as exc:
                 raw = fields.get(streams.PAYLOAD_FIELD) or orjson.dumps(
                     {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
                 )
-                poison.append((entry_id, raw, "malformed", str(exc)))
-                continue
-            if counts.get(entry_id, 1) > limit:
-                raw = fields[streams.PAYLOAD_FIELD]
-                poison.append((entry_id, raw, "max_deliveries", f"delivered {counts[entry_id]} times"))
-                continue
-            decoded.append(_Decoded(entry_id, event, fields[streams.PAYLOAD_FIELD]))
-        return decoded, poison
+                return (entry_id, raw, "malformed", str(exc))
+            if counts and counts.get(entry_id, 1) > limit:
+                why = f"delivered {counts[entry_id]} times"
+                return (entry_id, fields[streams.PAYLOAD_FIELD], "max_deliveries", why)
+            return _Decoded(entry_id, event, fields[streams.PAYLOAD_FIELD])
+
+        return decode
 
     def _delivery_counts(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> dict[bytes, int]:
         if not entries:
@@ -517,63 +674,73 @@ class Alerter:
         )  # fmt: skip
         return {row["message_id"]: int(row["times_delivered"]) for row in rows}
 
-    def _evaluate(self, item: _Decoded) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+    def _evaluate(self, item: _Decoded) -> tuple[tuple[Any, ...], bytes | None, str | None]:
+        """One event's audit row, its alert payload if it alerts, and its flood template if no rule
+        explains it."""
         event = item.event
-        result = self.ruleset.match(
-            event["hostname"],
-            event.get("message") or "",
-            trap_oid=event.get("trap_oid") or None,
-            syslog_severity=event.get("syslog_severity"),
-        )
+        get = event.get
+        hostname = event["hostname"]
+        message = get("message") or ""
+        trap_oid = get("trap_oid") or ""
+        syslog_severity = get("syslog_severity")
+        result = self.ruleset.match(hostname, message, trap_oid or None, syslog_severity)
         rule = result.rule
-        severity = (rule.severity if rule else "") or _SEVERITY_FROM_SYSLOG.get(event.get("syslog_severity"), "")
-        alerting = result.handling in ALERTING
+        handling = result.handling
+        source_type = get("source_type") or ""
+        correlation_id = get("correlation_id") or ""
+        alerting = handling in ALERTING
+        severity = (rule.severity if rule else "") or _SEVERITY_FROM_SYSLOG.get(syslog_severity, "")
         row = (
-            event["event_id"], event["timestamp"], event["received_at"], event["hostname"], result.environment,
-            rule.id if rule else None, result.handling, result.team, alerting, severity if rule else "",
-            event.get("syslog_severity"), event.get("message") or "", event.get("trap_oid") or "",
-            (event.get("source_type") or "")[:50], (event.get("correlation_id") or "")[:128], item.raw.decode(),
+            event["event_id"], event["timestamp"], event["received_at"], hostname, result.environment,
+            rule.id if rule else None, handling, result.team, alerting, severity if rule else "",
+            syslog_severity, message, trap_oid, source_type[:50], correlation_id[:128], item.raw.decode(),
         )  # fmt: skip
         if not alerting:
-            return row, None
+            return row, None, flood.template_of(message) if handling == "unhandled" else None
         alert = {
             "kind": "rule",
             "event_id": event["event_id"],
-            "correlation_id": event.get("correlation_id") or "",
-            "hostname": event["hostname"],
+            "correlation_id": correlation_id,
+            "hostname": hostname,
             "rule_id": rule.id if rule else None,
             "team": result.team,
             "severity": severity or "indeterminate",
-            "handling": result.handling,
+            "handling": handling,
             "environment": result.environment,
-            "description": (event.get("message") or rule.description)[:2000],
+            "description": (message or (rule.description if rule else ""))[:2000],
             "event_time": event["timestamp"],
-            "trap_oid": event.get("trap_oid") or "",
-            "source_type": event.get("source_type") or "",
-            "signature": f"{event['hostname']}:{rule.id if rule else '-'}:{event.get('trap_oid') or ''}",
+            "trap_oid": trap_oid,
+            "source_type": source_type,
+            "signature": f"{hostname}:{rule.id if rule else '-'}:{trap_oid}",
         }
-        return row, alert
+        return row, orjson.dumps(alert), None
 
     def _publish_and_ack(self, alerts: list[tuple[str, str, bytes]], ack_ids: list[bytes]) -> int:
         """Add alerts not added before and acknowledge entries, atomically per dedup bucket."""
+        return sum(int(self._publish(keys=keys, args=args)) for keys, args in self._publish_calls(alerts, ack_ids))
+
+    def _publish_calls(
+        self, alerts: list[tuple[str, str, bytes]], ack_ids: list[bytes]
+    ) -> list[tuple[list[Any], list[Any]]]:
+        """The publish script's (keys, args) per dedup bucket (the events of a batch almost always share
+        the hour); the acknowledgements ride with the last call, so they happen only once every alert is
+        added."""
         if not alerts and not ack_ids:
-            return 0
-        # One call per dedup bucket (the events of a batch almost always share the hour); the
-        # acknowledgements ride with the last call, so they happen only once every alert is added.
+            return []
         buckets: dict[str, list[tuple[str, bytes]]] = {}
         for bucket, event_id, payload in alerts:
             buckets.setdefault(bucket, []).append((event_id, payload))
         if not buckets:
             buckets[dedup_key(datetime.now(UTC).isoformat())] = []
-        added = 0
+        calls = []
         for index, (bucket, items) in enumerate(buckets.items()):
             args: list[Any] = [streams.ALERTERS_GROUP, DEDUP_TTL_SECONDS, len(items), streams.FORWARDERS_GROUP]
             for event_id, payload in items:
                 args += [event_id, payload]
             if index == len(buckets) - 1:
                 args += ack_ids
-            added += int(self._publish(keys=[self.alerts, self.stream, bucket], args=args))
-        return added
+            calls.append(([self.alerts, self.stream, bucket], args))
+        return calls
 
     def _dead_letter(self, poison: list[tuple[bytes, bytes, str, str]]) -> None:
         """Record each entry in the alerter DLQ with reason, error and the original payload."""
@@ -596,13 +763,7 @@ class Alerter:
         pipe.execute()
         logger.warning("moved %d entries to the alerter DLQ", len(poison), extra={"reasons": [p[2] for p in poison]})
 
-    def _detect_floods(self, unmatched: list[tuple[str, str]]) -> int:
-        floods = flood.record_unmatched(
-            self.client,
-            unmatched,
-            threshold=get_setting("unhandled_threshold"),
-            window_seconds=int(get_setting("unhandled_window_seconds")),
-        )
+    def _raise_floods(self, floods: list[flood.Flood]) -> int:
         now = datetime.now(UTC).isoformat()
         raised = 0
         for detected in floods:

@@ -98,7 +98,7 @@ def window_start(now: float, window_seconds: int) -> int:
 # Returns, per host at or over the threshold whose meta-alert is not in the dedup bucket yet:
 # host index (1-based), total, then its whole templates hash flattened; once the meta-alert is added,
 # later batches of that window only count.
-_RECORD = """
+RECORD_SCRIPT = """
 local ttl, threshold = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 local a = 3
@@ -150,35 +150,61 @@ def record_unmatched(
     alerter that dies between counting and sending leaves the proposal to the next batch, and a host
     already alerted on costs nothing more than its counters.
     """
-    if not unmatched:
+    templated = [(hostname, template_of(message), message) for hostname, message in unmatched]
+    counting = Counting.of(templated, threshold=threshold, window_seconds=window_seconds, now=now)
+    if counting is None:
         return []
-    now = time.time() if now is None else now
-    start = window_start(now, window_seconds)
-    per_host: dict[str, Counter[str]] = {}
-    samples: dict[str, str] = {}
-    for hostname, message in unmatched:
-        per_host.setdefault(hostname, Counter())[template_of(message)] += 1
-        samples.setdefault(hostname, message[:500])
+    return counting.floods(client.register_script(RECORD_SCRIPT)(keys=counting.keys, args=counting.args))
 
-    hosts = list(per_host)
-    keys = [dedup_bucket(start)]
-    args: list[Any] = [window_seconds * 2, threshold]
-    prefix = key("flood", start)
-    ids = _window_alert_ids(start)
-    for hostname in hosts:
-        templates = per_host[hostname]
-        keys += [f"{prefix}:{hostname}:templates", f"{prefix}:{hostname}:total"]
-        alert_id = ids.get(hostname) or ids.setdefault(hostname, _alert_id(hostname, start))
-        args += [alert_id, len(templates)]
-        for template, count in templates.items():
-            args += [template, count]
-    floods = []
-    for index, total, flat in client.register_script(_RECORD)(keys=keys, args=args):
-        hostname = hosts[int(index) - 1]
-        counts = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_TEMPLATES]
-        floods.append(Flood(hostname, start, window_seconds, int(total), top, samples[hostname]))
-    return floods
+
+@dataclass
+class Counting:
+    """One batch's unmatched events as the counting script's keys and arguments, so the caller may run
+    the script now or send it and read its reply later."""
+
+    start: int
+    window_seconds: int
+    hosts: list[str]
+    samples: dict[str, str]
+    keys: list[str]
+    args: list[Any]
+
+    @classmethod
+    def of(
+        cls, unmatched: list[tuple[str, str, str]], *, threshold: int, window_seconds: int, now: float | None = None
+    ) -> Counting | None:
+        """From (hostname, template, message) triples (see ``template_of``)."""
+        if not unmatched:
+            return None
+        start = window_start(time.time() if now is None else now, window_seconds)
+        per_host: dict[str, Counter[str]] = {}
+        samples: dict[str, str] = {}
+        for hostname, template, message in unmatched:
+            per_host.setdefault(hostname, Counter())[template] += 1
+            samples.setdefault(hostname, message[:500])
+        hosts = list(per_host)
+        keys = [dedup_bucket(start)]
+        args: list[Any] = [window_seconds * 2, threshold]
+        prefix = key("flood", start)
+        ids = _window_alert_ids(start)
+        for hostname in hosts:
+            templates = per_host[hostname]
+            keys += [f"{prefix}:{hostname}:templates", f"{prefix}:{hostname}:total"]
+            alert_id = ids.get(hostname) or ids.setdefault(hostname, _alert_id(hostname, start))
+            args += [alert_id, len(templates)]
+            for template, count in templates.items():
+                args += [template, count]
+        return cls(start, window_seconds, hosts, samples, keys, args)
+
+    def floods(self, reply: list[Any]) -> list[Flood]:
+        """The floods the counting script's reply proposes."""
+        floods = []
+        for index, total, flat in reply:
+            hostname = self.hosts[int(index) - 1]
+            counts = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+            top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_TEMPLATES]
+            floods.append(Flood(hostname, self.start, self.window_seconds, int(total), top, self.samples[hostname]))
+        return floods
 
 
 def meta_alert(flood: Flood, *, team: str, received_at: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter("mutt_alerter_events_total", "Events handled by alerters, by outcome.", ["outcome"])
 BATCH_SECONDS = Histogram(
-    "mutt_alerter_batch_seconds", "Time to audit, alert and acknowledge one batch.",
+    "mutt_alerter_batch_seconds", "Time from decoding a batch to its acknowledgement (audit, alerts, flood counts).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )  # fmt: skip
 RULES_LOADED = Gauge("mutt_alerter_rules", "Active rules in this alerter's compiled snapshot.")
@@ -20,6 +20,10 @@ INGEST_LAG = Gauge("mutt_alerter_consumer_lag", "Entries in the ingest stream no
 DLQ_DEPTH = Gauge("mutt_alerter_dlq_depth", "Entries in the alerter dead-letter queue.")
 QUEUE_WARNINGS = Counter("mutt_alerter_queue_warnings_total", "Steps with the alert backlog above the warning level.")
 SHED_STEPS = Counter("mutt_alerter_shed_steps_total", "Steps that shed load, by mode.", ["mode"])
+FINISH_FAILURES = Counter(
+    "mutt_alerter_finish_failures_total",
+    "Audited batches whose alerts and acknowledgement failed (entries stay pending and are taken over).",
+)
 AUDIT_REDELIVERED_BATCHES = Counter(
     "mutt_alerter_audit_redelivered_batches_total",
     "Batches whose COPY met an event audited before (a redelivery), written again with ON CONFLICT DO NOTHING.",

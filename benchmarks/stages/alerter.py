@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from benchmarks import feed, servers
+from benchmarks import feed, procs, servers
 from benchmarks.env import BenchEnv
 from benchmarks.plan import RULE_COUNTS, Plan
 
@@ -47,6 +47,8 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
             "events_per_s_first_fifth": [r["first_fifth"] for r in results],
             "events_per_s_last_fifth": [r["last_fifth"] for r in results],
             "alerts_per_run": results[-1]["alerts"],
+            "alerter_cores": [r["cores"]["worker"] for r in results],
+            "servers_cores": [r["cores"]["servers"] for r in results],
             "handling_mix": results[-1]["mix"],
         }
     figures["cost_ratio_10000_vs_10_rules"] = round(
@@ -68,8 +70,10 @@ def one_run(env: BenchEnv, payloads: list[bytes], name: str) -> dict[str, Any]:
     trace: list[tuple[float, int]] = []
     try:
         first = feed.wait_first_read(client, stream, group, child, timeout=120)
+        busy = procs.BusyCores(child.pid)
         # Bounded: a run slower than 500 events/s (plus a minute) is a failure, not a measurement.
         done = feed.wait_drained(client, stream, group, child, timeout=60 + len(payloads) / 500, trace=trace)
+        cores = busy.cores()
     finally:
         env.children.stop(child)
         peak = sampler.stop()
@@ -84,6 +88,7 @@ def one_run(env: BenchEnv, payloads: list[bytes], name: str) -> dict[str, Any]:
         "last_fifth": last_fifth,
         "seconds": seconds,
         "peak_rss_mb": peak,
+        "cores": cores,
         "alerts": client.xlen(streams.alerts_stream()),
         "mix": feed.audit_mix(),
     }

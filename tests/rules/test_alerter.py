@@ -31,7 +31,7 @@ def drain(alerter: Alerter, rounds: int = 20) -> int:
     for _ in range(rounds):
         done = alerter.step(block_ms=10)
         total += done
-        if not done and alerter._held is None:
+        if not done and alerter.idle:
             break
     return total
 
@@ -368,3 +368,108 @@ def test_copy_text_escapes_every_field_that_needs_it_and_marks_nulls():
     assert copy_text([clean]) == b"a\t\\N\t3\tt\tb c\n"
     assert copy_text([tricky]) == b"\\\\N\t\\N\ttab\\there\tf\tline\\nbreak\\r\\\\\n"
     assert copy_text([clean, tricky]) == copy_text([clean]) + copy_text([tricky])
+
+
+# --- pipelined mode (run_alerter): a batch is finished while the next one is audited ------------------
+
+
+def alert_ids(client) -> list[str]:
+    return [alert["event_id"] for alert in read_stream(client, streams.alerts_stream())]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelined_a_batch_is_acknowledged_after_the_next_is_audited_and_at_once_when_none_follows(
+    redis_client, clean_pipeline, link_rule
+):
+    apply_setting("alerter_batch_size", 10)
+    alerter = Alerter("p1", pipelined=True)
+    events = [make_event() for _ in range(30)]
+    push(redis_client, events)
+
+    assert alerter.step(block_ms=0) == 10
+    assert EventAuditLog.objects.count() == 10, "audited and committed"
+    assert alert_ids(redis_client) == [], "its alerts wait for the next batch"
+    assert pending(redis_client) == 10
+    assert not alerter.idle
+
+    assert alerter.step(block_ms=0) == 10
+    assert EventAuditLog.objects.count() == 20
+    assert alert_ids(redis_client) == [e["event_id"] for e in events[:10]]
+    assert pending(redis_client) == 10, "the first batch is acknowledged, the second is in hand"
+
+    assert alerter.step(block_ms=0) == 10
+    started = time.monotonic()
+    assert alerter.step(block_ms=5000) == 0
+    assert time.monotonic() - started < 2.5, "nothing more: the batch in hand is finished without blocking"
+    assert alert_ids(redis_client) == [e["event_id"] for e in events]
+    assert pending(redis_client) == 0
+    assert alerter.idle
+    assert EventAuditLog.objects.count() == 30
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelined_stop_finishes_the_batch_in_hand(redis_client, clean_pipeline, link_rule):
+    alerter = Alerter("p2", pipelined=True)
+    push(redis_client, [make_event() for _ in range(5)])
+    assert alerter.step(block_ms=0) == 5
+    assert pending(redis_client) == 5
+    alerter.stop()
+    assert len(alert_ids(redis_client)) == 5
+    assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("pipelined", [False, True], ids=["serial", "pipelined"])
+def test_a_batch_whose_alerts_fail_stays_pending_and_its_takeover_alerts_each_event_once(
+    redis_client, clean_pipeline, link_rule, pipelined
+):
+    from prometheus_client import REGISTRY
+
+    from rules.alerter import dedup_key
+
+    def failures() -> float:
+        return REGISTRY.get_sample_value("mutt_alerter_finish_failures_total") or 0.0
+
+    apply_setting("alerter_claim_idle_seconds", 1)
+    first = Alerter("broken", pipelined=pipelined)
+    events = [make_event() for _ in range(6)]
+    buckets = {dedup_key(event["received_at"]) for event in events}
+    for bucket in buckets:
+        redis_client.set(bucket, "not a hash")  # the publish script now fails on its first alert
+    push(redis_client, events)
+    before = failures()
+    drain(first)
+    first.flush()
+
+    assert EventAuditLog.objects.count() == 6, "the audit is committed"
+    assert failures() == before + 1
+    assert alert_ids(redis_client) == []
+    assert pending(redis_client) == 6, "nothing acknowledged"
+
+    redis_client.delete(*buckets)
+    time.sleep(1.1)
+    second = Alerter("takeover", pipelined=pipelined)
+    drain(second)
+    second.stop()
+    assert sorted(alert_ids(redis_client)) == sorted(e["event_id"] for e in events)
+    assert EventAuditLog.objects.count() == 6
+    assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_script_that_fails_halfway_marks_no_event_as_alerted(redis_client, clean_pipeline):
+    import redis
+
+    from rules.alerter import dedup_key
+
+    alerter = Alerter("p3")
+    alerts = streams.alerts_stream()
+    redis_client.delete(alerts)
+    redis_client.set(alerts, "not a stream")  # the script's XADD is refused
+    event = make_event()
+    bucket = dedup_key(event["received_at"])
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        alerter._publish_and_ack([(bucket, event["event_id"], b"{}")], [])
+    assert not redis_client.hexists(bucket, event["event_id"]), "a redo must not skip this alert"
+    redis_client.delete(alerts)
+    assert alerter._publish_and_ack([(bucket, event["event_id"], b"{}")], []) == 1

@@ -20,10 +20,16 @@ class Command(WorkerCommand):
 
     def add_worker_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--consumer", default=None, help="Consumer name in the group (default: host-pid-random).")
+        parser.add_argument(
+            "--serial",
+            action="store_true",
+            help="Finish each batch (alerts, acknowledgement, flood counts) before reading the next, instead of "
+            "letting Redis do that work while the next batch is matched and audited.",
+        )
 
     def setup(self, options: dict[str, Any]) -> None:
         ensure_partitions()
-        self.alerter = Alerter(options["consumer"])
+        self.alerter = Alerter(options["consumer"], pipelined=not options["serial"])
         self.alerter.start_rule_listener()
         self.alerter.refresh_rules(force=True)
 
@@ -31,7 +37,7 @@ class Command(WorkerCommand):
         return self.alerter.step() > 0  # the read blocks up to alerter_block_ms when idle
 
     def is_idle(self) -> bool:
-        return self.alerter._held is None
+        return self.alerter.idle
 
     def teardown(self) -> None:
         self.alerter.stop()

@@ -1,0 +1,82 @@
+"""DeferredScript: a Lua script sent now and its reply read later, on a connection of its own."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from mutt_project.redis import DeferredScript, key
+
+INCR_BY = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+
+
+@pytest.fixture
+def counter(redis_client):
+    name = key("test", "deferred")
+    redis_client.delete(name)
+    yield name
+    redis_client.delete(name)
+
+
+def test_the_script_runs_while_the_caller_uses_the_client_and_its_reply_is_read_later(redis_client, counter):
+    script = DeferredScript(redis_client, INCR_BY)
+    try:
+        script.send([counter], [5])
+        assert script.in_flight
+        assert redis_client.ping() is True, "the client's own connections are free meanwhile"
+        assert script.result() == 5
+        assert int(redis_client.get(counter)) == 5
+        assert not script.in_flight
+        script.send([counter], [b"2"])
+        assert script.result() == 7
+    finally:
+        script.close()
+
+
+def test_a_script_redis_does_not_know_is_loaded_and_run_once(redis_client, counter):
+    script = DeferredScript(redis_client, INCR_BY)
+    try:
+        script.send([counter], [1])
+        assert script.result() == 1
+        redis_client.script_flush()  # as after a Redis restart
+        script.send([counter], [1])
+        assert script.result() == 2, "run exactly once more"
+        assert int(redis_client.get(counter)) == 2
+    finally:
+        script.close()
+
+
+def test_one_call_in_flight_and_a_result_only_for_a_call_sent(redis_client, counter):
+    script = DeferredScript(redis_client, INCR_BY)
+    try:
+        with pytest.raises(RuntimeError, match="nothing was sent"):
+            script.result()
+        script.send([counter], [1])
+        with pytest.raises(RuntimeError, match="not taken"):
+            script.send([counter], [1])
+        assert script.result() == 1
+    finally:
+        script.close()
+
+
+def test_a_script_error_is_raised_and_the_connection_stays_usable(redis_client, counter):
+    redis_client.set(counter, "not a number")
+    script = DeferredScript(redis_client, INCR_BY)
+    try:
+        script.send([counter], [1])
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            script.result()
+        redis_client.set(counter, 10)
+        script.send([counter], [1])
+        assert script.result() == 11
+    finally:
+        script.close()
+
+
+def test_closing_with_a_call_in_flight_leaves_no_stale_reply_in_the_pool(redis_client, counter):
+    script = DeferredScript(redis_client, INCR_BY)
+    script.send([counter], [3])
+    script.close()  # the unread reply must not reach the next user of that connection
+    assert redis_client.ping() is True
+    assert redis_client.incrby(counter, 1) == 4
+    assert redis_client.get(counter) == b"4"
