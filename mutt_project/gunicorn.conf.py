@@ -13,6 +13,7 @@ keepalive = 5
 max_requests = 20000  # recycle workers now and then so a slow leak cannot grow without bound
 max_requests_jitter = 2000
 accesslog = "-"
+logger_class = "mutt_project.gunicorn_logging.AccessLogger"  # no line per accepted ingest request
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 errorlog = "-"
 preload_app = False

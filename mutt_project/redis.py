@@ -60,13 +60,30 @@ def reset_clients() -> None:
         _clients.clear()
 
 
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - hiredis is in requirements.txt
+    _pack_command = None
+
+
+def packed(connection: Any, command: tuple[Any, ...]) -> list[bytes]:
+    """``command`` in the Redis protocol: hiredis packs str, bytes, int and float as redis-py does, without
+    redis-py's per-argument checks; anything else goes through redis-py (which says what it refuses)."""
+    if _pack_command is not None:
+        try:
+            return [_pack_command(command)]
+        except TypeError:
+            pass
+    return connection.pack_command(*command)
+
+
 def evalsha_on(connection: Any, sha: str, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
     """EVALSHA on a connection the caller holds (outside redis-py's per-command path, for hot paths);
     loads the script once if Redis does not know it (restarted, or its scripts flushed).
 
     No retry here: the caller decides whether a script that may have run can run again.
     """
-    connection.send_command("EVALSHA", sha, len(keys), *keys, *args)
+    connection.send_packed_command(packed(connection, ("EVALSHA", sha, len(keys), *keys, *args)))
     return read_evalsha_reply(connection, sha, script, keys, args)
 
 
@@ -78,25 +95,8 @@ def read_evalsha_reply(connection: Any, sha: str, script: str, keys: Sequence[An
     except redis.exceptions.NoScriptError:
         connection.send_command("SCRIPT", "LOAD", script)
         connection.read_response()
-        connection.send_command("EVALSHA", sha, len(keys), *keys, *args)
+        connection.send_packed_command(packed(connection, ("EVALSHA", sha, len(keys), *keys, *args)))
         return connection.read_response()
-
-
-try:
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - hiredis is in requirements.txt
-    _pack_command = None
-
-
-def _packed(connection: Any, command: tuple[Any, ...]) -> list[bytes]:
-    """``command`` in the Redis protocol: hiredis packs str, bytes, int and float as redis-py does, without
-    redis-py's per-argument checks; anything else goes through redis-py (which says what it refuses)."""
-    if _pack_command is not None:
-        try:
-            return [_pack_command(command)]
-        except TypeError:
-            pass
-    return connection.pack_command(*command)
 
 
 class DeferredScript:
@@ -124,7 +124,7 @@ class DeferredScript:
             self._connection = self._pool.get_connection()
         command = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
         try:
-            self._connection.send_packed_command(_packed(self._connection, command))
+            self._connection.send_packed_command(packed(self._connection, command))
         except (redis.ConnectionError, redis.TimeoutError):
             self._connection.disconnect()
             raise

@@ -4,7 +4,7 @@ Three closed-loop modes, each for ``--seconds`` per run after a warm-up second:
 
 - ``batch``: arrays of 500 events to ``POST /api/v2/ingest`` (events accepted per second);
 - ``single``: one event per request (requests per second, latency percentiles of the 202s);
-- ``ceiling``: the same single-event requests to ``/bench/bare``, a view that only reads the body, in
+- ``ceiling``: the same single-event requests to ``/bench/bare/ingest``, a view that only reads the body, in
   the same gunicorn and middleware: what the framework and this generator allow at most.
 
 Rate limits and the queue depth are raised for the run (through the audited settings service), and a

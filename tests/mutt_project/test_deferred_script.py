@@ -80,3 +80,16 @@ def test_closing_with_a_call_in_flight_leaves_no_stale_reply_in_the_pool(redis_c
     assert redis_client.ping() is True
     assert redis_client.incrby(counter, 1) == 4
     assert redis_client.get(counter) == b"4"
+
+
+def test_commands_are_packed_byte_for_byte_as_redis_py_packs_them(redis_client):
+    from mutt_project.redis import packed
+
+    connection = redis_client.connection_pool.get_connection()
+    try:
+        command = ("EVALSHA", "abc", 2, "key:1", b"key:2", 1.5, 1e-7, 2**62, -3, "naïve", b"\x00\xff")
+        assert packed(connection, command) == [b"".join(connection.pack_command(*command))]
+        with pytest.raises(redis.DataError):  # what redis-py refuses is still refused, with its message
+            packed(connection, ("SET", "key", None))
+    finally:
+        redis_client.connection_pool.release(connection)
