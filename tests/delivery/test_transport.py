@@ -176,6 +176,24 @@ def test_a_garbled_answer_is_a_connection_error(scripted, transport):
 
 
 @pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # the connection ends inside the body
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",  # ... inside a chunk
+        b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 101 + b"Content-Length: 0\r\n\r\n",  # over 100 headers
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n",  # a 64 KiB+ line
+    ],
+    ids=["truncated-body", "truncated-chunk", "too-many-headers", "header-line-too-long"],
+)
+def test_an_answer_cut_short_or_over_the_limits_is_a_connection_error(scripted, transport, answer):
+    server = scripted([answer], close_after=1)
+    with pytest.raises(TransportError) as caught:
+        post(transport, server.url)
+    assert caught.value.reason == "connection_error"
+    assert post(transport, scripted([b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"]).url).status == 202
+
+
+@pytest.mark.parametrize(
     ("url", "headers"),
     [
         ("ftp://moog.example/events", {}),
