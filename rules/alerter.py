@@ -18,7 +18,8 @@
 Steps 4 and 5 are Redis's work. ``run_alerter`` pipelines them: they are sent when the next batch
 starts and read once it is audited, so Redis runs them while this process matches; a batch is
 finished at once when no other follows. A Redis error there is logged and counted: the entries stay
-pending and are redone after the claim timeout, which changes nothing already done.
+pending and are redone after the claim timeout. That adds no audit row and no alert, though the flood
+counter may count the redone batch's unmatched events twice.
 
 If the database is down nothing is acknowledged: the batch is kept and retried with backoff, and its
 entries' idle time is refreshed so other alerters do not take them over while this one lives.
@@ -240,19 +241,34 @@ class _EvaluatedRows:
         # (event, audit row, alert payload or None, flood template of an unhandled event or None)
         self.evaluated: list[tuple[_Decoded, tuple[Any, ...], bytes | None, str | None]] = []
         self.poison: list[tuple[bytes, bytes, str, str]] = []
+        self.error: BaseException | None = None  # what this reader raised into the COPY, if anything
 
     @property
     def pending(self) -> bool:
         return self._next < len(self._entries)
 
     def read(self, size: int = -1) -> bytes:
+        # psycopg2 reports an exception raised here as a cancelled COPY (an OperationalError, which
+        # would look like a database outage): keep it, so the caller can tell the two apart.
+        try:
+            return self._read()
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def _read(self) -> bytes:
         rows: list[tuple[Any, ...]] = []
         entries = self._entries
         # An empty read ends the COPY: keep going past chunks that were all poison.
         while len(rows) < self.CHUNK and self._next < len(entries):
             entry_id, fields = entries[self._next]
             self._next += 1
-            item = self._decode(entry_id, fields)
+            try:
+                item = self._decode(entry_id, fields)
+            except Exception as exc:
+                raw = fields.get(streams.PAYLOAD_FIELD) or repr(fields).encode()
+                self.poison.append((entry_id, raw, "malformed", f"{type(exc).__name__}: {exc}"))
+                continue
             if item.__class__ is tuple:
                 self.poison.append(item)
                 continue
@@ -267,7 +283,7 @@ class _EvaluatedRows:
 
     def finish(self) -> None:
         while self.pending:
-            self.read()
+            self._read()
 
 
 class Alerter:
@@ -313,10 +329,12 @@ class Alerter:
     def stop(self) -> None:
         """Finish the batches in hand, stop the listener, and leave the group if nothing is pending for us
         (no dead consumers pile up)."""
-        self.flush()
-        self._publish_later.close()
-        self._count_later.close()
-        self._stop.set()
+        try:
+            self.flush()
+        finally:
+            self._publish_later.close()
+            self._count_later.close()
+            self._stop.set()
         streams.forget_consumer_if_done(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer)
 
     def maintain_partitions(self) -> None:
@@ -444,8 +462,9 @@ class Alerter:
         started = time.perf_counter()
         unfinished, self._unfinished = self._unfinished, None
         finishing = self._send_finish(unfinished) if unfinished is not None else None
-        rows = self._rows(batch)
         try:
+            # Whatever happens from here on, the replies sent for the previous batch are read.
+            rows = self._rows(batch)
             evaluated, refused = self._insert(rows)
         except (OperationalError, InterfaceError, DatabaseError) as exc:
             return self._hold(batch, exc)
@@ -524,9 +543,15 @@ class Alerter:
         acknowledges the batch, and the flood-counting script; ``_collect`` reads what they did.
 
         A Redis error is logged and counted, not raised: the batch's entries stay pending, and whoever
-        takes them over after the claim timeout redoes them, which changes nothing already done.
+        takes them over after the claim timeout redoes them. That changes no audit row and no alert; the
+        flood counter may count the redone batch's unmatched events a second time (the counting script is
+        sent with, not after, the acknowledgement).
         """
         finishing = _Finishing(settled)
+        for later in (self._publish_later, self._count_later):
+            if later.in_flight:  # never expected: a reply left unread would desynchronise the connection
+                logger.error("a finishing script's reply was never read; dropping its connection")
+                later.close()
         try:
             self._dead_letter(settled.poison)
             calls = self._publish_calls(settled.alerts, settled.ack_ids)
@@ -546,22 +571,23 @@ class Alerter:
         return finishing
 
     def _collect(self, finishing: _Finishing) -> Outcome:
-        """Read what the finishing scripts did, raise the floods they found, record the batch."""
+        """Read what the finishing scripts did, raise the floods they found, record the batch. Never
+        raises: whatever fails here leaves the entries pending (see ``_send_finish``)."""
         outcome = finishing.settled.outcome
+        outcome.unmatched = len(finishing.settled.unmatched)
         failure = finishing.failed
         try:
             if self._publish_later.in_flight:
                 finishing.alerts += int(self._publish_later.result())
-        except redis.RedisError as exc:
+        except Exception as exc:
             failure = failure or exc
         floods: list[flood.Flood] = []
         try:
             if self._count_later.in_flight and finishing.counting is not None:
                 floods = finishing.counting.floods(self._count_later.result())
-        except redis.RedisError as exc:
-            failure = failure or exc
+        except Exception as exc:
+            logger.error("could not count %d unmatched events for flood detection (%s)", outcome.unmatched, exc)
         outcome.alerts = finishing.alerts
-        outcome.unmatched = len(finishing.settled.unmatched)
         if failure is not None:
             metrics.FINISH_FAILURES.inc()
             logger.error(
@@ -573,7 +599,7 @@ class Alerter:
             return outcome
         try:
             outcome.floods = self._raise_floods(floods)
-        except redis.RedisError as exc:
+        except Exception as exc:
             logger.error("could not raise %d flood meta-alerts (%s); later batches propose them", len(floods), exc)
         self._trim()
         metrics.EVENTS.labels("audited").inc(outcome.audited)
@@ -599,6 +625,8 @@ class Alerter:
             rows.finish()
             return rows.evaluated, []
         except (OperationalError, InterfaceError):
+            if rows.error is not None:
+                raise rows.error from None  # a bug of ours, not a database outage
             raise
         except IntegrityError:
             metrics.AUDIT_REDELIVERED_BATCHES.inc()  # some event of the batch is audited already
@@ -655,7 +683,7 @@ class Alerter:
                     raise ValueError(f"event has no {missing}")
             except (ValueError, orjson.JSONDecodeError) as exc:
                 raw = fields.get(streams.PAYLOAD_FIELD) or orjson.dumps(
-                    {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+                    {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
                 )
                 return (entry_id, raw, "malformed", str(exc))
             if counts and counts.get(entry_id, 1) > limit:

@@ -377,6 +377,14 @@ def alert_ids(client) -> list[str]:
     return [alert["event_id"] for alert in read_stream(client, streams.alerts_stream())]
 
 
+def drain_and_check_each_alerted_once(alerter: Alerter, client, events: list[dict]) -> None:
+    drain(alerter)
+    alerter.stop()
+    assert sorted(alert_ids(client)) == sorted(e["event_id"] for e in events)
+    assert EventAuditLog.objects.count() == len(events)
+    assert pending(client) == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_pipelined_a_batch_is_acknowledged_after_the_next_is_audited_and_at_once_when_none_follows(
     redis_client, clean_pipeline, link_rule
@@ -448,12 +456,7 @@ def test_a_batch_whose_alerts_fail_stays_pending_and_its_takeover_alerts_each_ev
 
     redis_client.delete(*buckets)
     time.sleep(1.1)
-    second = Alerter("takeover", pipelined=pipelined)
-    drain(second)
-    second.stop()
-    assert sorted(alert_ids(redis_client)) == sorted(e["event_id"] for e in events)
-    assert EventAuditLog.objects.count() == 6
-    assert pending(redis_client) == 0
+    drain_and_check_each_alerted_once(Alerter("takeover", pipelined=pipelined), redis_client, events)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -473,3 +476,58 @@ def test_a_publish_script_that_fails_halfway_marks_no_event_as_alerted(redis_cli
     assert not redis_client.hexists(bucket, event["event_id"]), "a redo must not skip this alert"
     redis_client.delete(alerts)
     assert alerter._publish_and_ack([(bucket, event["event_id"], b"{}")], []) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelined_a_failure_while_the_next_batch_starts_still_finishes_the_previous_one(
+    redis_client, clean_pipeline, link_rule, monkeypatch
+):
+    import redis
+
+    apply_setting("alerter_batch_size", 5)
+    apply_setting("alerter_claim_idle_seconds", 1)
+    alerter = Alerter("p4", pipelined=True)
+    events = [make_event() for _ in range(10)]
+    push(redis_client, events)
+    # A crashed alerter took the first half; the second half is read by ours.
+    redis_client.xreadgroup(streams.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=5)
+    assert alerter.step(block_ms=0) == 5
+    assert pending(redis_client) == 10, "our batch is audited, not yet acknowledged"
+
+    time.sleep(1.1)
+    alerter._last_claim = 0
+    calls = []
+
+    def lost_connection(*args, **kwargs):  # Redis unreachable for the takeover's delivery counts
+        calls.append(1)
+        raise redis.ConnectionError("connection lost")
+
+    monkeypatch.setattr(alerter.client, "xpending_range", lost_connection)
+    with pytest.raises(redis.ConnectionError):
+        alerter.step(block_ms=0)  # takes the crashed alerter's entries over, then fails on them
+    assert calls, "the takeover was attempted"
+    assert alert_ids(redis_client) == [e["event_id"] for e in events[5:]], "the previous batch was still finished"
+    assert pending(redis_client) == 5
+
+    monkeypatch.undo()
+    time.sleep(1.1)
+    alerter._last_claim = 0
+    drain_and_check_each_alerted_once(alerter, redis_client, events)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("pipelined", [False, True], ids=["serial", "pipelined"])
+def test_an_entry_that_cannot_even_be_described_goes_to_the_dlq_not_into_an_outage(
+    redis_client, clean_pipeline, link_rule, pipelined
+):
+    push(redis_client, [make_event()])
+    redis_client.xadd(streams.ingest_stream(), {b"\xff\xfe": b"\xff"})  # no payload, field name not UTF-8
+    push(redis_client, [make_event()])
+    alerter = Alerter("p5", pipelined=pipelined)
+    drain(alerter)
+    alerter.stop()
+    assert alerter._held is None, "not mistaken for a database outage"
+    assert EventAuditLog.objects.count() == 2
+    dlq = redis_client.xrange(streams.dlq_stream("alerter"))
+    assert [fields[b"reason"] for _, fields in dlq] == [b"malformed"]
+    assert pending(redis_client) == 0
