@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks import profiling, report
+from benchmarks import profiling, reference, report
 from benchmarks.env import BASE_DIR, BenchEnv
 from benchmarks.plan import STAGES, Plan
 from benchmarks.procs import ForeignCpu
@@ -90,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"plan": plan.describe(), "stages": args.stage_list}
     with BenchEnv(data_dir, temporary=temporary, durable=args.durable) as env:
         results["machine"] = report.machine(env)
+        results["reference"] = {"start": reference.measure()}
         logger.info("data folder %s, Redis prefix %s", env.data_dir, env.prefix)
         for stage in args.stage_list:
             results[stage] = run_stage(env, plan, stage)
         results["targets"] = report.evaluate(results)
         if not plan.smoke:  # where the time goes, for each throughput target that failed
             profiling.profile_failures(env, results, plan, force=args.profile)
+        results["reference"]["end"] = reference.measure()
     results["leftover_processes"] = env.leftovers
     results["duration_s"] = round(time.monotonic() - started, 1)
     found = report.problems(results, args.stage_list)
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{summary}")
     if busy := report.interference(results, args.stage_list):
         print(f"\n{busy}")
+    print(f"\n{report.speed_reference(results)}")
     print(f"\n{len(found)} problem(s); results in {output}; took {results['duration_s']:.0f}s")
     for problem in found:
         print(f"  PROBLEM: {problem}")

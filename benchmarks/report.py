@@ -160,3 +160,18 @@ def interference(results: dict[str, Any], stages: list[str], threshold: float = 
         return ""
     listed = ", ".join(f"{stage} {cores:.2f}" for stage, cores in busy.items())
     return f"note: other processes kept cores busy during these stages (average cores): {listed}"
+
+
+def speed_reference(results: dict[str, Any]) -> str:
+    """The machine's speed probes at the start and the end of the run (see benchmarks/reference.py)."""
+    probes = results.get("reference") or {}
+    start, end = probes.get("start") or {}, probes.get("end") or {}
+    parts = []
+    for name, label in (
+        ("python_loop_ms", "Python loop ms"),
+        ("redis_round_trip_us", "Redis round trip µs"),
+        ("postgres_copy_us_per_row", "PostgreSQL COPY µs/row"),
+    ):
+        if name in start:
+            parts.append(f"{label} {start[name]:g}" + (f" → {end[name]:g}" if name in end else ""))
+    return "speed reference (start → end): " + ("; ".join(parts) or "not measured")
