@@ -3,7 +3,7 @@
 On a shared virtual machine the speed of the CPU, of system calls and of the database can change by
 tens of percent within an hour, and the pure-Python rule engine does not show all of it: the alerter's
 rate moved by a fifth while the rule engine's figure stayed put. So each run records three small
-probes, each the median of five tries, and a result is compared with another only alongside them:
+probes, each the median of five tries after a warm-up, and a result is compared with another only alongside them:
 
 - ``python_loop_ms``: a fixed pure-Python loop (interpreter speed);
 - ``redis_round_trip_us``: one PING on a kept connection (system calls, loopback, scheduling);
@@ -33,6 +33,7 @@ def measure() -> dict[str, float]:
 
 
 def _median(probe: Callable[[], float]) -> float:
+    probe()  # warm-up, not counted: first-use costs (connections, catalog caches) are not the machine's speed
     return statistics.median(probe() for _ in range(TRIES))
 
 
