@@ -34,13 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.commands.core import Script
-from redis.connection import AbstractConnection
 
 from delivery.breaker import ACQUIRE_LUA, CLOCK_LUA, RECORD_LUA
 from delivery.ratelimit import TAKE_LUA
 from delivery.retry import RELEASE_LUA
-from mutt_project.redis import evalsha_on
+from mutt_project.redis import DeferredScript
 
 # Most retries released per gate; more wait for the next one.
 RELEASE_LIMIT = 1000
@@ -148,9 +146,7 @@ class StepScripts:
         self.stream = stream
         self.group = group
         self.consumer = consumer
-        self._pool = client.connection_pool
-        self._connection: AbstractConnection | None = None
-        self._gate = client.register_script(_GATE)
+        self._gate = DeferredScript(client, _GATE)  # on a connection kept for it
         self._give_back = client.register_script(_GIVE_BACK)
 
     def gate(
@@ -171,7 +167,7 @@ class StepScripts:
         keys = [self.breaker_key, self.bucket_key, self.schedule_key, self.stream, *(k for _, k in pairs)]
         args = [timeout, limit, period, now, RELEASE_LIMIT, self.group, self.consumer, read, ttl, len(delivered)]
         args += [entry_id for entry_id, _ in pairs]
-        decision, state, released, wait, done, entries, before, after = self._run(self._gate, keys, args)
+        decision, state, released, wait, done, entries, before, after = self._gate.run(keys, args)
         return GateResult(
             decision=decision.decode(),
             state=state.decode(),
@@ -193,21 +189,4 @@ class StepScripts:
 
     def close(self) -> None:
         """Give the kept connection back to the client's pool."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            self._pool.release(connection)
-
-    def _run(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
-        """EVALSHA on the kept connection (loading the script once if Redis does not know it).
-
-        A connection error disconnects it (the next call reconnects) and is raised, as redis-py would
-        after its retries: a script that may have run is not run again here.
-        """
-        if self._connection is None:
-            self._connection = self._pool.get_connection()
-        connection = self._connection
-        try:
-            return evalsha_on(connection, script.sha, script.script, keys, args)
-        except (redis.ConnectionError, redis.TimeoutError):
-            connection.disconnect()
-            raise
+        self._gate.close()

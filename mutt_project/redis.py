@@ -140,6 +140,12 @@ class DeferredScript:
             self._connection.disconnect()
             raise
 
+    def run(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Send and take the result at once: one call on the kept connection, without redis-py's
+        per-command pool checkout."""
+        self.send(keys, args)
+        return self.result()
+
     def close(self) -> None:
         """Give the connection back to the pool (a call still in flight is left to finish in Redis)."""
         connection, self._connection = self._connection, None

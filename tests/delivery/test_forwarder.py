@@ -218,7 +218,7 @@ def test_a_steady_stream_costs_one_redis_call_per_request(moog, redis_client, mo
 
     monkeypatch.setattr(redis.Redis, "execute_command", counted("command", redis.Redis.execute_command))
     monkeypatch.setattr(redis.client.Pipeline, "execute", counted("pipeline", redis.client.Pipeline.execute))
-    monkeypatch.setattr(forwarder.scripts, "_run", counted("script", forwarder.scripts._run))
+    monkeypatch.setattr(forwarder.scripts._gate, "send", counted("script", forwarder.scripts._gate.send))
     assert sum(forwarder.step(block_ms=10) for _ in range(20)) == 20
     assert calls.count("script") == 20
     assert len(calls) <= 22, f"one call per request, plus at most a trim and a settings refresh: {calls}"
