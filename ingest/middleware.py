@@ -25,10 +25,9 @@ from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.urls import Resolver404, ResolverMatch, get_urlconf, resolve
 
+from ingest import ROUTE_ENDINGS
 from ingest.views import ingest_view
 
-# Every ingest route ends so (see ingest/urls.py); other paths are not looked up at all.
-_ROUTE_ENDINGS = ("/ingest", "/ingest/")
 # Paths with those endings that are not ingest routes are remembered too; a flood of distinct ones
 # must not grow the memory, so past this many the memory starts over.
 _MAX_REMEMBERED = 256
@@ -58,7 +57,7 @@ class IngestShortcutMiddleware:
     def ingest_route(self, path: str, urlconf: str | None = None) -> ResolverMatch | None:
         """What ``urlconf`` (the one in force by default) resolves ``path`` to, when that is the
         ingest view; else None."""
-        if not path.endswith(_ROUTE_ENDINGS):
+        if not path.endswith(ROUTE_ENDINGS):  # other paths are not looked up at all
             return None
         remembered = (urlconf, path)
         try:

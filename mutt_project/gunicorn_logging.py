@@ -14,10 +14,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from ingest import ROUTE_ENDINGS
 from mutt_project.envparse import env_bool
-
-# Every ingest route ends so (see ingest/urls.py): /api/<version>/ingest and the legacy /ingest.
-INGEST_ENDINGS = ("/ingest", "/ingest/")
 
 
 class AccessLogger(Logger):
@@ -29,7 +27,7 @@ class AccessLogger(Logger):
         if (
             not self.log_accepted_ingest
             and 200 <= (resp.status_code or 0) < 300
-            and environ.get("PATH_INFO", "").endswith(INGEST_ENDINGS)
+            and environ.get("PATH_INFO", "").endswith(ROUTE_ENDINGS)
         ):
             return
         super().access(resp, req, environ, request_time)
