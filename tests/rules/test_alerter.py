@@ -531,3 +531,22 @@ def test_an_entry_that_cannot_even_be_described_goes_to_the_dlq_not_into_an_outa
     dlq = redis_client.xrange(streams.dlq_stream("alerter"))
     assert [fields[b"reason"] for _, fields in dlq] == [b"malformed"]
     assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bug_in_the_copy_reader_is_raised_as_itself_not_taken_for_a_database_outage(
+    redis_client, clean_pipeline, link_rule, monkeypatch
+):
+    import rules.alerter as alerter_module
+
+    def broken(rows):
+        raise RuntimeError("a bug in the row encoder")
+
+    alerter = Alerter("p6")
+    push(redis_client, [make_event()])
+    monkeypatch.setattr(alerter_module, "copy_text", broken)
+    with pytest.raises(RuntimeError, match="a bug in the row encoder"):
+        alerter.step(block_ms=0)
+    assert alerter._held is None, "not held as if the database were down"
+    assert EventAuditLog.objects.count() == 0
+    assert pending(redis_client) == 1, "left pending for a takeover, not acknowledged"
