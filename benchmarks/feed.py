@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -103,14 +102,22 @@ def audited_count() -> int:
 
 
 def event_payloads(count: int) -> list[bytes]:
-    """``count`` canonical events (as ingest queues them), received now, JSON-encoded."""
+    """``count`` canonical events (as ingest queues them), received now, JSON-encoded.
+
+    Ids are made as ingest makes them: a time-ordered event id, and a time-ordered request id as the
+    correlation id. Each event has a request of its own (single-event ingest), the costlier case for the
+    audit log's correlation index; a batch request shares one id among its events.
+    """
+    from mutt_project.context import new_request_id
+    from mutt_project.ids import uuid7
+
     now = datetime.now(UTC).isoformat(timespec="microseconds")
     payloads = []
     for index, sample in enumerate(corpus.samples(count)):
         payloads.append(
             orjson.dumps(
                 {
-                    "event_id": str(uuid.uuid4()),
+                    "event_id": uuid7(),
                     "hostname": sample.hostname,
                     "message": sample.message,
                     "timestamp": now,
@@ -123,7 +130,7 @@ def event_payloads(count: int) -> list[bytes]:
                     "variables": None,
                     "extra": {},
                     "received_at": now,
-                    "correlation_id": uuid.uuid4().hex,
+                    "correlation_id": new_request_id(),
                     "ingested_by": "bench",
                 }
             )
@@ -133,6 +140,9 @@ def event_payloads(count: int) -> list[bytes]:
 
 def alert_payloads(count: int) -> list[bytes]:
     """``count`` rule alerts as the alerter queues them for the forwarder, JSON-encoded."""
+    from mutt_project.context import new_request_id
+    from mutt_project.ids import uuid7
+
     now = datetime.now(UTC).isoformat(timespec="microseconds")
     payloads = []
     for index, sample in enumerate(corpus.samples(count)):
@@ -141,8 +151,8 @@ def alert_payloads(count: int) -> list[bytes]:
             orjson.dumps(
                 {
                     "kind": "rule",
-                    "event_id": str(uuid.uuid4()),
-                    "correlation_id": uuid.uuid4().hex,
+                    "event_id": uuid7(),
+                    "correlation_id": new_request_id(),
                     "hostname": sample.hostname,
                     "rule_id": rule_id,
                     "team": "network-ops",

@@ -219,7 +219,10 @@ class BusyCores:
 
     Tells whether a stage is bound by the worker's own CPU (near 1.0: one Python thread's worth) or by
     waiting on the servers, which is what decides between cutting Python work and overlapping it.
+    "servers" is PostgreSQL and Redis together; each is given on its own as well.
     """
+
+    SIDES = {"postgres": "postgres", "redis-server": "redis"}
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -227,10 +230,13 @@ class BusyCores:
         self.before = self._usage()
 
     def _usage(self) -> dict[str, dict[int, float]]:
-        usage: dict[str, dict[int, float]] = {"worker": {}, "servers": {}}
+        usage: dict[str, dict[int, float]] = {"worker": {}, "postgres": {}, "redis": {}}
         for process in psutil.process_iter(["pid", "name"]):
             pid, name = process.info["pid"], process.info["name"] or ""
-            side = "worker" if pid == self.pid else "servers" if name.startswith(ForeignCpu.SERVICES) else None
+            if pid == self.pid:
+                side = "worker"
+            else:
+                side = next((s for prefix, s in self.SIDES.items() if name.startswith(prefix)), None)
             if side is None:
                 continue
             try:
@@ -241,10 +247,13 @@ class BusyCores:
         return usage
 
     def cores(self) -> dict[str, float]:
-        """Average cores per side ("worker", "servers") since this object was made."""
+        """Average cores per side ("worker", "postgres", "redis", and "servers" for the two) since this
+        object was made."""
         after = self._usage()
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        return {
-            side: round(sum(max(0.0, s - self.before[side].get(pid, 0.0)) for pid, s in pids.items()) / elapsed, 2)
+        seconds = {
+            side: sum(max(0.0, s - self.before[side].get(pid, 0.0)) for pid, s in pids.items())
             for side, pids in after.items()
         }
+        seconds["servers"] = seconds["postgres"] + seconds["redis"]
+        return {side: round(busy / elapsed, 2) for side, busy in seconds.items()}

@@ -43,12 +43,13 @@ AREAS: list[tuple[str, tuple[str, ...]]] = [
 
 # The named steps of each hot path: (label, file, function); their cumulative time as a share of the run.
 ALERTER_STEPS = [
-    ("read a batch (XREADGROUP, reply parsing)", "rules/alerter.py", "_read_new"),
-    ("audit COPY, with the decoding and matching it streams", "rules/alerter.py", "_insert"),
+    ("take a batch (the read sent ahead: waiting for it, reply parsing)", "rules/alerter.py", "_read_new"),
+    ("evaluate the batch", "rules/alerter.py", "_rows"),
     ("  decode entries", "rules/alerter.py", "decode"),
     ("  match and build rows and alerts", "rules/alerter.py", "_evaluate"),
     ("  flood templates of unmatched events", "rules/flood.py", "template_of"),
     ("  rows in COPY text format", "rules/alerter.py", "copy_text"),
+    ("wait for the audit writer thread (its COPY is not profiled)", "rules/alerter.py", "_land"),
     ("send the finishing scripts (publish and ack, flood counts)", "rules/alerter.py", "_send_finish"),
     ("read their replies, raise floods", "rules/alerter.py", "_collect"),
     ("trim and queue depths", "rules/alerter.py", "_trim"),
@@ -139,7 +140,7 @@ def profile_alerter(env: BenchEnv, events: int, rules: int = 1_000) -> dict[str,
     from benchmarks.stages.alerter import QUIET_BACKLOG
     from mutt_project import streams
     from mutt_project.redis import get_redis
-    from rules.alerter import Alerter
+    from rules.alerter import WRITER_SWITCH_INTERVAL, Alerter
 
     env.set_settings(QUIET_BACKLOG)
     feed.install_hosts()
@@ -148,14 +149,19 @@ def profile_alerter(env: BenchEnv, events: int, rules: int = 1_000) -> dict[str,
     feed.push(get_redis(), streams.ingest_stream(), feed.event_payloads(events))
     alerter = Alerter("bench-profile", pipelined=True)  # as run_alerter runs it
     alerter.refresh_rules(force=True)
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(WRITER_SWITCH_INTERVAL)
 
     def drain() -> None:
         while alerter.step(block_ms=0):
             pass
         alerter.flush()
 
-    profile, seconds = _profiled(drain)
-    alerter.stop()
+    try:
+        profile, seconds = _profiled(drain)
+        alerter.stop()
+    finally:
+        sys.setswitchinterval(switch_interval)
     env.reset_pipeline()
     what = f"Alerter.step draining {events:,} events, {rules:,} rules"
     return summarise(profile, events, seconds, what, ALERTER_STEPS)

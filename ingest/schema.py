@@ -16,7 +16,7 @@ import orjson
 
 from ingest import fields
 from ingest.fields import FieldError
-from ingest.ids import uuid7
+from mutt_project.ids import uuid7
 
 logger = logging.getLogger("mutt.ingest")
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import uuid
 from collections.abc import Iterator
+
+from mutt_project.ids import uuid7_hex
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("mutt_request_id", default="")
 
@@ -19,7 +20,9 @@ def get_request_id() -> str:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits, ordered by time (UUID v7): ingest stores it as the correlation id of every event of
+    the request, and the audit log indexes it."""
+    return uuid7_hex()
 
 
 @contextlib.contextmanager

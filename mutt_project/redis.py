@@ -99,51 +99,53 @@ def read_evalsha_reply(connection: Any, sha: str, script: str, keys: Sequence[An
         return connection.read_response()
 
 
-class DeferredScript:
-    """A Lua script run on a connection of its own, its reply read later: ``send`` it, do other work
-    while Redis runs it, then take its ``result``. One call in flight at a time.
+class DeferredCommand:
+    """A command sent on a connection of its own, its reply read later: ``send`` it, do other work while
+    Redis runs it, then take its ``result``: the reply as Redis gave it (hiredis's lists and bytes; no
+    redis-py response callback). One call in flight at a time.
 
     A connection error disconnects the connection (the next ``send`` opens a new one) and is raised,
-    with no retry: whether a script that may have run can run again is the caller's to decide.
+    with no retry: whether a command that may have run can run again is the caller's to decide.
     """
 
-    def __init__(self, client: redis.Redis, script: str) -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
-        self._script = client.register_script(script)
         self._connection: Any = None
-        self._sent: tuple[Sequence[Any], Sequence[Any]] | None = None
+        self._sent: tuple[Any, ...] | None = None
 
     @property
     def in_flight(self) -> bool:
         return self._sent is not None
 
-    def send(self, keys: Sequence[Any], args: Sequence[Any]) -> None:
+    def send(self, *command: Any) -> None:
         if self._sent is not None:
             raise RuntimeError("the previous call's result was not taken")
         if self._connection is None:
             self._connection = self._pool.get_connection()
-        command = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
         try:
             self._connection.send_packed_command(packed(self._connection, command))
         except (redis.ConnectionError, redis.TimeoutError):
             self._connection.disconnect()
             raise
-        self._sent = (keys, args)
+        self._sent = command
 
     def result(self) -> Any:
         if self._sent is None:
             raise RuntimeError("nothing was sent")
-        (keys, args), self._sent = self._sent, None
+        command, self._sent = self._sent, None
         try:
-            return read_evalsha_reply(self._connection, self._script.sha, self._script.script, keys, args)
+            return self._read(command)
         except (redis.ConnectionError, redis.TimeoutError):
             self._connection.disconnect()
             raise
 
-    def run(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def _read(self, command: tuple[Any, ...]) -> Any:
+        return self._connection.read_response()
+
+    def run(self, *command: Any) -> Any:
         """Send and take the result at once: one call on the kept connection, without redis-py's
         per-command pool checkout."""
-        self.send(keys, args)
+        self.send(*command)
         return self.result()
 
     def close(self) -> None:
@@ -155,6 +157,44 @@ class DeferredScript:
             self._sent = None
             connection.disconnect()  # its reply would be read by whoever takes the connection next
         self._pool.release(connection)
+
+
+class DeferredScript:
+    """A Lua script run as a ``DeferredCommand`` (EVALSHA, loading the script when Redis does not know it)."""
+
+    def __init__(self, client: redis.Redis, script: str) -> None:
+        self._script = client.register_script(script)
+        self._command = _ScriptCommand(client, self._script.sha, self._script.script)
+
+    @property
+    def in_flight(self) -> bool:
+        return self._command.in_flight
+
+    def send(self, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        self._command.send("EVALSHA", self._script.sha, len(keys), *keys, *args)
+
+    def result(self) -> Any:
+        return self._command.result()
+
+    def run(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        self.send(keys, args)
+        return self.result()
+
+    def close(self) -> None:
+        self._command.close()
+
+
+class _ScriptCommand(DeferredCommand):
+    def __init__(self, client: redis.Redis, sha: str, script: str) -> None:
+        super().__init__(client)
+        self._sha = sha
+        self._script = script
+
+    def _read(self, command: tuple[Any, ...]) -> Any:
+        # command is ("EVALSHA", sha, number of keys, *keys, *args)
+        count = command[2]
+        keys, args = command[3 : 3 + count], command[3 + count :]
+        return read_evalsha_reply(self._connection, self._sha, self._script, keys, args)
 
 
 # --- fork safety ----------------------------------------------------------------------------------

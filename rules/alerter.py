@@ -4,22 +4,23 @@
 ``run_alerter`` command loops over it. Per batch:
 
 1. read up to ``alerter_batch_size`` entries (first any reclaimed from a crashed alerter, then new);
-2. decode each entry; an entry that cannot be decoded, or was delivered too often, goes to the
-   alerter DLQ;
-3. write one audit row per event in one transaction with a COPY whose rows are matched against the
-   compiled rule snapshot as PostgreSQL reads them (plain Python, no ORM per event), so the database
-   inserts one chunk while the next is matched. A redelivered event makes the COPY fail on the
-   unique (event_id, event_time); the batch then goes in with INSERT ... ON CONFLICT DO NOTHING, so
-   it changes nothing. An event that cannot be matched, or a row the database refuses, goes to the DLQ;
+2. decode each entry and match it against the compiled rule snapshot (plain Python, no ORM per event),
+   making its audit row in COPY's text format and its alert payload; an entry that cannot be decoded,
+   or was delivered too often, goes to the alerter DLQ;
+3. write the audit rows in one transaction with one COPY. A redelivered event makes the COPY fail on
+   the unique (event_id, event_time); the batch then goes in with INSERT ... ON CONFLICT DO NOTHING, so
+   it changes nothing. A row the database refuses goes to the DLQ;
 4. after commit, one Lua call adds the alerts (skipping event ids already alerted) and acknowledges
    the batch, so neither a crash nor a takeover can duplicate an alert;
 5. count unmatched events per host and template for the flood detector (one Lua call).
 
-Steps 4 and 5 are Redis's work. ``run_alerter`` pipelines them: they are sent when the next batch
-starts and read once it is audited, so Redis runs them while this process matches; a batch is
-finished at once when no other follows. A Redis error there is logged and counted: the entries stay
-pending and are redone after the claim timeout. That adds no audit row and no alert, though the flood
-counter may count the redone batch's unmatched events twice.
+``run_alerter`` pipelines this, so the two cores of a small machine and Redis work at once: while this
+process evaluates batch N (step 2), a writer thread audits batch N-1 (step 3, on its own database
+connection; psycopg2 lets go of the GIL while PostgreSQL works), Redis runs steps 4-5 for batch N-2 and
+answers the read of batch N+1, sent ahead. A batch is acknowledged only after its audit committed, and
+everything in hand is finished at once when no batch follows, and on ``stop()``. A Redis error in steps
+4-5 is logged and counted: the entries stay pending and are redone after the claim timeout. That adds
+no audit row and no alert, though the flood counter may count the redone batch's unmatched events twice.
 
 If the database is down nothing is acknowledged: the batch is kept and retried with backoff, and its
 entries' idle time is refreshed so other alerters do not take them over while this one lives.
@@ -27,24 +28,35 @@ entries' idle time is refreshed so other alerters do not take them over while th
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import redis
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 from psycopg2.extras import execute_values
 
 from configcenter.runtime import get_setting
 from mutt_project import streams
-from mutt_project.redis import DeferredScript, get_redis, key
+from mutt_project.redis import DeferredCommand, DeferredScript, get_redis, key
 from rules import flood, metrics
 from rules.engine import RuleSet
 from rules.partitions import ensure_partitions
@@ -75,6 +87,7 @@ _COPY_COLUMNS = (
 )  # fmt: skip
 _COPY_SQL = f"COPY rules_eventauditlog ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
 _COPY_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search
+_NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 # Add each alert unless its event id was alerted before (a redelivery or a takeover), then
@@ -107,44 +120,70 @@ return added
 """
 PARTITION_CHECK_SECONDS = 6 * 3600
 TRIM_INTERVAL_SECONDS = 1.0
+# The pipelined alerter's audit writer thread needs the GIL back after each database call. At Python's
+# default switch interval (5 ms) it waits that long behind the evaluating thread several times per
+# batch, longer than the evaluation itself; at 0.2 ms the audit keeps pace (measured: the evaluating
+# thread then waited 2% of a run for the writer, against 45% at 5 ms). run_alerter sets it.
+WRITER_SWITCH_INTERVAL = 0.0002
 # Redelivery after a crash or takeover happens within the claim timeout; hours of margin are plenty.
 DEDUP_TTL_SECONDS = 6 * 3600
 
 
-def copy_text(rows: list[tuple[Any, ...]]) -> bytes:
+def copy_text(rows: list[tuple[Any, ...]], line: Callable[[tuple[Any, ...]], str] | None = None) -> bytes:
     """Rows in COPY's text format: tab-separated, ``\\N`` for NULL, backslash escapes in text.
 
-    Most rows need no escaping at all, which one scan of the joined row tells; only the others are
-    escaped field by field.
+    ``line`` formats one row (default ``copy_line``, for rows of any shape).
     """
-    lines = []
-    for row in rows:
-        try:
-            line = "\t".join(
-                [
-                    value if value.__class__ is str
-                    else "\\N" if value is None
-                    else "t" if value is True
-                    else "f" if value is False
-                    else str(value) if value.__class__ is int
-                    else _copy_value(value)
-                    for value in row
-                ]
-            )  # fmt: skip
-        except TypeError:
-            line = None
-        # Clean: the only backslashes are the NULL markers, and the only tabs the separators.
-        if (
-            line is None
-            or line.count("\\") != row.count(None)
-            or line.count("\t") != len(row) - 1
-            or "\n" in line
-            or "\r" in line
-        ):
-            line = "\t".join(_copy_escaped(value) for value in row)
-        lines.append(line)
+    lines = list(map(line or copy_line, rows))
     lines.append("")
     return "\n".join(lines).encode()
+
+
+def copy_line(row: tuple[Any, ...]) -> str:
+    """One row in COPY's text format. Most rows need no escaping at all, which one scan of the joined
+    row tells; only the others are escaped field by field."""
+    try:
+        line = "\t".join(
+            [
+                value if value.__class__ is str
+                else "\\N" if value is None
+                else "t" if value is True
+                else "f" if value is False
+                else str(value) if value.__class__ is int
+                else _copy_value(value)
+                for value in row
+            ]
+        )  # fmt: skip
+    except TypeError:
+        return _copy_escaped_line(row)
+    return line if _is_clean(line, row.count(None), len(row)) else _copy_escaped_line(row)
+
+
+def audit_copy_line(row: tuple[Any, ...]) -> str:
+    """``copy_line`` for an audit row (``_COPY_COLUMNS``, as ``Alerter._evaluate`` makes it), formatted in
+    one step: the alerter's hot path. Only rule_id and syslog_severity may be NULL; text that needs
+    escaping takes ``copy_line``'s general way."""
+    (
+        event_id, event_time, received_at, hostname, environment, rule_id, handling, team, forwarded,
+        alert_severity, syslog_severity, message, trap_oid, source_type, correlation_id, raw,
+    ) = row  # fmt: skip
+    nulls = (rule_id is None) + (syslog_severity is None)
+    line = (
+        f"{event_id}\t{event_time}\t{received_at}\t{hostname}\t{environment}\t"
+        f"{_NULL if rule_id is None else rule_id}\t{handling}\t{team}\t{'t' if forwarded else 'f'}\t"
+        f"{alert_severity}\t{_NULL if syslog_severity is None else syslog_severity}\t{message}\t{trap_oid}\t"
+        f"{source_type}\t{correlation_id}\t{raw}"
+    )
+    return line if _is_clean(line, nulls, 16) else copy_line(row)
+
+
+def _is_clean(line: str, nulls: int, columns: int) -> bool:
+    """No escaping needed: the only backslashes are the NULL markers, the only tabs the separators."""
+    return line.count("\\") == nulls and line.count("\t") == columns - 1 and "\n" not in line and "\r" not in line
+
+
+def _copy_escaped_line(row: tuple[Any, ...]) -> str:
+    return "\t".join(_copy_escaped(value) for value in row)
 
 
 def _copy_value(value: Any) -> str:
@@ -164,6 +203,16 @@ def _copy_escaped(value: Any) -> str:
         return _copy_value(value)
     text = value if isinstance(value, str) else str(value)
     return text.translate(_COPY_ESCAPES) if _COPY_NEEDS_ESCAPE(text) else text
+
+
+def _stream_position(entry_id: bytes) -> tuple[int, ...]:
+    return tuple(int(part) for part in entry_id.split(b"-"))
+
+
+def _field_dict(pairs: list[bytes]) -> dict[bytes, bytes]:
+    if len(pairs) == 2:  # the one field ingest writes
+        return {pairs[0]: pairs[1]}
+    return dict(zip(pairs[::2], pairs[1::2], strict=True))
 
 
 def dedup_key(received_at: str) -> str:
@@ -213,6 +262,16 @@ class _Finishing:
 
 
 @dataclass
+class _Writing:
+    """A batch handed to the audit writer thread: ``future`` gives its audited events and refused rows."""
+
+    batch: _Batch
+    evaluated: _Evaluated
+    future: Future[tuple[list[Any], list[tuple[bytes, bytes, str, str]]]]
+    started: float
+
+
+@dataclass
 class _Batch:
     entries: list[tuple[bytes, dict[bytes, bytes]]]
     claimed: bool = False  # taken over from another alerter: check delivery counts
@@ -221,50 +280,22 @@ class _Batch:
     outcome: Outcome = field(default_factory=Outcome)
 
 
-class _EvaluatedRows:
-    """The batch's audit rows as a file COPY reads: each ``read`` decodes and evaluates the next few
-    entries.
+class _Evaluated:
+    """A batch decoded and evaluated: each event with its audit row, alert payload and flood template,
+    the entries that are poison, and the audit rows in COPY's text format, ready to send.
 
-    So PostgreSQL inserts one chunk of rows while this process decodes, matches and templates the
-    next, and the batch costs about the larger of the two rather than their sum. Entries that fail to
-    decode or evaluate are kept aside as poison; ``finish`` evaluates whatever a failed COPY did not
-    ask for.
+    Evaluation runs in the alerter's thread; the COPY may run in the audit writer's thread (pipelined
+    mode), so nothing here touches the database.
     """
 
-    CHUNK = 32
-
     def __init__(self, decode: Any, evaluate: Any, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        self._decode = decode
-        self._evaluate = evaluate
-        self._entries = entries
-        self._next = 0
         # (event, audit row, alert payload or None, flood template of an unhandled event or None)
         self.evaluated: list[tuple[_Decoded, tuple[Any, ...], bytes | None, str | None]] = []
         self.poison: list[tuple[bytes, bytes, str, str]] = []
-        self.error: BaseException | None = None  # what this reader raised into the COPY, if anything
-
-    @property
-    def pending(self) -> bool:
-        return self._next < len(self._entries)
-
-    def read(self, size: int = -1) -> bytes:
-        # psycopg2 reports an exception raised here as a cancelled COPY (an OperationalError, which
-        # would look like a database outage): keep it, so the caller can tell the two apart.
-        try:
-            return self._read()
-        except BaseException as exc:
-            self.error = exc
-            raise
-
-    def _read(self) -> bytes:
         rows: list[tuple[Any, ...]] = []
-        entries = self._entries
-        # An empty read ends the COPY: keep going past chunks that were all poison.
-        while len(rows) < self.CHUNK and self._next < len(entries):
-            entry_id, fields = entries[self._next]
-            self._next += 1
+        for entry_id, fields in entries:
             try:
-                item = self._decode(entry_id, fields)
+                item = decode(entry_id, fields)
             except Exception as exc:
                 raw = fields.get(streams.PAYLOAD_FIELD) or repr(fields).encode()
                 self.poison.append((entry_id, raw, "malformed", f"{type(exc).__name__}: {exc}"))
@@ -273,26 +304,23 @@ class _EvaluatedRows:
                 self.poison.append(item)
                 continue
             try:
-                row, alert, template = self._evaluate(item)
+                row, alert, template = evaluate(item)
             except Exception as exc:
                 self.poison.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
                 continue
             self.evaluated.append((item, row, alert, template))
             rows.append(row)
-        return copy_text(rows) if rows else b""
-
-    def finish(self) -> None:
-        while self.pending:
-            self._read()
+        self.copy = copy_text(rows, audit_copy_line) if rows else b""
 
 
 class Alerter:
     def __init__(
         self, consumer: str | None = None, *, client: redis.Redis | None = None, pipelined: bool = False
     ) -> None:
-        """``pipelined``: a batch's Redis work (alerts, acknowledgement, flood counts) is sent when the
-        next batch starts and runs in Redis while that one is matched and audited (``run_alerter``
-        does this). Otherwise each step finishes its batch. ``flush`` or ``stop`` finish what is left."""
+        """``pipelined`` (``run_alerter`` does this): a batch's audit COPY runs in a writer thread while
+        the next batch is read and evaluated, and its Redis work (alerts, acknowledgement, flood counts)
+        is sent when the batch after that starts, so it runs in Redis while this process evaluates.
+        Otherwise each step audits and finishes its batch. ``flush`` or ``stop`` finish what is left."""
         self.consumer = consumer or f"{socket.gethostname()}-{threading.get_native_id()}-{uuid.uuid4().hex[:6]}"
         self.client = client or get_redis()
         self.stream = streams.ingest_stream()
@@ -305,12 +333,18 @@ class Alerter:
         self._publish = self.client.register_script(_PUBLISH_AND_ACK)
         self._held: _Batch | None = None  # a batch the database refused, kept for retry
         self.pipelined = pipelined
-        # Pipelined mode: an audited (committed) batch whose Redis work is not sent yet.
+        # Pipelined mode: the batch whose audit the writer thread is doing (at most one), and an audited
+        # (committed) batch whose Redis work is not sent yet.
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: _Writing | None = None
         self._unfinished: _Settled | None = None
         # The two scripts that finish a batch, each on a connection of its own so their replies can be
         # read after other work (the main client's pool is used meanwhile).
         self._publish_later = DeferredScript(self.client, _PUBLISH_AND_ACK)
         self._count_later = DeferredScript(self.client, flood.RECORD_SCRIPT)
+        # Reads of new entries, on a connection of their own. Pipelined mode sends the next read as soon
+        # as a batch is taken, so Redis answers it while this one is evaluated.
+        self._reader = DeferredCommand(self.client)
         self._last_claim = 0.0
         self._trimmed_at = 0.0
         self._partitions_checked = time.monotonic()
@@ -331,10 +365,17 @@ class Alerter:
         (no dead consumers pile up)."""
         try:
             self.flush()
+            if self._reader.in_flight:  # entries read ahead are ours already: finish them too
+                entries = self._take_read()
+                if entries:
+                    self._run(_Batch(entries))
+                    self.flush()
         finally:
             self._publish_later.close()
             self._count_later.close()
+            self._reader.close()
             self._stop.set()
+            self._stop_writer()
         streams.forget_consumer_if_done(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer)
 
     def maintain_partitions(self) -> None:
@@ -391,15 +432,20 @@ class Alerter:
         return True
 
     def flush(self) -> None:
-        """Pipelined mode: alert and acknowledge the audited batch still in hand, now."""
-        settled, self._unfinished = self._unfinished, None
-        if settled is not None:
-            self._collect(self._send_finish(settled))
+        """Pipelined mode: finish every batch in hand now: wait for the audit in progress, then alert
+        and acknowledge what is audited (a batch the database refused is held for retry instead)."""
+        while True:
+            settled, self._unfinished = self._unfinished, None
+            if settled is not None:
+                self._collect(self._send_finish(settled))
+            if self._writing is None:
+                return
+            self._land()
 
     @property
     def idle(self) -> bool:
-        """Nothing held for retry, and no audited batch in hand."""
-        return self._held is None and self._unfinished is None
+        """Nothing held for retry, no audit in progress, no audited batch in hand, no read ahead."""
+        return self._held is None and self._writing is None and self._unfinished is None and not self._reader.in_flight
 
     # --- the step -----------------------------------------------------------------------------
 
@@ -420,20 +466,37 @@ class Alerter:
         if claimed:
             return self._run(_Batch(claimed, claimed=True))
         # With a batch in hand, look without waiting: if nothing is there, finish it before blocking.
-        entries = self._read_new(0 if self._unfinished is not None else block_ms)
+        entries = self._read_new(block_ms if self.idle else 0)
         if not entries:
             self.flush()
             return 0
+        if self.pipelined:
+            self._send_read(None)  # read ahead: the reply waits on its connection for the next step
         return self._run(_Batch(entries))
 
     def _read_new(self, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        # block_ms 0 means "do not wait" here; Redis's BLOCK 0 would mean "wait for ever".
-        block = get_setting("alerter_block_ms") if block_ms is None else (block_ms or None)
-        response = self.client.xreadgroup(
-            streams.ALERTERS_GROUP, self.consumer, {self.stream: ">"}, count=get_setting("alerter_batch_size"),
-            block=block,
-        )  # fmt: skip
-        return response[0][1] if response else []
+        """Up to a batch of new entries: those read ahead if a read is in flight, else read now, waiting
+        up to ``block_ms`` (None: the ``alerter_block_ms`` setting; 0: not at all) for some to come."""
+        if not self._reader.in_flight:
+            self._send_read(get_setting("alerter_block_ms") if block_ms is None else block_ms)
+        return self._take_read()
+
+    def _send_read(self, block_ms: int | None) -> None:
+        command: list[Any] = [
+            "XREADGROUP", "GROUP", streams.ALERTERS_GROUP, self.consumer, "COUNT", get_setting("alerter_batch_size"),
+        ]  # fmt: skip
+        if block_ms:  # Redis's BLOCK 0 would mean "wait for ever"
+            command += ["BLOCK", block_ms]
+        self._reader.send(*command, "STREAMS", self.stream, ">")
+
+    def _take_read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The entries of the read in flight, from Redis's reply as it is: nil, or the one stream's
+        entries as [id, [field, value, ...]] under its name (a map in RESP3, a pair in RESP2)."""
+        reply = self._reader.result()
+        if not reply:
+            return []
+        entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        return [(entry_id, _field_dict(pairs)) for entry_id, pairs in entries]
 
     def _claim_abandoned(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Take over entries another alerter left unacknowledged for longer than the visibility timeout."""
@@ -452,40 +515,95 @@ class Alerter:
         return claimed
 
     def _run(self, batch: _Batch) -> int:
-        """Audit the batch, then alert and acknowledge it (pipelined: when the next batch runs).
+        """Evaluate the batch, audit it, then alert and acknowledge it; in pipelined mode the audit is
+        handed to the writer thread and the rest happens in later steps (see ``_run_pipelined``).
 
         A database outage keeps the batch for a retry (nothing of it is acknowledged). A row the
-        database refuses (bad data) goes to the DLQ alone; its neighbours are audited. The previous
-        batch's finishing scripts run in Redis while this one is matched and audited, and their replies
-        are read once it is committed.
+        database refuses (bad data) goes to the DLQ alone; its neighbours are audited.
+        """
+        if self.pipelined:
+            return self._run_pipelined(batch)
+        started = time.perf_counter()
+        evaluated = self._rows(batch)
+        try:
+            audited, refused = self._audit(evaluated)
+        except (OperationalError, InterfaceError, DatabaseError) as exc:
+            return self._hold(batch, exc)
+        self._collect(self._send_finish(self._settled(batch, evaluated, audited, refused, started)))
+        return len(batch.entries)
+
+    def _run_pipelined(self, batch: _Batch) -> int:
+        """One turn of the pipeline. While this process evaluates this batch, the writer thread audits
+        the previous one and Redis runs the finishing scripts of the one before it (sent first, so the
+        read that started this step did not wait behind them). Then: read those scripts' replies, take
+        the previous batch's audit result (it becomes the batch to finish next turn), and hand this
+        batch to the writer.
+
+        If evaluating fails (a Redis error while checking a takeover's delivery counts), everything
+        before this batch is still finished, then the error is raised; this batch stays pending.
         """
         started = time.perf_counter()
         unfinished, self._unfinished = self._unfinished, None
         finishing = self._send_finish(unfinished) if unfinished is not None else None
         try:
-            # Whatever happens from here on, the replies sent for the previous batch are read.
-            rows = self._rows(batch)
-            evaluated, refused = self._insert(rows)
-        except (OperationalError, InterfaceError, DatabaseError) as exc:
-            return self._hold(batch, exc)
-        finally:
+            evaluated = self._rows(batch)
+        except BaseException:
             if finishing is not None:
                 self._collect(finishing)
-        settled = self._settled(batch, rows, evaluated, refused, started)
-        if self.pipelined:
-            self._unfinished = settled
-        else:
-            self._collect(self._send_finish(settled))
+            self.flush()
+            raise
+        if finishing is not None:
+            self._collect(finishing)
+        if self._writing is not None:
+            self._land()
+        if self._held is not None:
+            # The previous batch found the database down: keep this one with it, unaudited.
+            self._held.entries.extend(batch.entries)
+            self._held.claimed = self._held.claimed or batch.claimed
+            return 0
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerter-audit")
+        self._writing = _Writing(batch, evaluated, self._writer.submit(self._audit, evaluated), started)
         return len(batch.entries)
 
+    def _land(self) -> None:
+        """Wait for the writer's audit: the batch becomes the one to finish next (or is held if the
+        database was down). A bug in the writer is raised here; the batch stays pending."""
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return
+        if self._unfinished is not None:  # callers finish it first; never expected
+            raise RuntimeError("an audited batch would be overwritten before it is finished")
+        try:
+            audited, refused = writing.future.result()
+        except (OperationalError, InterfaceError, DatabaseError) as exc:
+            self._hold(writing.batch, exc)
+            return
+        self._unfinished = self._settled(writing.batch, writing.evaluated, audited, refused, writing.started)
+
+    def _stop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.submit(connections.close_all).result()  # the writer thread's own connection
+        finally:
+            writer.shutdown()
+
     def _hold(self, batch: _Batch, exc: Exception) -> int:
+        if self._reader.in_flight:
+            # Entries read ahead are this alerter's now: keep them with the batch (and refresh their
+            # claim with it) rather than let them sit unseen until another alerter takes them over.
+            try:
+                batch.entries.extend(self._take_read())
+            except redis.RedisError:
+                logger.warning("could not take the entries read ahead; they are taken over later", exc_info=True)
         batch.attempts += 1
         delay = min(_MAX_DB_BACKOFF, 0.5 * 2 ** (batch.attempts - 1))
         batch.retry_at = time.monotonic() + delay
         self._held = batch
         metrics.DB_ERRORS.inc()
         logger.warning("database unavailable (%s); keeping %d entries, retry in %.1fs", exc, len(batch.entries), delay)
-        connection.close()  # a broken connection is replaced on the next attempt
         return 0
 
     def _retry_held(self) -> int:
@@ -508,14 +626,14 @@ class Alerter:
 
     # --- processing ---------------------------------------------------------------------------
 
-    def _rows(self, batch: _Batch) -> _EvaluatedRows:
+    def _rows(self, batch: _Batch) -> _Evaluated:
         decode = self._decoder(batch.entries, check_deliveries=batch.claimed)
-        return _EvaluatedRows(decode, self._evaluate, batch.entries)
+        return _Evaluated(decode, self._evaluate, batch.entries)
 
     def _settled(
         self,
         batch: _Batch,
-        rows: _EvaluatedRows,
+        rows: _Evaluated,
         evaluated: list[Any],
         refused: list[tuple[bytes, bytes, str, str]],
         started: float,
@@ -609,35 +727,38 @@ class Alerter:
         metrics.BATCH_SECONDS.observe(time.perf_counter() - finishing.settled.started)
         return outcome
 
-    def _insert(self, rows: _EvaluatedRows) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
-        """Audit the batch in one COPY that evaluates events as PostgreSQL takes them; on a redelivered
-        event, one INSERT ... ON CONFLICT DO NOTHING; if the database refuses the data, find the rows
-        it refuses.
+    def _audit(self, rows: _Evaluated) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
+        """Write the batch's audit rows in one transaction: one COPY; on a redelivered event, one
+        INSERT ... ON CONFLICT DO NOTHING; if the database refuses the data, find the rows it refuses.
+        Returns the evaluated events that are audited and the poison of the refused rows.
 
-        psycopg2's own errors are wrapped into Django's, so an unreachable database surfaces as
-        OperationalError/InterfaceError (an outage: the caller holds the batch) whichever call hits it.
+        Runs in the writer thread in pipelined mode, on that thread's own connection. psycopg2's own
+        errors are wrapped into Django's, so an unreachable database surfaces as OperationalError or
+        InterfaceError (an outage: the caller holds the batch) whichever call hits it; the broken
+        connection is closed so that the next attempt opens a new one.
         """
-        if not rows.pending:
+        try:
+            return self._write(rows)
+        except (OperationalError, InterfaceError):
+            connection.close()
+            raise
+
+    def _write(self, rows: _Evaluated) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
+        evaluated = rows.evaluated
+        if not evaluated:
             return [], []
         try:
             with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
-                cursor.cursor.copy_expert(_COPY_SQL, rows)
-            rows.finish()
-            return rows.evaluated, []
+                # One read of the whole text: one send, during which psycopg2 lets other threads run.
+                cursor.cursor.copy_expert(_COPY_SQL, io.BytesIO(rows.copy), size=len(rows.copy) + 1)
+            return evaluated, []
         except (OperationalError, InterfaceError):
-            if rows.error is not None:
-                raise rows.error from None  # a bug of ours, not a database outage
             raise
         except IntegrityError:
             metrics.AUDIT_REDELIVERED_BATCHES.inc()  # some event of the batch is audited already
         except (DatabaseError, ValueError) as exc:
             logger.warning("the database refused a batch (%s); inserting row by row to isolate it", exc)
-            rows.finish()
-            return self._insert_rows_alone(rows.evaluated)
-        rows.finish()
-        evaluated = rows.evaluated
-        if not evaluated:
-            return [], []
+            return self._insert_rows_alone(evaluated)
         try:
             with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
                 values = [row for _, row, *_ in evaluated]
@@ -696,8 +817,10 @@ class Alerter:
     def _delivery_counts(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> dict[bytes, int]:
         if not entries:
             return {}
+        # A batch held through an outage may hold entries out of stream order: bound it by its extremes.
+        ids = sorted((entry_id for entry_id, _ in entries), key=_stream_position)
         rows = self.client.xpending_range(
-            self.stream, streams.ALERTERS_GROUP, min=entries[0][0], max=entries[-1][0], count=len(entries) * 2,
+            self.stream, streams.ALERTERS_GROUP, min=ids[0], max=ids[-1], count=len(entries) * 2,
             consumername=self.consumer,
         )  # fmt: skip
         return {row["message_id"]: int(row["times_delivered"]) for row in rows}

@@ -49,6 +49,8 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
             "alerts_per_run": results[-1]["alerts"],
             "alerter_cores": [r["cores"]["worker"] for r in results],
             "servers_cores": [r["cores"]["servers"] for r in results],
+            "postgres_cores": [r["cores"]["postgres"] for r in results],
+            "redis_cores": [r["cores"]["redis"] for r in results],
             "handling_mix": results[-1]["mix"],
         }
     figures["cost_ratio_10000_vs_10_rules"] = round(

@@ -26,6 +26,21 @@ def link_rule(db):
     )  # fmt: skip
 
 
+@pytest.fixture
+def alerters():
+    """Make alerters that are stopped after the test: a pipelined one's audit writer thread holds a
+    database connection of its own until then."""
+    made: list[Alerter] = []
+
+    def make(consumer: str, **kwargs) -> Alerter:
+        made.append(Alerter(consumer, **kwargs))
+        return made[-1]
+
+    yield make
+    for alerter in made:
+        alerter.stop()
+
+
 def drain(alerter: Alerter, rounds: int = 20) -> int:
     total = 0
     for _ in range(rounds):
@@ -385,39 +400,49 @@ def drain_and_check_each_alerted_once(alerter: Alerter, client, events: list[dic
     assert pending(client) == 0
 
 
+def audited_ids() -> set[str]:
+    return {str(event_id) for event_id in EventAuditLog.objects.values_list("event_id", flat=True)}
+
+
 @pytest.mark.django_db(transaction=True)
-def test_pipelined_a_batch_is_acknowledged_after_the_next_is_audited_and_at_once_when_none_follows(
-    redis_client, clean_pipeline, link_rule
+def test_pipelined_a_batch_is_audited_while_the_next_is_evaluated_and_finished_a_turn_later(
+    redis_client, clean_pipeline, link_rule, alerters
 ):
     apply_setting("alerter_batch_size", 10)
-    alerter = Alerter("p1", pipelined=True)
-    events = [make_event() for _ in range(30)]
+    alerter = alerters("p1", pipelined=True)
+    events = [make_event() for _ in range(40)]
+    ids = [e["event_id"] for e in events]
     push(redis_client, events)
 
-    assert alerter.step(block_ms=0) == 10
-    assert EventAuditLog.objects.count() == 10, "audited and committed"
-    assert alert_ids(redis_client) == [], "its alerts wait for the next batch"
-    assert pending(redis_client) == 10
+    assert alerter.step(block_ms=0) == 10, "evaluated and handed to the audit writer"
+    assert alert_ids(redis_client) == []
+    assert pending(redis_client) == 20, "the next batch is read ahead"
     assert not alerter.idle
 
     assert alerter.step(block_ms=0) == 10
-    assert EventAuditLog.objects.count() == 20
-    assert alert_ids(redis_client) == [e["event_id"] for e in events[:10]]
-    assert pending(redis_client) == 10, "the first batch is acknowledged, the second is in hand"
+    assert set(ids[:10]) <= audited_ids(), "the first batch's audit is committed once the second is evaluated"
+    assert alert_ids(redis_client) == [], "its alerts wait for the next turn"
+    assert pending(redis_client) == 30
 
     assert alerter.step(block_ms=0) == 10
+    assert set(ids[:20]) <= audited_ids()
+    assert alert_ids(redis_client) == ids[:10], "alerted and acknowledged only after its audit committed"
+    assert pending(redis_client) == 30, "the first batch is acknowledged"
+
+    assert alerter.step(block_ms=0) == 10
+    assert alert_ids(redis_client) == ids[:20]
     started = time.monotonic()
     assert alerter.step(block_ms=5000) == 0
-    assert time.monotonic() - started < 2.5, "nothing more: the batch in hand is finished without blocking"
-    assert alert_ids(redis_client) == [e["event_id"] for e in events]
+    assert time.monotonic() - started < 2.5, "nothing more: the batches in hand are finished without blocking"
+    assert alert_ids(redis_client) == ids
     assert pending(redis_client) == 0
     assert alerter.idle
-    assert EventAuditLog.objects.count() == 30
+    assert audited_ids() == set(ids)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_pipelined_stop_finishes_the_batch_in_hand(redis_client, clean_pipeline, link_rule):
-    alerter = Alerter("p2", pipelined=True)
+def test_pipelined_stop_finishes_the_batch_in_hand(redis_client, clean_pipeline, link_rule, alerters):
+    alerter = alerters("p2", pipelined=True)
     push(redis_client, [make_event() for _ in range(5)])
     assert alerter.step(block_ms=0) == 5
     assert pending(redis_client) == 5
@@ -429,7 +454,7 @@ def test_pipelined_stop_finishes_the_batch_in_hand(redis_client, clean_pipeline,
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("pipelined", [False, True], ids=["serial", "pipelined"])
 def test_a_batch_whose_alerts_fail_stays_pending_and_its_takeover_alerts_each_event_once(
-    redis_client, clean_pipeline, link_rule, pipelined
+    redis_client, clean_pipeline, link_rule, pipelined, alerters
 ):
     from prometheus_client import REGISTRY
 
@@ -439,7 +464,7 @@ def test_a_batch_whose_alerts_fail_stays_pending_and_its_takeover_alerts_each_ev
         return REGISTRY.get_sample_value("mutt_alerter_finish_failures_total") or 0.0
 
     apply_setting("alerter_claim_idle_seconds", 1)
-    first = Alerter("broken", pipelined=pipelined)
+    first = alerters("broken", pipelined=pipelined)
     events = [make_event() for _ in range(6)]
     buckets = {dedup_key(event["received_at"]) for event in events}
     for bucket in buckets:
@@ -456,7 +481,56 @@ def test_a_batch_whose_alerts_fail_stays_pending_and_its_takeover_alerts_each_ev
 
     redis_client.delete(*buckets)
     time.sleep(1.1)
-    drain_and_check_each_alerted_once(Alerter("takeover", pipelined=pipelined), redis_client, events)
+    drain_and_check_each_alerted_once(alerters("takeover", pipelined=pipelined), redis_client, events)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelined_a_database_outage_holds_the_batch_being_audited_and_those_behind_it(
+    redis_client, clean_pipeline, link_rule, alerters
+):
+    apply_setting("alerter_batch_size", 5)
+    alerter = alerters("p7", pipelined=True)
+    events = [make_event() for _ in range(15)]
+    ids = [e["event_id"] for e in events]
+    push(redis_client, events[:5])
+    drain(alerter)
+    assert audited_ids() == set(ids[:5]), "the writer thread has its own connection open"
+    push(redis_client, events[5:])
+
+    saved = dict(connection.settings_dict)
+    with connection.cursor() as cursor:  # PostgreSQL ends every other session: the writer's too
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    connection.close()
+    connection.settings_dict.update({"HOST": "/nonexistent-socket-dir", "PORT": "1"})  # and is unreachable
+    try:
+        assert alerter.step(block_ms=10) == 5, "evaluated and handed to the writer; the next batch read ahead"
+        assert alerter.step(block_ms=10) == 0, "the audit failed: nothing more is taken"
+        held = alerter._held
+        assert held is not None
+        assert sorted(streams.decode(fields)["event_id"] for _, fields in held.entries) == sorted(ids[5:]), (
+            "held: the batch the writer had, and the one evaluated behind it"
+        )
+        assert pending(redis_client) == 10, "nothing of them is acknowledged"
+        assert alert_ids(redis_client) == ids[:5]
+
+        held.retry_at = 0
+        alerter.step(block_ms=10)
+        alerter.step(block_ms=10)
+        assert alerter._held is not None, "still down: held again"
+        assert alerter._held.attempts == 2
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+    alerter._held.retry_at = 0
+    drain(alerter)
+    alerter.flush()
+    assert audited_ids() == set(ids)
+    assert sorted(alert_ids(redis_client)) == sorted(ids), "each event alerted once"
+    assert pending(redis_client) == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -480,13 +554,13 @@ def test_a_publish_script_that_fails_halfway_marks_no_event_as_alerted(redis_cli
 
 @pytest.mark.django_db(transaction=True)
 def test_pipelined_a_failure_while_the_next_batch_starts_still_finishes_the_previous_one(
-    redis_client, clean_pipeline, link_rule, monkeypatch
+    redis_client, clean_pipeline, link_rule, monkeypatch, alerters
 ):
     import redis
 
     apply_setting("alerter_batch_size", 5)
     apply_setting("alerter_claim_idle_seconds", 1)
-    alerter = Alerter("p4", pipelined=True)
+    alerter = alerters("p4", pipelined=True)
     events = [make_event() for _ in range(10)]
     push(redis_client, events)
     # A crashed alerter took the first half; the second half is read by ours.
@@ -518,12 +592,12 @@ def test_pipelined_a_failure_while_the_next_batch_starts_still_finishes_the_prev
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("pipelined", [False, True], ids=["serial", "pipelined"])
 def test_an_entry_that_cannot_even_be_described_goes_to_the_dlq_not_into_an_outage(
-    redis_client, clean_pipeline, link_rule, pipelined
+    redis_client, clean_pipeline, link_rule, pipelined, alerters
 ):
     push(redis_client, [make_event()])
     redis_client.xadd(streams.ingest_stream(), {b"\xff\xfe": b"\xff"})  # no payload, field name not UTF-8
     push(redis_client, [make_event()])
-    alerter = Alerter("p5", pipelined=pipelined)
+    alerter = alerters("p5", pipelined=pipelined)
     drain(alerter)
     alerter.stop()
     assert alerter._held is None, "not mistaken for a database outage"
@@ -534,15 +608,17 @@ def test_an_entry_that_cannot_even_be_described_goes_to_the_dlq_not_into_an_outa
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_bug_in_the_copy_reader_is_raised_as_itself_not_taken_for_a_database_outage(
-    redis_client, clean_pipeline, link_rule, monkeypatch
+@pytest.mark.usefixtures("clean_pipeline", "link_rule")
+@pytest.mark.parametrize("pipelined", [False, True], ids=["serial", "pipelined"])
+def test_a_bug_in_the_row_encoder_is_raised_as_itself_not_taken_for_a_database_outage(
+    redis_client, monkeypatch, alerters, pipelined
 ):
     import rules.alerter as alerter_module
 
-    def broken(rows):
+    def broken(rows, *args):
         raise RuntimeError("a bug in the row encoder")
 
-    alerter = Alerter("p6")
+    alerter = alerters("p6", pipelined=pipelined)
     push(redis_client, [make_event()])
     monkeypatch.setattr(alerter_module, "copy_text", broken)
     with pytest.raises(RuntimeError, match="a bug in the row encoder"):

@@ -5,12 +5,13 @@ SIGTERM or SIGINT lets the batch in hand finish (audited, alerted, acknowledged)
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.core.management.base import CommandParser
 
 from mutt_project.worker import WorkerCommand
-from rules.alerter import Alerter
+from rules.alerter import WRITER_SWITCH_INTERVAL, Alerter
 from rules.partitions import ensure_partitions
 
 
@@ -23,12 +24,15 @@ class Command(WorkerCommand):
         parser.add_argument(
             "--serial",
             action="store_true",
-            help="Finish each batch (alerts, acknowledgement, flood counts) before reading the next, instead of "
-            "letting Redis do that work while the next batch is matched and audited.",
+            help="Audit and finish each batch (alerts, acknowledgement, flood counts) before reading the next, "
+            "instead of auditing it in a writer thread and letting Redis finish it while later batches are "
+            "evaluated.",
         )
 
     def setup(self, options: dict[str, Any]) -> None:
         ensure_partitions()
+        if not options["serial"]:
+            sys.setswitchinterval(WRITER_SWITCH_INTERVAL)
         self.alerter = Alerter(options["consumer"], pipelined=not options["serial"])
         self.alerter.start_rule_listener()
         self.alerter.refresh_rules(force=True)

@@ -1,4 +1,8 @@
-"""Time-ordered event ids: UUID version 7 (RFC 9562), which Python 3.11's ``uuid`` lacks.
+"""Time-ordered ids: UUID version 7 (RFC 9562), which Python 3.11's ``uuid`` lacks.
+
+Event ids and request ids (which ingest stores as each event's correlation id) are both indexed in the
+audit log; ids that grow with time are added at the right-hand end of those indexes instead of at a
+random page, which makes each audit row cheaper to write and keeps the indexes compact.
 
 Layout: 48 bits of Unix time in milliseconds, version 7, 12 bits of counter, the RFC variant, and
 62 random bits. Within one millisecond the counter increases (RFC 9562 §6.2, method 1), so ids from
@@ -49,3 +53,8 @@ _generator = _Uuid7Generator()
 def uuid7() -> str:
     """A new UUID v7 as a lower-case string, later than every id this process made before."""
     return _generator()
+
+
+def uuid7_hex() -> str:
+    """A new UUID v7 as 32 lower-case hex digits (no hyphens): the shape of request ids."""
+    return _generator().replace("-", "")
