@@ -161,20 +161,25 @@ def copy_line(row: tuple[Any, ...]) -> str:
 
 def audit_copy_line(row: tuple[Any, ...]) -> str:
     """``copy_line`` for an audit row (``_COPY_COLUMNS``, as ``Alerter._evaluate`` makes it), formatted in
-    one step: the alerter's hot path. Only rule_id and syslog_severity may be NULL; text that needs
-    escaping takes ``copy_line``'s general way."""
+    one step: the alerter's hot path. Only rule_id and syslog_severity may be NULL.
+
+    Every value but the team and the alert severity comes from the event's JSON (``raw``), whose
+    strings cannot hold a tab, a line break or a backslash unless the JSON text has a backslash (JSON
+    escapes them, and orjson refuses them raw). So one look for a backslash in ``raw`` tells whether
+    any escaping is needed; a row that needs it takes ``copy_line``'s general way.
+    """
     (
         event_id, event_time, received_at, hostname, environment, rule_id, handling, team, forwarded,
         alert_severity, syslog_severity, message, trap_oid, source_type, correlation_id, raw,
     ) = row  # fmt: skip
-    nulls = (rule_id is None) + (syslog_severity is None)
-    line = (
+    if "\\" in raw or _COPY_NEEDS_ESCAPE(team) or _COPY_NEEDS_ESCAPE(alert_severity):
+        return copy_line(row)
+    return (
         f"{event_id}\t{event_time}\t{received_at}\t{hostname}\t{environment}\t"
         f"{_NULL if rule_id is None else rule_id}\t{handling}\t{team}\t{'t' if forwarded else 'f'}\t"
         f"{alert_severity}\t{_NULL if syslog_severity is None else syslog_severity}\t{message}\t{trap_oid}\t"
         f"{source_type}\t{correlation_id}\t{raw}"
     )
-    return line if _is_clean(line, nulls, 16) else copy_line(row)
 
 
 def _is_clean(line: str, nulls: int, columns: int) -> bool:
@@ -232,7 +237,7 @@ class Outcome:
     floods: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Decoded:
     entry_id: bytes
     event: dict[str, Any]
@@ -834,35 +839,40 @@ class Alerter:
         message = get("message") or ""
         trap_oid = get("trap_oid") or ""
         syslog_severity = get("syslog_severity")
-        result = self.ruleset.match(hostname, message, trap_oid or None, syslog_severity)
-        rule = result.rule
-        handling = result.handling
+        environment, rule, handling, team = self.ruleset.decide(hostname, message, trap_oid or None, syslog_severity)
         source_type = get("source_type") or ""
         correlation_id = get("correlation_id") or ""
+        if rule is None:  # unhandled: no alert, no severity, and a template for the flood detector
+            row = (
+                event["event_id"], event["timestamp"], event["received_at"], hostname, environment, None, handling,
+                team, False, "", syslog_severity, message, trap_oid, source_type[:50], correlation_id[:128],
+                item.raw.decode(),
+            )  # fmt: skip
+            return row, None, flood.template_of(message)
         alerting = handling in ALERTING
-        severity = (rule.severity if rule else "") or _SEVERITY_FROM_SYSLOG.get(syslog_severity, "")
+        severity = rule.severity or _SEVERITY_FROM_SYSLOG.get(syslog_severity, "")
         row = (
-            event["event_id"], event["timestamp"], event["received_at"], hostname, result.environment,
-            rule.id if rule else None, handling, result.team, alerting, severity if rule else "",
-            syslog_severity, message, trap_oid, source_type[:50], correlation_id[:128], item.raw.decode(),
+            event["event_id"], event["timestamp"], event["received_at"], hostname, environment, rule.id, handling,
+            team, alerting, severity, syslog_severity, message, trap_oid, source_type[:50], correlation_id[:128],
+            item.raw.decode(),
         )  # fmt: skip
         if not alerting:
-            return row, None, flood.template_of(message) if handling == "unhandled" else None
+            return row, None, None
         alert = {
             "kind": "rule",
             "event_id": event["event_id"],
             "correlation_id": correlation_id,
             "hostname": hostname,
-            "rule_id": rule.id if rule else None,
-            "team": result.team,
+            "rule_id": rule.id,
+            "team": team,
             "severity": severity or "indeterminate",
             "handling": handling,
-            "environment": result.environment,
-            "description": (message or (rule.description if rule else ""))[:2000],
+            "environment": environment,
+            "description": (message or rule.description)[:2000],
             "event_time": event["timestamp"],
             "trap_oid": trap_oid,
             "source_type": source_type,
-            "signature": f"{hostname}:{rule.id if rule else '-'}:{trap_oid}",
+            "signature": f"{hostname}:{rule.id}:{trap_oid}",
         }
         return row, orjson.dumps(alert), None
 

@@ -385,6 +385,32 @@ def test_copy_text_escapes_every_field_that_needs_it_and_marks_nulls():
     assert copy_text([clean, tricky]) == copy_text([clean]) + copy_text([tricky])
 
 
+def test_audit_rows_are_formatted_exactly_as_the_general_copy_line_formats_them():
+    import orjson
+
+    from rules.alerter import audit_copy_line, copy_line
+
+    def row(message: str, team: str = "network-ops", rule_id: int | None = 7, severity: int | None = 3) -> tuple:
+        raw = orjson.dumps({"hostname": "rtr-1", "message": message}).decode()
+        return (
+            "0190a2b4-0000-7000-8000-000000000001", "2026-12-02T08:00:00+00:00", "2026-12-02T08:00:01+00:00",
+            "rtr-1", "prod", rule_id, "page_only", team, True, "major", severity, message, "", "syslog",
+            "0190a2b40000700080000000000000aa", raw,
+        )  # fmt: skip
+
+    rows = [
+        row("Interface Gi0/1 changed state to down"),
+        row("no rule, no severity", rule_id=None, severity=None),
+        row("tab\there and a line\nbreak"),  # escaped in raw: the general way
+        row('a "quoted" word and a back\\slash'),
+        row("plain text", team="night\tshift"),  # a tab outside the event's JSON
+        row("ünïcödé ✓ and emoji 🚨"),
+    ]
+    for audit_row in rows:
+        assert audit_copy_line(audit_row) == copy_line(audit_row)
+    assert "tab\\there and a line\\nbreak" in audit_copy_line(rows[2]), "escaped for COPY"
+
+
 # --- pipelined mode (run_alerter): a batch is finished while the next one is audited ------------------
 
 

@@ -365,3 +365,30 @@ def test_duplicate_rule_ids_are_rejected() -> None:
 def test_rule_oid_with_leading_dot_is_accepted() -> None:
     rules = RuleSet.compile([oid(1, ".1.3.6.1.4.1.9")])
     assert winner_id(rules, trap_oid="1.3.6.1.4.1.9.1") == 1
+
+
+def test_decide_gives_what_match_gives_without_the_result_object() -> None:
+    rules = RuleSet.compile(
+        [
+            contains(1, "changed state to down", priority=10, team_assignment="network-ops", dev_handling="ignore"),
+            regex(2, r"BGP.*Idle", priority=20, prod_handling="page_only"),
+            oid(3, "1.3.6.1.6.3.1.1.5", priority=30, syslog_severity=2),
+        ],
+        dev_hosts=["lab-rtr-1"],
+        device_teams={"core-rtr-1": "core", "lab-rtr-1": "lab"},
+    )
+    events = [
+        ("core-rtr-1", LINK_DOWN, None, 3),
+        ("LAB-RTR-1", LINK_DOWN, None, 3),
+        ("core-rtr-1", "BGP peer 10.0.0.1 changed state from Established to Idle", None, 5),
+        ("core-rtr-1", "trap", "1.3.6.1.6.3.1.1.5.3", 2),
+        ("core-rtr-1", "trap", "1.3.6.1.6.3.1.1.5.3", 4),  # the OID rule wants severity 2
+        ("lab-rtr-1", "nothing to see", None, None),
+    ]
+    for hostname, message, trap_oid, severity in events:
+        result = rules.match(hostname, message, trap_oid, severity)
+        decided = rules.decide(hostname, message, trap_oid, severity)
+        assert decided == (result.environment, result.rule, result.handling, result.team)
+    assert [rules.decide(*event)[2] for event in events] == [
+        "page_and_ticket", "ignore", "page_only", "page_and_ticket", "unhandled", "unhandled",
+    ]  # fmt: skip
