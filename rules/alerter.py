@@ -752,8 +752,10 @@ class Alerter:
         evaluated = rows.evaluated
         if not evaluated:
             return [], []
+        # Each statement below is its own transaction (Django's connections autocommit): one COPY or one
+        # INSERT writes the whole batch or nothing, with no BEGIN and COMMIT round trips around it.
         try:
-            with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+            with connection.cursor() as cursor, connection.wrap_database_errors:
                 # One read of the whole text: one send, during which psycopg2 lets other threads run.
                 cursor.cursor.copy_expert(_COPY_SQL, io.BytesIO(rows.copy), size=len(rows.copy) + 1)
             return evaluated, []
@@ -765,7 +767,7 @@ class Alerter:
             logger.warning("the database refused a batch (%s); inserting row by row to isolate it", exc)
             return self._insert_rows_alone(evaluated)
         try:
-            with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+            with connection.cursor() as cursor, connection.wrap_database_errors:
                 values = [row for _, row, *_ in evaluated]
                 execute_values(cursor.cursor, _INSERT_SQL, values, template=_INSERT_TEMPLATE, page_size=len(values))
             return evaluated, []
