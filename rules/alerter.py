@@ -120,6 +120,7 @@ return added
 """
 PARTITION_CHECK_SECONDS = 6 * 3600
 TRIM_INTERVAL_SECONDS = 1.0
+BACKLOG_CLEAR_SECONDS = 0.1
 # The pipelined alerter's audit writer thread needs the GIL back after each database call. At Python's
 # default switch interval (5 ms) it waits that long behind the evaluating thread several times per
 # batch, longer than the evaluation itself; at 0.2 ms the audit keeps pace (measured: the evaluating
@@ -351,6 +352,7 @@ class Alerter:
         # as a batch is taken, so Redis answers it while this one is evaluated.
         self._reader = DeferredCommand(self.client)
         self._last_claim = 0.0
+        self._backlog_clear_until = 0.0
         self._trimmed_at = 0.0
         self._partitions_checked = time.monotonic()
         self._listener: threading.Thread | None = None
@@ -964,10 +966,18 @@ class Alerter:
     # --- load shedding ------------------------------------------------------------------------
 
     def _shedding(self) -> bool:
-        """True when this step must not consume (defer mode above the shed threshold)."""
+        """True when this step must not consume (defer mode above the shed threshold).
+
+        A backlog under the warning threshold is trusted for ``BACKLOG_CLEAR_SECONDS``: at full speed
+        that spares a round trip on most batches, and a backlog cannot grow far in that time.
+        """
+        now = time.monotonic()
+        if now < self._backlog_clear_until:
+            return False
         backlog = streams.backlog(self.client, self.alerts)
         metrics.ALERT_BACKLOG.set(backlog)
         if backlog <= get_setting("alerter_queue_warn_threshold"):
+            self._backlog_clear_until = now + BACKLOG_CLEAR_SECONDS
             return False
         shed_at = get_setting("alerter_queue_shed_threshold")
         if backlog <= shed_at:

@@ -23,7 +23,7 @@ from mutt_project.redis import key
 # (pattern, replacement, what the text must hold for the pattern to have any chance of matching).
 # The precondition is a few C-speed character counts; it skips most patterns for most messages
 # (a typical syslog line has no dots, few colons and no "0x") without changing any template.
-_TEMPLATE_RULES: list[tuple[re.Pattern[str], str, Callable[[str], bool]]] = [
+_TEMPLATE_RULES: list[tuple[re.Pattern[str], str, Callable[[str], object]]] = [
     (
         re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I),
         "<uuid>",
@@ -42,7 +42,8 @@ _TEMPLATE_RULES: list[tuple[re.Pattern[str], str, Callable[[str], bool]]] = [
     (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "<ip>", lambda text: text.count(".") >= 3),
     (re.compile(r"\b(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}\b", re.I), "<ip>", lambda text: text.count(":") >= 2),
     (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>", lambda text: "0x" in text or "0X" in text),
-    (re.compile(r"\b[0-9a-f]{12,}\b", re.I), "<id>", lambda text: len(text) >= 12),
+    # A plain search for twelve hex digits in a row costs less than half the substitution it spares.
+    (re.compile(r"\b[0-9a-f]{12,}\b", re.I), "<id>", re.compile(r"[0-9a-fA-F]{12}").search),
     (re.compile(r"\d+"), "<n>", lambda text: True),
 ]
 MAX_TEMPLATE_LENGTH = 200

@@ -16,6 +16,9 @@ from rules.flood import dedup_bucket, record_unmatched, template_of
         ("mac 001a.2b3c.4d5e moved from Gi1/0/1", "mac <mac> moved from Gi<n>/<n>/<n>"),
         ("session 0xdeadbeef closed", "session <hex> closed"),
         ("job 3f2b8c1e-1d2a-4b3c-8d9e-0a1b2c3d4e5f done", "job <uuid> done"),
+        ("trace 9f8e7d6c5b4a3f2e1d0c expired", "trace <id> expired"),
+        ("session ABCDEF0123456789 ended after 30s", "session <id> ended after <n>s"),
+        ("serial FOC1234X5YZ6 seen", "serial FOC<n>X<n>YZ<n> seen"),
     ],
 )
 def test_messages_reduce_to_templates(message, template):
