@@ -478,7 +478,7 @@ class Alerter:
             self.flush()
             return 0
         if self.pipelined:
-            self._send_read(None)  # read ahead: the reply waits on its connection for the next step
+            self._send_read(0)  # read ahead, without waiting: the reply waits on its connection for the next step
         return self._run(_Batch(entries))
 
     def _read_new(self, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -488,7 +488,7 @@ class Alerter:
             self._send_read(get_setting("alerter_block_ms") if block_ms is None else block_ms)
         return self._take_read()
 
-    def _send_read(self, block_ms: int | None) -> None:
+    def _send_read(self, block_ms: int) -> None:
         command: list[Any] = [
             "XREADGROUP", "GROUP", streams.ALERTERS_GROUP, self.consumer, "COUNT", get_setting("alerter_batch_size"),
         ]  # fmt: skip
