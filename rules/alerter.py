@@ -48,6 +48,7 @@ from django.db import (
     IntegrityError,
     InterfaceError,
     OperationalError,
+    close_old_connections,
     connection,
     connections,
     transaction,
@@ -126,6 +127,7 @@ BACKLOG_CLEAR_SECONDS = 0.1
 # batch, longer than the evaluation itself; at 0.2 ms the audit keeps pace (measured: the evaluating
 # thread then waited 2% of a run for the writer, against 45% at 5 ms). run_alerter sets it.
 WRITER_SWITCH_INTERVAL = 0.0002
+WRITER_CONNECTION_CHECK_SECONDS = 1.0
 # Redelivery after a crash or takeover happens within the claim timeout; hours of margin are plenty.
 DEDUP_TTL_SECONDS = 6 * 3600
 
@@ -342,6 +344,7 @@ class Alerter:
         # Pipelined mode: the batch whose audit the writer thread is doing (at most one), and an audited
         # (committed) batch whose Redis work is not sent yet.
         self._writer: ThreadPoolExecutor | None = None
+        self._writer_checked_at = 0.0  # read and written by the writer thread only
         self._writing: _Writing | None = None
         self._unfinished: _Settled | None = None
         # The two scripts that finish a batch, each on a connection of its own so their replies can be
@@ -467,8 +470,7 @@ class Alerter:
         if self._held is not None:
             return self._retry_held()
         if self._shedding():
-            self.flush()
-            return 0
+            return self._finish_in_hand()
         claimed = self._claim_abandoned()
         if claimed:
             return self._run(_Batch(claimed, claimed=True))
@@ -478,8 +480,20 @@ class Alerter:
             self.flush()
             return 0
         if self.pipelined:
-            self._send_read(0)  # read ahead, without waiting: the reply waits on its connection for the next step
+            try:
+                self._send_read(0)  # read ahead, without waiting: the reply waits on its connection for the next step
+            except redis.RedisError as exc:
+                logger.warning("could not read the next batch ahead (%s); reading it when its turn comes", exc)
         return self._run(_Batch(entries))
+
+    def _finish_in_hand(self) -> int:
+        """While consumption pauses: run the entries read ahead before the backlog grew (they are this
+        alerter's already; left unread they would sit unclaimed), else finish the batches in hand."""
+        entries = self._take_read() if self._reader.in_flight else []
+        if entries:
+            return self._run(_Batch(entries))
+        self.flush()
+        return 0
 
     def _read_new(self, block_ms: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Up to a batch of new entries: those read ahead if a read is in flight, else read now, waiting
@@ -528,8 +542,9 @@ class Alerter:
         A database outage keeps the batch for a retry (nothing of it is acknowledged). A row the
         database refuses (bad data) goes to the DLQ alone; its neighbours are audited.
         """
-        if self.pipelined:
-            return self._run_pipelined(batch)
+        return self._run_pipelined(batch) if self.pipelined else self._run_serial(batch)
+
+    def _run_serial(self, batch: _Batch) -> int:
         started = time.perf_counter()
         evaluated = self._rows(batch)
         try:
@@ -570,7 +585,7 @@ class Alerter:
             return 0
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerter-audit")
-        self._writing = _Writing(batch, evaluated, self._writer.submit(self._audit, evaluated), started)
+        self._writing = _Writing(batch, evaluated, self._writer.submit(self._audit_in_writer, evaluated), started)
         return len(batch.entries)
 
     def _land(self) -> None:
@@ -622,7 +637,9 @@ class Alerter:
             time.sleep(min(0.2, max(0.0, batch.retry_at - time.monotonic())))
             return 0
         self._held = None
-        return self._run(batch)
+        # Audited here and now, whatever the mode: while the database stays down, nothing new is read
+        # and the held batch does not grow.
+        return self._run_serial(batch)
 
     def _keep_claimed(self, batch: _Batch) -> None:
         ids = [entry_id for entry_id, _ in batch.entries]
@@ -733,6 +750,15 @@ class Alerter:
         metrics.EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - finishing.settled.started)
         return outcome
+
+    def _audit_in_writer(self, rows: _Evaluated) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
+        """``_audit`` in the writer thread, whose connection the worker loop never sees: now and then it
+        is checked the way the loop checks the main thread's (closed when past its age or broken)."""
+        now = time.monotonic()
+        if now >= self._writer_checked_at + WRITER_CONNECTION_CHECK_SECONDS:
+            self._writer_checked_at = now
+            close_old_connections()
+        return self._audit(rows)
 
     def _audit(self, rows: _Evaluated) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
         """Write the batch's audit rows in one transaction: one COPY; on a redelivered event, one

@@ -511,12 +511,12 @@ def test_a_batch_whose_alerts_fail_stays_pending_and_its_takeover_alerts_each_ev
 
 
 @pytest.mark.django_db(transaction=True)
-def test_pipelined_a_database_outage_holds_the_batch_being_audited_and_those_behind_it(
+def test_pipelined_a_database_outage_holds_every_batch_in_hand_and_takes_no_more_until_it_ends(
     redis_client, clean_pipeline, link_rule, alerters
 ):
     apply_setting("alerter_batch_size", 5)
     alerter = alerters("p7", pipelined=True)
-    events = [make_event() for _ in range(15)]
+    events = [make_event() for _ in range(30)]
     ids = [e["event_id"] for e in events]
     push(redis_client, events[:5])
     drain(alerter)
@@ -536,17 +536,19 @@ def test_pipelined_a_database_outage_holds_the_batch_being_audited_and_those_beh
         assert alerter.step(block_ms=10) == 0, "the audit failed: nothing more is taken"
         held = alerter._held
         assert held is not None
-        assert sorted(streams.decode(fields)["event_id"] for _, fields in held.entries) == sorted(ids[5:]), (
-            "held: the batch the writer had, and the one evaluated behind it"
+        assert sorted(streams.decode(fields)["event_id"] for _, fields in held.entries) == sorted(ids[5:20]), (
+            "held: the batch the writer had, the one evaluated behind it, and the one read ahead"
         )
-        assert pending(redis_client) == 10, "nothing of them is acknowledged"
+        assert pending(redis_client) == 15, "nothing of them is acknowledged"
         assert alert_ids(redis_client) == ids[:5]
 
-        held.retry_at = 0
-        alerter.step(block_ms=10)
-        alerter.step(block_ms=10)
-        assert alerter._held is not None, "still down: held again"
-        assert alerter._held.attempts == 2
+        for attempt in (2, 3):
+            alerter._held.retry_at = 0
+            assert alerter.step(block_ms=10) == 0
+            assert alerter._held is not None, "still down: held again"
+            assert alerter._held.attempts == attempt
+            assert len(alerter._held.entries) == 15, "retried where it is: nothing new read meanwhile"
+            assert pending(redis_client) == 15
     finally:
         connection.close()
         connection.settings_dict.clear()
@@ -557,6 +559,74 @@ def test_pipelined_a_database_outage_holds_the_batch_being_audited_and_those_beh
     assert audited_ids() == set(ids)
     assert sorted(alert_ids(redis_client)) == sorted(ids), "each event alerted once"
     assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelined_stop_also_finishes_the_entries_read_ahead(redis_client, clean_pipeline, link_rule, alerters):
+    apply_setting("alerter_batch_size", 5)
+    alerter = alerters("p8", pipelined=True)
+    events = [make_event() for _ in range(10)]
+    push(redis_client, events)
+    assert alerter.step(block_ms=0) == 5
+    assert pending(redis_client) == 10, "one batch in the writer, the next read ahead"
+    alerter.stop()
+    assert audited_ids() == {e["event_id"] for e in events}
+    assert sorted(alert_ids(redis_client)) == sorted(e["event_id"] for e in events)
+    assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelined_a_read_ahead_redis_refuses_is_made_when_its_turn_comes(
+    redis_client, clean_pipeline, link_rule, alerters, caplog
+):
+    import redis
+
+    apply_setting("alerter_batch_size", 5)
+    alerter = alerters("p9", pipelined=True)
+    events = [make_event() for _ in range(10)]
+    push(redis_client, events)
+    send = alerter._reader.send
+    calls = []
+
+    def second_send_fails(*command):
+        calls.append(command)
+        if len(calls) == 2:
+            raise redis.ConnectionError("connection lost")
+        send(*command)
+
+    alerter._reader.send = second_send_fails
+    assert alerter.step(block_ms=0) == 5, "the batch taken goes on"
+    assert "could not read the next batch ahead" in caplog.text
+    drain(alerter)
+    alerter.stop()
+    assert audited_ids() == {e["event_id"] for e in events}
+    assert sorted(alert_ids(redis_client)) == sorted(e["event_id"] for e in events)
+    assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelined_deferring_finishes_the_entries_already_read_ahead_then_takes_no_more(
+    redis_client, clean_pipeline, link_rule, alerters
+):
+    apply_setting("alerter_batch_size", 5)
+    alerter = alerters("p10", pipelined=True)
+    events = [make_event() for _ in range(10)]
+    push(redis_client, events)
+    assert alerter.step(block_ms=0) == 5
+    apply_setting("alerter_queue_warn_threshold", 2)
+    apply_setting("alerter_queue_shed_threshold", 5)
+    for _ in range(50):  # the alert backlog is now far above the shed threshold (defer mode)
+        redis_client.xadd(streams.alerts_stream(), {"e": b"{}"})
+    time.sleep(0.15)  # past the time a clear backlog is trusted
+
+    assert alerter.step(block_ms=0) == 5, "the batch read ahead is this alerter's: finished, not left unread"
+    assert alerter.step(block_ms=0) == 0
+    assert alerter.idle
+    assert audited_ids() == {e["event_id"] for e in events}
+    assert pending(redis_client) == 0
+    push(redis_client, [make_event() for _ in range(3)])
+    assert alerter.step(block_ms=0) == 0, "deferring: nothing new is consumed"
+    assert redis_client.xlen(streams.ingest_stream()) == 3
 
 
 @pytest.mark.django_db(transaction=True)
@@ -592,7 +662,7 @@ def test_pipelined_a_failure_while_the_next_batch_starts_still_finishes_the_prev
     # A crashed alerter took the first half; the second half is read by ours.
     redis_client.xreadgroup(streams.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=5)
     assert alerter.step(block_ms=0) == 5
-    assert pending(redis_client) == 10, "our batch is audited, not yet acknowledged"
+    assert pending(redis_client) == 10, "our batch is handed to the writer, not yet acknowledged"
 
     time.sleep(1.1)
     alerter._last_claim = 0
