@@ -684,10 +684,11 @@ class Alerter:
         """The Redis half, sent: dead-letter the poison, then send the script that adds the alerts and
         acknowledges the batch, and the flood-counting script; ``_collect`` reads what they did.
 
-        A Redis error is logged and counted, not raised: the batch's entries stay pending, and whoever
-        takes them over after the claim timeout redoes them. That changes no audit row and no alert; the
-        flood counter may count the redone batch's unmatched events a second time (the counting script is
-        sent with, not after, the acknowledgement).
+        A Redis error up to the acknowledgement is logged and counted, not raised: the batch's entries
+        stay pending, and whoever takes them over after the claim timeout redoes them. That changes no
+        audit row and no alert; the flood counter may count the redone batch's unmatched events a second
+        time (the counting script is sent with, not after, the acknowledgement). The counts are sent only
+        once the acknowledgement is; if they cannot be, that is logged alone and the batch still finishes.
         """
         finishing = _Finishing(settled)
         for later in (self._publish_later, self._count_later):
@@ -701,6 +702,10 @@ class Alerter:
                 finishing.alerts += int(self._publish(keys=keys, args=args))
             if calls:
                 self._publish_later.send(*calls[-1])
+        except redis.RedisError as exc:
+            finishing.failed = exc
+            return finishing
+        try:
             finishing.counting = flood.Counting.of(
                 settled.unmatched,
                 threshold=get_setting("unhandled_threshold"),
@@ -709,7 +714,8 @@ class Alerter:
             if finishing.counting is not None:
                 self._count_later.send(finishing.counting.keys, finishing.counting.args)
         except redis.RedisError as exc:
-            finishing.failed = exc
+            finishing.counting = None
+            logger.error("could not count %d unmatched events for flood detection (%s)", len(settled.unmatched), exc)
         return finishing
 
     def _collect(self, finishing: _Finishing) -> Outcome:

@@ -630,6 +630,31 @@ def test_pipelined_deferring_finishes_the_entries_already_read_ahead_then_takes_
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_pipeline", "link_rule")
+def test_flood_counts_redis_refuses_do_not_hold_back_the_alerts_and_acknowledgement(redis_client, monkeypatch, caplog):
+    import redis
+    from prometheus_client import REGISTRY
+
+    def failures() -> float:
+        return REGISTRY.get_sample_value("mutt_alerter_finish_failures_total") or 0.0
+
+    alerter = Alerter("c1")
+    matched, unmatched = make_event(), make_event(message="nothing explains this")
+    push(redis_client, [matched, unmatched])
+
+    def refused(*args, **kwargs):
+        raise redis.ConnectionError("connection lost")
+
+    monkeypatch.setattr(alerter._count_later, "send", refused)
+    before = failures()
+    assert drain(alerter) == 2
+    assert alert_ids(redis_client) == [matched["event_id"]]
+    assert pending(redis_client) == 0, "acknowledged"
+    assert failures() == before, "not counted as a batch left pending"
+    assert "could not count 1 unmatched events for flood detection" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_publish_script_that_fails_halfway_marks_no_event_as_alerted(redis_client, clean_pipeline):
     import redis
 
