@@ -83,19 +83,21 @@ def evalsha_on(connection: Any, sha: str, script: str, keys: Sequence[Any], args
 
     No retry here: the caller decides whether a script that may have run can run again.
     """
-    connection.send_packed_command(packed(connection, ("EVALSHA", sha, len(keys), *keys, *args)))
-    return read_evalsha_reply(connection, sha, script, keys, args)
+    command = ("EVALSHA", sha, len(keys), *keys, *args)
+    connection.send_packed_command(packed(connection, command))
+    return read_evalsha_reply(connection, script, command)
 
 
-def read_evalsha_reply(connection: Any, sha: str, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-    """The reply to an EVALSHA sent on ``connection``; if Redis did not know the script (so it did
-    not run), load it and run it again. The connection must have no other reply outstanding."""
+def read_evalsha_reply(connection: Any, script: str, command: tuple[Any, ...]) -> Any:
+    """The reply to ``command`` (an EVALSHA of ``script``) sent on ``connection``; if Redis did not know
+    the script (so it did not run), load it and send the command again. The connection must have no
+    other reply outstanding."""
     try:
         return connection.read_response()
     except redis.exceptions.NoScriptError:
         connection.send_command("SCRIPT", "LOAD", script)
         connection.read_response()
-        connection.send_packed_command(packed(connection, ("EVALSHA", sha, len(keys), *keys, *args)))
+        connection.send_packed_command(packed(connection, command))
         return connection.read_response()
 
 
@@ -164,7 +166,7 @@ class DeferredScript:
 
     def __init__(self, client: redis.Redis, script: str) -> None:
         self._script = client.register_script(script)
-        self._command = _ScriptCommand(client, self._script.sha, self._script.script)
+        self._command = _ScriptCommand(client, self._script.script)
 
     @property
     def in_flight(self) -> bool:
@@ -185,16 +187,12 @@ class DeferredScript:
 
 
 class _ScriptCommand(DeferredCommand):
-    def __init__(self, client: redis.Redis, sha: str, script: str) -> None:
+    def __init__(self, client: redis.Redis, script: str) -> None:
         super().__init__(client)
-        self._sha = sha
         self._script = script
 
     def _read(self, command: tuple[Any, ...]) -> Any:
-        # command is ("EVALSHA", sha, number of keys, *keys, *args)
-        count = command[2]
-        keys, args = command[3 : 3 + count], command[3 + count :]
-        return read_evalsha_reply(self._connection, self._sha, self._script, keys, args)
+        return read_evalsha_reply(self._connection, self._script, command)
 
 
 # --- fork safety ----------------------------------------------------------------------------------

@@ -373,34 +373,27 @@ class RuleSet:
         With `all_matches=True` (rule tester) `matches` lists every matching rule in priority
         order; otherwise it holds just the winner, if any.
         """
-        if not all_matches:
-            environment, rule, handling, team = self.decide(hostname, message, trap_oid, syslog_severity)
-            return MatchResult(environment, rule, handling, team, () if rule is None else (rule,))
-        host = hostname.lower()
-        environment = DEV if host in self._dev_hosts else PROD
-        matches = tuple(self._rules[rank] for rank in self._all_ranks(message, trap_oid, syslog_severity))
-        if not matches:
-            return MatchResult(environment, None, UNHANDLED, self._device_teams.get(host, ""), ())
-        rule = matches[0]
-        return MatchResult(
-            environment,
-            rule,
-            rule.dev_handling if environment == DEV else rule.prod_handling,
-            rule.team_assignment or self._device_teams.get(host, ""),
-            matches,
-        )
+        if all_matches:
+            matches = tuple(self._rules[rank] for rank in self._all_ranks(message, trap_oid, syslog_severity))
+            environment, rule, handling, team = self._decision(hostname, matches[0] if matches else None)
+            return MatchResult(environment, rule, handling, team, matches)
+        environment, rule, handling, team = self.decide(hostname, message, trap_oid, syslog_severity)
+        return MatchResult(environment, rule, handling, team, () if rule is None else (rule,))
 
     def decide(
         self, hostname: str, message: str = "", trap_oid: str | None = None, syslog_severity: int | None = None
     ) -> tuple[str, RuleSpec | None, str, str]:
         """``match`` for the alerter's hot path: (environment, winning rule or None, handling, team), with
         no result object made per event."""
+        best = self._best_rank(message, trap_oid, syslog_severity)
+        return self._decision(hostname, None if best == self._no_rule else self._rules[best])
+
+    def _decision(self, hostname: str, rule: RuleSpec | None) -> tuple[str, RuleSpec | None, str, str]:
+        """Environment, rule, handling and team for an event from ``hostname`` that ``rule`` won."""
         host = hostname.lower()
         environment = DEV if host in self._dev_hosts else PROD
-        best = self._best_rank(message, trap_oid, syslog_severity)
-        if best == self._no_rule:
+        if rule is None:
             return environment, None, UNHANDLED, self._device_teams.get(host, "")
-        rule = self._rules[best]
         return (
             environment,
             rule,
