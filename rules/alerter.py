@@ -23,7 +23,10 @@ everything in hand is finished at once when no batch follows, and on ``stop()``.
 no audit row and no alert, though the flood counter may count the redone batch's unmatched events twice.
 
 If the database is down nothing is acknowledged: the batch is kept and retried with backoff, and its
-entries' idle time is refreshed so other alerters do not take them over while this one lives.
+entries' idle time is refreshed so other alerters do not take them over while this one lives. The same
+holds when the database refuses the batch for a reason of its own state rather than the data's (a
+server left read-only by a failover, a full disk, a revoked privilege): only a data error (SQLSTATE
+class 22 or 23) sends a row to the DLQ.
 """
 
 from __future__ import annotations
@@ -130,6 +133,12 @@ WRITER_SWITCH_INTERVAL = 0.0002
 WRITER_CONNECTION_CHECK_SECONDS = 1.0
 # Redelivery after a crash or takeover happens within the claim timeout; hours of margin are plenty.
 DEDUP_TTL_SECONDS = 6 * 3600
+# SQLSTATE classes that blame a row: 22 data exception (a value the column cannot take), 23 integrity
+# constraint violation (NOT NULL, CHECK, no partition for the row's time). Any other refusal comes
+# from the database's state: 25006 a server left read-only by a failover, 53100 a full disk, 42501 a
+# revoked privilege, 57P01 an administrator's shutdown. Sending rows to the DLQ for those would empty
+# the stream into it for as long as the state lasts; the batch is held like an outage instead.
+_DATA_ERROR_CLASSES = ("22", "23")
 
 
 def copy_text(rows: list[tuple[Any, ...]], line: Callable[[tuple[Any, ...]], str] | None = None) -> bytes:
@@ -221,6 +230,16 @@ def _field_dict(pairs: list[bytes]) -> dict[bytes, bytes]:
     if len(pairs) == 2:  # the one field ingest writes
         return {pairs[0]: pairs[1]}
     return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+
+def blames_the_data(exc: BaseException) -> bool:
+    """Whether the database (or psycopg2, e.g. on a NUL character) refused ``exc``'s statement because of
+    the values in it, not because of the database's state (see ``_DATA_ERROR_CLASSES``)."""
+    if isinstance(exc, ValueError):
+        return True
+    code = getattr(exc.__cause__, "pgcode", None) or getattr(exc, "pgcode", None)
+    # No SQLSTATE: psycopg2 refused to send the values (an adaptation error), so the data again.
+    return code is None or code[:2] in _DATA_ERROR_CLASSES
 
 
 def dedup_key(received_at: str) -> str:
@@ -774,11 +793,14 @@ class Alerter:
         Runs in the writer thread in pipelined mode, on that thread's own connection. psycopg2's own
         errors are wrapped into Django's, so an unreachable database surfaces as OperationalError or
         InterfaceError (an outage: the caller holds the batch) whichever call hits it; the broken
-        connection is closed so that the next attempt opens a new one.
+        connection is closed so that the next attempt opens a new one. A refusal that does not blame the
+        data (``blames_the_data``) is raised as an outage too, whichever row it came from.
         """
         try:
             return self._write(rows)
-        except (OperationalError, InterfaceError):
+        except DatabaseError:
+            # Unreachable, or refusing for a reason of its own state (``_write`` raises no other): a new
+            # connection may find a new primary, so do not keep this one.
             connection.close()
             raise
 
@@ -798,6 +820,8 @@ class Alerter:
         except IntegrityError:
             metrics.AUDIT_REDELIVERED_BATCHES.inc()  # some event of the batch is audited already
         except (DatabaseError, ValueError) as exc:
+            if not blames_the_data(exc):
+                raise
             logger.warning("the database refused a batch (%s); inserting row by row to isolate it", exc)
             return self._insert_rows_alone(evaluated)
         try:
@@ -808,6 +832,8 @@ class Alerter:
         except (OperationalError, InterfaceError):
             raise
         except (DatabaseError, ValueError) as exc:
+            if not blames_the_data(exc):
+                raise
             logger.warning("the database refused a batch (%s); inserting row by row to isolate it", exc)
         return self._insert_rows_alone(evaluated)
 
@@ -823,6 +849,8 @@ class Alerter:
                 except (OperationalError, InterfaceError):
                     raise
                 except (DatabaseError, ValueError) as exc:
+                    if not blames_the_data(exc):
+                        raise
                     refused.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
         return kept, refused
 

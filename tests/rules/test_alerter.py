@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import pytest
 from django.db import connection
@@ -747,3 +748,59 @@ def test_a_bug_in_the_row_encoder_is_raised_as_itself_not_taken_for_a_database_o
     assert alerter._held is None, "not held as if the database were down"
     assert EventAuditLog.objects.count() == 0
     assert pending(redis_client) == 1, "left pending for a takeover, not acknowledged"
+
+
+@contextmanager
+def read_only_database():
+    """Every new session of the test database is read-only, as on a primary a failover demoted: writes
+    fail with SQLSTATE 25006 (psycopg2's InternalError), not with a connection error."""
+    name = connection.settings_dict["NAME"]
+    with connection.cursor() as cursor:
+        cursor.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    connection.close()
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET default_transaction_read_only = off")
+            cursor.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_pipeline", "link_rule")
+@pytest.mark.parametrize("pipelined", [False, True], ids=["serial", "pipelined"])
+def test_a_read_only_database_holds_the_batch_like_an_outage_instead_of_dead_lettering_it(
+    redis_client, alerters, pipelined
+):
+    from prometheus_client import REGISTRY
+
+    def database_errors() -> float:
+        return REGISTRY.get_sample_value("mutt_alerter_db_errors_total") or 0.0
+
+    alerter = alerters("ro", pipelined=pipelined)
+    alerter.refresh_rules(force=True)
+    events = [make_event() for _ in range(3)]
+    ids = [e["event_id"] for e in events]
+    push(redis_client, events)
+    before = database_errors()
+    with read_only_database():
+        drain(alerter, rounds=3)
+        assert alerter._held is not None, "held for a retry"
+        assert len(alerter._held.entries) == 3
+        assert database_errors() == before + 1
+        for _ in range(2):
+            alerter._held.retry_at = 0
+            assert alerter.step(block_ms=10) == 0
+            assert alerter._held is not None, "still read-only: held again"
+        assert redis_client.xlen(streams.dlq_stream("alerter")) == 0, "no event is blamed for the database's state"
+        assert pending(redis_client) == 3, "nothing acknowledged"
+        assert alert_ids(redis_client) == []
+        assert EventAuditLog.objects.count() == 0
+    alerter._held.retry_at = 0
+    drain(alerter)
+    alerter.flush()
+    assert audited_ids() == set(ids)
+    assert sorted(alert_ids(redis_client)) == sorted(ids)
+    assert pending(redis_client) == 0
+    assert redis_client.xlen(streams.dlq_stream("alerter")) == 0
