@@ -43,7 +43,7 @@ check-migrations: $(VENV)/.installed-dev
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) manage.py check
 
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke bench-compare
 
 ## Measure every pipeline stage (embedded services unless the URLs are set): prints a table and writes
 ## benchmarks/results.json; about 15 minutes on 2 cores. Pass options with BENCH_ARGS="--stages alerter --runs 3".
@@ -53,6 +53,12 @@ bench: $(VENV)/.installed-run
 ## The same harness at tiny sizes in under a minute (CI): fails if a figure is missing or an event is lost.
 bench-smoke: $(VENV)/.installed-run
 	$(PY) -m benchmarks --smoke $(BENCH_ARGS)
+
+## This tree (uncommitted changes included) against a git revision, both run in turns in the same
+## window, since this machine's speed drifts: make bench-compare REV=main BENCH_ARGS="--stages alerter".
+bench-compare: $(VENV)/.installed-run
+	@test -n "$(REV)" || { echo "usage: make bench-compare REV=<git revision> [BENCH_ARGS=...]"; exit 2; }
+	$(PY) -m benchmarks --compare $(REV) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

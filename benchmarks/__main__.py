@@ -4,11 +4,13 @@
     python -m benchmarks --smoke               # every figure at tiny sizes, under a minute (make bench-smoke)
     python -m benchmarks --stages alerter --events 50000 --runs 3
     python -m benchmarks --report [--markdown] # print the table of an existing results file
+    python -m benchmarks --compare main --stages alerter --rounds 3   # this tree against main, in turns
 
 Only a full run at the default sizes writes ``benchmarks/results.json``; anything else (smoke, a subset
 of stages, other sizes) writes the git-ignored ``benchmarks/results.local.json`` unless ``--output``
 says otherwise. Exit status 1 when a stage failed, a figure is missing, an accepted event was lost or
 a process was left behind; speed targets are reported (and profiled when they fail), not enforced.
+``--compare`` writes ``benchmarks/compare.local.json`` (see ``benchmarks/compare.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks import profiling, reference, report
+from benchmarks import compare, profiling, reference, report
 from benchmarks.env import BASE_DIR, BenchEnv
 from benchmarks.plan import STAGES, Plan
 from benchmarks.procs import ForeignCpu
@@ -34,6 +36,7 @@ logger = logging.getLogger("benchmarks")
 
 RESULTS = BASE_DIR / "benchmarks" / "results.json"
 LOCAL_RESULTS = BASE_DIR / "benchmarks" / "results.local.json"
+COMPARE_RESULTS = BASE_DIR / "benchmarks" / "compare.local.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,7 +54,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="Profile alerter, ingest and forwarder in any case.")
     parser.add_argument("--report", action="store_true", help="Only print the table of an existing results file.")
     parser.add_argument("--markdown", action="store_true", help="With --report: a Markdown table (for the README).")
+    parser.add_argument("--compare", metavar="REV", help="Measure this tree against git revision REV, in turns.")
+    parser.add_argument("--rounds", type=int, help="With --compare: rounds, each running both versions (default 3).")
     args = parser.parse_args(argv)
+    if args.compare is None and args.rounds is not None:
+        parser.error("--rounds goes with --compare")
+    if args.compare is not None:
+        if args.runs is not None or args.report or args.profile:
+            parser.error("--compare runs each version once per round: use --rounds, not --runs, --report or --profile")
+        args.rounds = 3 if args.rounds is None else args.rounds
+        if args.rounds < 1:
+            parser.error("--rounds must be at least 1")
     args.stage_list = [name.strip() for name in args.stages.split(",") if name.strip()]
     unknown = sorted(set(args.stage_list) - set(STAGES))
     if unknown:
@@ -67,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report.markdown_table(results, stages) if args.markdown else report.text_table(results, stages))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    if args.compare is not None:
+        return run_compare(args)
     base = Plan.small() if args.smoke else Plan.full()
     plan = base.with_overrides(
         runs=args.runs,
@@ -114,6 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     for problem in found:
         print(f"  PROBLEM: {problem}")
     return 1 if found else 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # the child gets it too
+    if args.data_dir is not None:
+        return compare.run(args, args.data_dir.resolve(), args.output or COMPARE_RESULTS)
+    if not args.smoke:
+        return compare.run(args, BASE_DIR / ".mutt" / "bench", args.output or COMPARE_RESULTS)
+    with tempfile.TemporaryDirectory(prefix="mutt-bench-compare-") as folder:
+        return compare.run(args, Path(folder), args.output or COMPARE_RESULTS)
 
 
 def run_stage(env: BenchEnv, plan: Plan, stage: str) -> dict[str, Any]:
