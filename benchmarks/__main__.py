@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alerts", type=int, help="Alerts pre-loaded per forwarder run (default 50,000).")
     parser.add_argument("--seconds", type=float, help="Seconds per ingest mode and end-to-end run (20 / 30).")
     parser.add_argument("--rate", type=float, help="End-to-end offered events/s (default 5,000).")
+    parser.add_argument("--web-workers", type=int, help="gunicorn workers for ingest and end to end (default: cores).")
     parser.add_argument("--output", type=Path, help="Results file (default: see above).")
     parser.add_argument("--data-dir", type=Path, help="Data folder (default .mutt/bench; smoke: a temporary one).")
     parser.add_argument("--durable", action="store_true", help="Embedded services with fsync and AOF, as `mutt up`.")
@@ -57,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare", metavar="REV", help="Measure this tree against git revision REV, in turns.")
     parser.add_argument("--rounds", type=int, help="With --compare: rounds, each running both versions (default 3).")
     args = parser.parse_args(argv)
+    if args.web_workers is not None and args.web_workers < 1:
+        parser.error("--web-workers must be at least 1")
     if args.compare is None and args.rounds is not None:
         parser.error("--rounds goes with --compare")
     if args.compare is not None:
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         ingest_seconds=args.seconds,
         e2e_seconds=args.seconds,
         e2e_rate=args.rate,
+        web_workers=args.web_workers,
     )
     canonical = plan == Plan.full() and args.stage_list == list(STAGES)
     output = args.output or (RESULTS if canonical else LOCAL_RESULTS)

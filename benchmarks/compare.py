@@ -146,10 +146,10 @@ def child_argv(args: Any, output: Path, data_dir: Path) -> list[str]:
         argv.append("--smoke")
     if args.durable:
         argv.append("--durable")
-    for option in ("events", "alerts", "seconds", "rate"):
+    for option in ("events", "alerts", "seconds", "rate", "web_workers"):
         value = getattr(args, option)
         if value is not None:
-            argv += [f"--{option}", str(value)]
+            argv += [f"--{option.replace('_', '-')}", str(value)]
     return argv
 
 

@@ -20,6 +20,7 @@ class Plan:
     ingest_processes: int = 2  # load-generator processes
     ingest_threads: int = 4  # connections per load-generator process
     ingest_batch: int = 500
+    web_workers: int = 0  # gunicorn workers (ingest, end_to_end); 0: one per core, as `mutt up` by default
     forwarder_alerts: int = 50_000  # pre-loaded alerts per forwarder run
     e2e_rate: float = 5_000.0  # offered events per second
     e2e_seconds: float = 30.0

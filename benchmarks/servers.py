@@ -57,9 +57,15 @@ def wait_http(url: str, child: Child, timeout: float = 60) -> None:
     raise ChildFailed(f"{child.name} did not answer {url} within {timeout:.0f}s:\n{child.log_tail()}")
 
 
-def start_gunicorn(env: BenchEnv, name: str, *, settings_module: str = "mutt_project.settings") -> tuple[Child, int]:
+def web_workers(plan_workers: int) -> int:
+    """The gunicorn workers a stage runs: ``plan_workers``, or one per core (``mutt up``'s default) if 0."""
+    return plan_workers or os.cpu_count() or 2
+
+
+def start_gunicorn(
+    env: BenchEnv, name: str, *, workers: int, settings_module: str = "mutt_project.settings"
+) -> tuple[Child, int]:
     port = free_port()
-    workers = os.cpu_count() or 2
     metrics = env.data_dir / "prometheus"
     shutil.rmtree(metrics, ignore_errors=True)
     metrics.mkdir(parents=True)

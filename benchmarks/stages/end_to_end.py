@@ -40,7 +40,7 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
         },
     )
     api_key = create_ingest_key()
-    web, port = servers.start_gunicorn(env, "gunicorn-e2e")
+    web, port = servers.start_gunicorn(env, "gunicorn-e2e", workers=servers.web_workers(plan.web_workers))
     alerter = servers.start_worker(env, "e2e-alerter", "run_alerter", until_idle=False)
     forwarder = servers.start_worker(env, "e2e-forwarder", "run_forwarder", until_idle=False)
     feed.wait_started(alerter, "alerter")

@@ -13,7 +13,6 @@ background thread trims the ingest stream, which no alerter consumes here, to ke
 
 from __future__ import annotations
 
-import os
 import statistics
 import threading
 import time
@@ -79,7 +78,8 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
         "batch": [items[i : i + plan.ingest_batch] for i in range(0, len(items), plan.ingest_batch)],
         "single": items[:256],
     }
-    child, port = servers.start_gunicorn(env, "gunicorn-ingest", settings_module="benchmarks.settings")
+    workers = servers.web_workers(plan.web_workers)
+    child, port = servers.start_gunicorn(env, "gunicorn-ingest", workers=workers, settings_module="benchmarks.settings")
     trimmer = StreamTrimmer(get_redis(), streams.ingest_stream())
     per_mode: dict[str, list[dict[str, Any]]] = {}
     try:
@@ -125,7 +125,7 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
         "params": {
             "seconds": plan.ingest_seconds,
             "batch": plan.ingest_batch,
-            "workers": _workers(),
+            "workers": workers,
             "generator_processes": plan.ingest_processes,
             "threads_per_process": plan.ingest_threads,
             "worker_class": "sync (closes the connection after each response)",
@@ -180,7 +180,3 @@ def closed_run(
         "generator_cores": round(sum(o["cpu_seconds"] for o in outputs) / (time.time() - start_at + 1.5), 2),
         "errors": [e for o in outputs for e in o["errors"]],
     }
-
-
-def _workers() -> int:
-    return os.cpu_count() or 2

@@ -68,12 +68,14 @@ def test_summary_gives_each_sides_median_their_ratio_and_the_rounds_each_did_bet
 
 
 def test_each_child_runs_once_with_the_same_stages_and_sizes_in_its_own_data_folder(tmp_path):
-    args = parse_args(["--compare", "HEAD", "--stages", "alerter,ingest", "--events", "50000", "--seconds", "5"])
+    args = parse_args(
+        ["--compare", "HEAD", "--stages", "alerter,ingest", "--events", "50000", "--seconds", "5", "--web-workers", "3"]
+    )
     argv = compare.child_argv(args, tmp_path / "out.json", tmp_path / "data")
     assert argv[:3] == [sys.executable, "-m", "benchmarks"]
     assert argv[3:] == [
         "--stages", "alerter,ingest", "--runs", "1", "--output", str(tmp_path / "out.json"),
-        "--data-dir", str(tmp_path / "data"), "--events", "50000", "--seconds", "5.0",
+        "--data-dir", str(tmp_path / "data"), "--events", "50000", "--seconds", "5.0", "--web-workers", "3",
     ]  # fmt: skip
     smoke = compare.child_argv(parse_args(["--compare", "HEAD", "--smoke"]), tmp_path / "o", tmp_path / "d")
     assert "--smoke" in smoke
@@ -82,15 +84,20 @@ def test_each_child_runs_once_with_the_same_stages_and_sizes_in_its_own_data_fol
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [["--rounds", "2"], ["--compare", "HEAD", "--runs", "3"], ["--compare", "HEAD", "--rounds", "0"],
-     ["--compare", "HEAD", "--profile"]],
-)  # fmt: skip
-def test_options_that_do_not_go_with_compare_are_refused(argv, capsys):
+    ("argv", "message"),
+    [
+        (["--rounds", "2"], "--rounds goes with --compare"),
+        (["--compare", "HEAD", "--runs", "3"], "use --rounds, not --runs"),
+        (["--compare", "HEAD", "--profile"], "use --rounds, not --runs"),
+        (["--compare", "HEAD", "--rounds", "0"], "--rounds must be at least 1"),
+        (["--web-workers", "0"], "--web-workers must be at least 1"),
+    ],
+)
+def test_options_that_do_not_go_together_are_refused_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as refused:
         parse_args(argv)
     assert refused.value.code == 2
-    assert "--r" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_a_revision_is_exported_once_and_a_name_that_is_no_commit_is_refused(tmp_path):
