@@ -134,11 +134,14 @@ WRITER_CONNECTION_CHECK_SECONDS = 1.0
 # Redelivery after a crash or takeover happens within the claim timeout; hours of margin are plenty.
 DEDUP_TTL_SECONDS = 6 * 3600
 # SQLSTATE classes that blame a row: 22 data exception (a value the column cannot take), 23 integrity
-# constraint violation (NOT NULL, CHECK, no partition for the row's time). Any other refusal comes
-# from the database's state: 25006 a server left read-only by a failover, 53100 a full disk, 42501 a
-# revoked privilege, 57P01 an administrator's shutdown. Sending rows to the DLQ for those would empty
-# the stream into it for as long as the state lasts; the batch is held like an outage instead.
-_DATA_ERROR_CLASSES = ("22", "23")
+# constraint violation (NOT NULL, CHECK, no partition for the row's time), 54 program limit exceeded
+# (a value too large for an index). Any other refusal comes from the database's state: 25006 a
+# server left read-only by a failover, 53100 a full disk, 42501 a revoked privilege, 57P01 an
+# administrator's shutdown. Sending rows to the DLQ for those would empty the stream into it for as
+# long as the state lasts; the batch is held like an outage instead. The INSERTs send every value as
+# the text the COPY sends (``_insert_values``), so a value of the wrong JSON type fails as class 22 in
+# both rather than as a type mismatch (42804) of the INSERT alone.
+_DATA_ERROR_CLASSES = ("22", "23", "54")
 
 
 def copy_text(rows: list[tuple[Any, ...]], line: Callable[[tuple[Any, ...]], str] | None = None) -> bytes:
@@ -197,6 +200,18 @@ def audit_copy_line(row: tuple[Any, ...]) -> str:
 def _is_clean(line: str, nulls: int, columns: int) -> bool:
     """No escaping needed: the only backslashes are the NULL markers, the only tabs the separators."""
     return line.count("\\") == nulls and line.count("\t") == columns - 1 and "\n" not in line and "\r" not in line
+
+
+def _insert_values(row: tuple[Any, ...]) -> tuple[str | None, ...]:
+    """An audit row's values for ``_INSERT_SQL``, as COPY would read them: text (or NULL), which the
+    database converts to each column's type."""
+    return tuple(
+        value if value is None or value.__class__ is str
+        else "t" if value is True
+        else "f" if value is False
+        else str(value)
+        for value in row
+    )  # fmt: skip
 
 
 def _copy_escaped_line(row: tuple[Any, ...]) -> str:
@@ -568,7 +583,7 @@ class Alerter:
         evaluated = self._rows(batch)
         try:
             audited, refused = self._audit(evaluated)
-        except (OperationalError, InterfaceError, DatabaseError) as exc:
+        except DatabaseError as exc:  # unreachable, or refusing for a reason of its own state
             return self._hold(batch, exc)
         self._collect(self._send_finish(self._settled(batch, evaluated, audited, refused, started)))
         return len(batch.entries)
@@ -617,7 +632,7 @@ class Alerter:
             raise RuntimeError("an audited batch would be overwritten before it is finished")
         try:
             audited, refused = writing.future.result()
-        except (OperationalError, InterfaceError, DatabaseError) as exc:
+        except DatabaseError as exc:  # unreachable, or refusing for a reason of its own state
             self._hold(writing.batch, exc)
             return
         self._unfinished = self._settled(writing.batch, writing.evaluated, audited, refused, writing.started)
@@ -644,7 +659,10 @@ class Alerter:
         batch.retry_at = time.monotonic() + delay
         self._held = batch
         metrics.DB_ERRORS.inc()
-        logger.warning("database unavailable (%s); keeping %d entries, retry in %.1fs", exc, len(batch.entries), delay)
+        logger.warning(
+            "database unavailable or refusing writes (%s); keeping %d entries, retry in %.1fs",
+            exc, len(batch.entries), delay,
+        )  # fmt: skip
         return 0
 
     def _retry_held(self) -> int:
@@ -826,7 +844,7 @@ class Alerter:
             return self._insert_rows_alone(evaluated)
         try:
             with connection.cursor() as cursor, connection.wrap_database_errors:
-                values = [row for _, row, *_ in evaluated]
+                values = [_insert_values(row) for _, row, *_ in evaluated]
                 execute_values(cursor.cursor, _INSERT_SQL, values, template=_INSERT_TEMPLATE, page_size=len(values))
             return evaluated, []
         except (OperationalError, InterfaceError):
@@ -844,7 +862,7 @@ class Alerter:
                 item, row, *_ = entry
                 try:
                     with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
-                        execute_values(cursor.cursor, _INSERT_SQL, [row], template=_INSERT_TEMPLATE)
+                        execute_values(cursor.cursor, _INSERT_SQL, [_insert_values(row)], template=_INSERT_TEMPLATE)
                     kept.append(entry)
                 except (OperationalError, InterfaceError):
                     raise

@@ -785,7 +785,10 @@ def test_a_read_only_database_holds_the_batch_like_an_outage_instead_of_dead_let
     push(redis_client, events)
     before = database_errors()
     with read_only_database():
-        drain(alerter, rounds=3)
+        for _ in range(3):  # pipelined: handed to the writer, then its failure lands
+            alerter.step(block_ms=10)
+            if alerter._held is not None:
+                break
         assert alerter._held is not None, "held for a retry"
         assert len(alerter._held.entries) == 3
         assert database_errors() == before + 1
@@ -804,3 +807,25 @@ def test_a_read_only_database_holds_the_batch_like_an_outage_instead_of_dead_let
     assert sorted(alert_ids(redis_client)) == sorted(ids)
     assert pending(redis_client) == 0
     assert redis_client.xlen(streams.dlq_stream("alerter")) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("clean_pipeline", "link_rule")
+@pytest.mark.parametrize("pipelined", [False, True], ids=["serial", "pipelined"])
+def test_a_value_of_the_wrong_json_type_is_the_rows_fault_not_an_outage(redis_client, alerters, pipelined):
+    """A producer other than ingest sent an epoch number as the timestamp: the COPY and the INSERT of
+    that row both fail with a data exception (class 22), so the row goes to the DLQ and the batch is not
+    held. (Sent as a number, the INSERT would fail with a type mismatch, 42804, the database's "state".)"""
+    good = [make_event() for _ in range(3)]
+    bad = make_event(timestamp=1_700_000_000)
+    push(redis_client, [good[0], bad, *good[1:]])
+    alerter = alerters("wt", pipelined=pipelined)
+    drain(alerter)
+    alerter.flush()
+    assert alerter._held is None
+    assert audited_ids() == {e["event_id"] for e in good}
+    dlq = redis_client.xrange(streams.dlq_stream("alerter"))
+    assert [fields[b"reason"] for _, fields in dlq] == [b"processing_error"]
+    assert streams.decode(dlq[0][1])["event_id"] == bad["event_id"]
+    assert dlq[0][1][b"error"].startswith(b"DataError: "), "a data exception (SQLSTATE class 22)"
+    assert pending(redis_client) == 0
