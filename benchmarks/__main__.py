@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", action="store_true", help="Only print the table of an existing results file.")
     parser.add_argument("--markdown", action="store_true", help="With --report: a Markdown table (for the README).")
     parser.add_argument("--compare", metavar="REV", help="Measure this tree against git revision REV, in turns.")
-    parser.add_argument("--rounds", type=int, help="With --compare: rounds, each running both versions (default 3).")
+    parser.add_argument("--rounds", type=int, help="With --compare: rounds, each running both versions (default 4).")
     args = parser.parse_args(argv)
     if args.web_workers is not None and args.web_workers < 1:
         parser.error("--web-workers must be at least 1")
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.compare is not None:
         if args.runs is not None or args.report or args.profile:
             parser.error("--compare runs each version once per round: use --rounds, not --runs, --report or --profile")
-        args.rounds = 3 if args.rounds is None else args.rounds
+        args.rounds = compare.DEFAULT_ROUNDS if args.rounds is None else args.rounds
         if args.rounds < 1:
             parser.error("--rounds must be at least 1")
     args.stage_list = [name.strip() for name in args.stages.split(",") if name.strip()]
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # the child gets it too
+    # SIGTERM unwinds like Ctrl-C: the child (in a session of its own) is then stopped and waited for.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.data_dir is not None:
         return compare.run(args, args.data_dir.resolve(), args.output or COMPARE_RESULTS)
     if not args.smoke:

@@ -1,20 +1,26 @@
 """``python -m benchmarks --compare REV``: this working tree against another revision, in turns.
 
-On a shared machine the speed of the same code drifts by a factor of up to two within hours (the
+On a shared machine the speed of the same code drifts by a factor of two or more within hours (the
 speed reference printed after each run shows it), so two runs an hour apart say little about a
 change. Compare mode measures both versions in one window. REV is exported (``git archive``) into the
 data folder, then each round runs the chosen stages once with each version, in ABBA order: this tree
-first in odd rounds, REV first in even ones, so that a steady drift weighs on both alike. Each run is a
+first in odd rounds, REV first in even ones, so that over an even number of rounds (4 by default) a
+steady drift weighs on both alike. Each run is a
 child ``python -m benchmarks --runs 1`` in its own tree and data folder (each version migrates its own
 database), at the same sizes, with this Python: REV needs a harness with the same options and no
 requirement this virtualenv lacks.
 
 The report gives, per figure, each side's median over the rounds, their ratio (this tree / REV), and
-in how many rounds this tree did better, which says more than the ratio when the machine is noisy.
+in how many rounds this tree did better (and in how many the two were equal), which says more than the
+ratio when the machine is noisy. Each child runs in a session of its own: a Ctrl-C or SIGTERM reaches
+this process only, which passes one SIGTERM on to the child and waits while it stops its processes and
+services.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import logging
 import shutil
@@ -34,6 +40,7 @@ from benchmarks.env import BASE_DIR
 logger = logging.getLogger("benchmarks")
 
 THIS = "this tree"
+DEFAULT_ROUNDS = 4  # even, so that ABBA puts each version first equally often
 CHILD_STOP_SECONDS = 120  # a stopped child harness stops its processes and embedded services first
 # Figures of a stage entry that describe the run rather than the code under test.
 _NOT_COMPARED = {"stage_seconds", "other_processes_cores"}
@@ -67,7 +74,9 @@ def export(commit: str, into: Path) -> Path:
         return tree
     shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=BASE_DIR, capture_output=True, check=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=BASE_DIR, capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"--compare: git archive {commit} failed: {archive.stderr.decode(errors='replace').strip()}")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(tree, filter="data")
     done.write_text(commit)
@@ -113,12 +122,14 @@ def summarise(rounds: list[dict[str, dict[str, float]]], other: str) -> list[dic
         this_median = statistics.median(a for a, _ in pairs)
         other_median = statistics.median(b for _, b in pairs)
         better = (lambda a, b: a < b) if lower_is_better(figure) else (lambda a, b: a > b)
+        ties = sum(1 for a, b in pairs if a == b)
         rows.append({
             "figure": figure,
             THIS: round(this_median, 3),
             other: round(other_median, 3),
             "ratio": round(this_median / other_median, 3) if other_median else None,
             "rounds_won": sum(1 for a, b in pairs if better(a, b)),
+            "rounds_tied": ties,
             "rounds": len(pairs),
             "per_round": [[a, b] for a, b in pairs],
         })  # fmt: skip
@@ -130,7 +141,11 @@ def table(rows: list[dict[str, Any]], other: str) -> str:
     lines = [header]
     for row in rows:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
-        won = f"{row['rounds_won']}/{row['rounds']}" + (" (less is better)" if lower_is_better(row["figure"]) else "")
+        won = f"{row['rounds_won']}/{row['rounds']}"
+        if row["rounds_tied"]:
+            won += f", {row['rounds_tied']} equal"
+        if lower_is_better(row["figure"]):
+            won += " (less is better)"
         lines.append((row["figure"], f"{row[THIS]:,.2f}", f"{row[other]:,.2f}", ratio, won))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in lines]
@@ -155,9 +170,14 @@ def child_argv(args: Any, output: Path, data_dir: Path) -> list[str]:
 
 def run(args: Any, data_dir: Path, output: Path) -> int:
     commit = resolve(args.compare)
-    other = commit[:12]
     folder = data_dir / "compare"
     folder.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder / ".compare.lock"):
+        return _compare(args, data_dir, folder, commit, output)
+
+
+def _compare(args: Any, data_dir: Path, folder: Path, commit: str, output: Path) -> int:
+    other = commit[:12]
     # This tree keeps the data folder it uses for ordinary runs; REV gets one of its own (its migrations).
     sides = (Side(THIS, BASE_DIR, data_dir), Side(other, export(commit, folder / other), folder / other / "data"))
     rounds: list[dict[str, dict[str, float]]] = []
@@ -195,7 +215,7 @@ def run(args: Any, data_dir: Path, output: Path) -> int:
 def _run_child(argv: list[str], cwd: Path) -> int:
     """Run one child harness; if this process is stopped meanwhile, stop the child the way that lets it
     stop its own children and services (SIGTERM, then wait), never by killing it outright."""
-    child = subprocess.Popen(argv, cwd=cwd)
+    child = subprocess.Popen(argv, cwd=cwd, start_new_session=True)  # a terminal's Ctrl-C reaches us only
     try:
         return child.wait()
     except BaseException:
@@ -206,6 +226,17 @@ def _run_child(argv: list[str], cwd: Path) -> int:
             child.kill()
             child.wait()
         raise
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Any:
+    """Keep a second comparison off this data folder (it would export over this one's tree)."""
+    with path.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"another comparison is running in {path.parent}") from None
+        yield
 
 
 def _head() -> str | None:

@@ -40,7 +40,8 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
         },
     )
     api_key = create_ingest_key()
-    web, port = servers.start_gunicorn(env, "gunicorn-e2e", workers=servers.web_workers(plan.web_workers))
+    workers = servers.web_workers(plan.web_workers)
+    web, port = servers.start_gunicorn(env, "gunicorn-e2e", workers=workers)
     alerter = servers.start_worker(env, "e2e-alerter", "run_alerter", until_idle=False)
     forwarder = servers.start_worker(env, "e2e-forwarder", "run_forwarder", until_idle=False)
     feed.wait_started(alerter, "alerter")
@@ -70,7 +71,8 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
             "seconds": plan.e2e_seconds,
             "batch": plan.e2e_batch,
             "rules": plan.e2e_rules,
-            "processes": "gunicorn (1 worker per core), run_alerter, run_forwarder, mock_moog, 1 load generator",
+            "workers": workers,
+            "processes": "gunicorn, run_alerter, run_forwarder, mock_moog, 1 load generator",
         },
     }
 

@@ -62,9 +62,13 @@ def test_summary_gives_each_sides_median_their_ratio_and_the_rounds_each_did_bet
     p99 = rows["end_to_end.p99_ms"]
     assert (p99[compare.THIS], p99[other], p99["rounds_won"], p99["rounds"]) == (25.0, 26.5, 1, 2), "less is better"
     assert p99["per_round"] == [[20.0, 25.0], [30.0, 28.0]]
+    assert (alerter["rounds_tied"], p99["rounds_tied"]) == (0, 0)
+    tied = compare.summarise([{compare.THIS: {"a.lost": 0.0}, other: {"a.lost": 0.0}}], other)
+    assert (tied[0]["rounds_won"], tied[0]["rounds_tied"]) == (0, 1)
     text = compare.table(compare.summarise(rounds, other), other)
     assert "2/3" in text
     assert "1/2 (less is better)" in text
+    assert "0/1, 1 equal (less is better)" in compare.table(tied, other)
 
 
 def test_each_child_runs_once_with_the_same_stages_and_sizes_in_its_own_data_folder(tmp_path):
@@ -80,7 +84,7 @@ def test_each_child_runs_once_with_the_same_stages_and_sizes_in_its_own_data_fol
     smoke = compare.child_argv(parse_args(["--compare", "HEAD", "--smoke"]), tmp_path / "o", tmp_path / "d")
     assert "--smoke" in smoke
     assert "--durable" not in smoke
-    assert parse_args(["--compare", "HEAD"]).rounds == 3, "the default"
+    assert parse_args(["--compare", "HEAD"]).rounds == 4, "the default: even, so ABBA is balanced"
 
 
 @pytest.mark.parametrize(
