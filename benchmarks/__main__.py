@@ -4,7 +4,7 @@
     python -m benchmarks --smoke               # every figure at tiny sizes, under a minute (make bench-smoke)
     python -m benchmarks --stages alerter --events 50000 --runs 3
     python -m benchmarks --report [--markdown] # print the table of an existing results file
-    python -m benchmarks --compare main --stages alerter --rounds 3   # this tree against main, in turns
+    python -m benchmarks --compare main --stages alerter --rounds 4   # this tree against main, in turns
 
 Only a full run at the default sizes writes ``benchmarks/results.json``; anything else (smoke, a subset
 of stages, other sizes) writes the git-ignored ``benchmarks/results.local.json`` unless ``--output``

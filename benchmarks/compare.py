@@ -5,10 +5,9 @@ speed reference printed after each run shows it), so two runs an hour apart say 
 change. Compare mode measures both versions in one window. REV is exported (``git archive``) into the
 data folder, then each round runs the chosen stages once with each version, in ABBA order: this tree
 first in odd rounds, REV first in even ones, so that over an even number of rounds (4 by default) a
-steady drift weighs on both alike. Each run is a
-child ``python -m benchmarks --runs 1`` in its own tree and data folder (each version migrates its own
-database), at the same sizes, with this Python: REV needs a harness with the same options and no
-requirement this virtualenv lacks.
+steady drift weighs on both alike. Each run is a child ``python -m benchmarks --runs 1`` in its own
+tree and data folder (each version migrates its own database), at the same sizes, with this Python:
+REV needs a harness with the same options and no requirement this virtualenv lacks.
 
 The report gives, per figure, each side's median over the rounds, their ratio (this tree / REV), and
 in how many rounds this tree did better (and in how many the two were equal), which says more than the

@@ -26,7 +26,7 @@ If the database is down nothing is acknowledged: the batch is kept and retried w
 entries' idle time is refreshed so other alerters do not take them over while this one lives. The same
 holds when the database refuses the batch for a reason of its own state rather than the data's (a
 server left read-only by a failover, a full disk, a revoked privilege): only a data error (SQLSTATE
-class 22 or 23) sends a row to the DLQ.
+class 22, 23 or 54, see ``blames_the_data``) sends a row to the DLQ.
 """
 
 from __future__ import annotations
