@@ -8,6 +8,9 @@ that own the lifecycle (``mutt up`` and the test suite) call :func:`start` and :
 
 Starting is idempotent: a server already running for the folder is reused, and :class:`Started`
 says which services this call actually started, so a caller stops only what it owns.
+
+Everything the services write (data, append-only file, logs, sockets) is owner-only: the servers run
+with umask 077, and every start tightens what an older version left readable (ADR-002).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import logging
 import os
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -37,6 +41,8 @@ _PG_SYSTEM_USER = "pgserver"
 # Unix socket paths are limited to about 107 bytes; keep a margin.
 _MAX_SOCKET_PATH = 100
 _PG_SOCKET_NAME = ".s.PGSQL.5432"
+# The servers (and what they create: data, append-only file, logs) are for their owner only.
+_OWNER_ONLY_UMASK = 0o077
 
 
 class EmbeddedError(RuntimeError):
@@ -109,6 +115,30 @@ def _pg_bin(name: str) -> Path:
     return Path(POSTGRES_BIN_PATH) / name
 
 
+def _alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped by its parent) is dead."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def tighten_permissions(root: Path) -> None:
+    """Remove group and other permission bits from ``root`` and everything under it.
+
+    Data folders created before the services ran with umask 077 (and Redis's own default of 0644)
+    held a world-readable append-only file; each start closes that. Symlinks are left alone.
+    """
+    if not root.exists():
+        return
+    for folder, dirs, files in os.walk(root):
+        for path in [folder, *(os.path.join(folder, name) for name in (*dirs, *files))]:
+            with contextlib.suppress(FileNotFoundError):  # a server may remove a file meanwhile
+                mode = os.lstat(path).st_mode
+                if not stat.S_ISLNK(mode) and mode & 0o077:
+                    os.chmod(path, stat.S_IMODE(mode) & ~0o077)
+
+
 def _running_as_root() -> bool:
     return os.geteuid() == 0
 
@@ -119,7 +149,14 @@ def _pg_run(args: list[str], *, timeout: float = 120) -> None:
     # Output goes to a file rather than a pipe: pg_ctl leaves the server holding inherited pipes open.
     with tempfile.TemporaryFile("w+") as out:
         result = subprocess.run(
-            args, stdout=out, stderr=subprocess.STDOUT, user=user, timeout=timeout, check=False, cwd="/"
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            user=user,
+            timeout=timeout,
+            check=False,
+            cwd="/",
+            umask=_OWNER_ONLY_UMASK,
         )
         if result.returncode != 0:
             out.seek(0)
@@ -153,7 +190,12 @@ def _postmaster_pid(pgdata: Path) -> int | None:
         pid = int(first_line.strip())
     except (OSError, ValueError, IndexError):
         return None
-    return pid if psutil.pid_exists(pid) else None
+    return pid if _alive(pid) else None
+
+
+def postgres_pid(data_dir: Path) -> int | None:
+    """The pid of the folder's running postmaster, or None."""
+    return _postmaster_pid(pg_data_dir(data_dir))
 
 
 def postgres_running(data_dir: Path) -> bool:
@@ -231,7 +273,8 @@ def init_postgres_cluster(pgdata: Path, socket_dir: Path, *, superuser_password:
 def start_postgres_cluster(pgdata: Path, socket_dir: Path, *, durable: bool = True) -> None:
     """Start the cluster in ``pgdata``, listening only on a Unix socket in ``socket_dir``."""
     _prepare_pg_folders(pgdata, socket_dir)
-    options = f"-h '' -k {socket_dir} -c max_connections=200"
+    _clear_stale_locks(pgdata, socket_dir)
+    options = f"-h '' -k {socket_dir} -c unix_socket_permissions=0700 -c max_connections=200"
     if not durable:
         options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     log_file = pgdata / "server.log"
@@ -249,10 +292,43 @@ def stop_postgres_cluster(pgdata: Path, *, timeout: float = 60) -> bool:
 
 
 def _prepare_pg_folders(pgdata: Path, socket_dir: Path) -> None:
-    pgdata.mkdir(parents=True, exist_ok=True)
-    socket_dir.mkdir(parents=True, exist_ok=True)
-    pgdata.chmod(0o700)
+    pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
+    socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tighten_permissions(pgdata)
+    socket_dir.chmod(0o700)
     _prepare_pg_permissions(pgdata, socket_dir)
+
+
+def _cluster_processes(pgdata: Path) -> list[int]:
+    """Live PostgreSQL processes working in ``pgdata`` (every server process runs with it as its cwd)."""
+    binary = os.path.realpath(_pg_bin("postgres"))
+    target = os.path.realpath(pgdata)
+    found = []
+    for process in psutil.process_iter(["exe", "cwd", "status"]):
+        info = process.info
+        if info["status"] != psutil.STATUS_ZOMBIE and info["exe"] == binary and info["cwd"] == target:
+            found.append(process.pid)
+    return found
+
+
+def _clear_stale_locks(pgdata: Path, socket_dir: Path) -> None:
+    """Remove the lock files of a killed postmaster, once none of its processes is left.
+
+    PostgreSQL takes a lock file naming a zombie (a killed postmaster its parent has not reaped yet)
+    for a live server and refuses to start, so a restart right after a crash would fail. The files
+    are removed only when no server process still works in the data directory: its orphaned
+    backends exit by themselves on noticing the postmaster's death, and until then starting is
+    refused (the caller retries), as PostgreSQL's own shared-memory check would.
+    """
+    lock = pgdata / "postmaster.pid"
+    if not lock.exists() or _postmaster_pid(pgdata) is not None:
+        return
+    lingering = _cluster_processes(pgdata)
+    if lingering:
+        raise EmbeddedError(f"processes of a stopped PostgreSQL are still exiting in {pgdata} (pids {lingering})")
+    logger.info("removing the stale lock files of a PostgreSQL that is no longer running (%s)", pgdata)
+    lock.unlink(missing_ok=True)
+    (socket_dir / f"{_PG_SOCKET_NAME}.lock").unlink(missing_ok=True)
 
 
 # --- Redis ------------------------------------------------------------------------------------
@@ -271,9 +347,14 @@ def _redis_pid(data_dir: Path) -> int | None:
         return None
     try:
         process = psutil.Process(pid)
-        return pid if "redis-server" in process.name() else None
+        return pid if "redis-server" in process.name() and _alive(pid) else None
     except psutil.Error:
         return None
+
+
+def redis_pid(data_dir: Path) -> int | None:
+    """The pid of the folder's running Redis, or None."""
+    return _redis_pid(data_dir)
 
 
 def redis_running(data_dir: Path) -> bool:
@@ -307,9 +388,11 @@ def start_redis(data_dir: Path, *, durable: bool = True) -> bool:
         logger.info("embedded Redis already running for %s; reusing it", data_dir)
         return False
     folder = redis_dir(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tighten_permissions(folder)
     socket_path = redis_socket_path(data_dir)
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    socket_path.parent.chmod(0o700)
     socket_path.unlink(missing_ok=True)
     args = [
         str(_redis_server_binary()),
@@ -332,7 +415,8 @@ def start_redis(data_dir: Path, *, durable: bool = True) -> bool:
         "--appendonly",
         "yes" if durable else "no",
     ]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    # Redis creates its append-only file, log and pid file 0644 unless its umask says otherwise.
+    result = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False, umask=_OWNER_ONLY_UMASK)
     if result.returncode != 0:
         raise EmbeddedError(f"redis-server failed to start: {result.stderr or result.stdout}")
     _wait_for_redis(data_dir, timeout=15)
@@ -357,7 +441,7 @@ def stop_redis(data_dir: Path, *, timeout: float = 30) -> None:
 def _folder_lock(data_dir: Path) -> Iterator[None]:
     """Serialise start/stop for one data folder across processes (two `mutt up`, or tests in parallel)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / ".embedded.lock", "w") as handle:
+    with os.fdopen(os.open(data_dir / ".embedded.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -4,6 +4,10 @@ Each child runs in its own process group (so a terminal's Ctrl-C reaches only th
 then stops children in order). A child that exits unexpectedly is restarted with exponential backoff;
 the backoff resets once it has stayed up for a while. On stop, every group gets SIGTERM, then SIGKILL
 after a grace period, and the supervisor waits for each, so nothing is left behind.
+
+Servers that daemonise themselves (the embedded PostgreSQL and Redis) are not children; they are
+*watched*: probed on every step and started again, with the same backoff, when the probe says they
+are down. Stopping them is left to their owner.
 """
 
 from __future__ import annotations
@@ -30,6 +34,25 @@ class ChildSpec:
 
 
 @dataclass
+class ServiceSpec:
+    """A self-daemonising server: ``running`` probes it (cheaply), ``start`` brings it back or raises."""
+
+    name: str
+    running: Callable[[], bool]
+    start: Callable[[], None]
+    stable_after: float = 30.0
+
+
+@dataclass
+class _Service:
+    spec: ServiceSpec
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    restarts: int = 0
+
+
+@dataclass
 class _Child:
     spec: ChildSpec
     process: subprocess.Popen[bytes] | None = None
@@ -51,6 +74,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.children = [_Child(spec) for spec in specs]
+        self.services: list[_Service] = []
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.grace = grace
@@ -60,6 +84,11 @@ class Supervisor:
     def add(self, specs: list[ChildSpec]) -> None:
         """Add children before ``start()`` (``mutt up`` decides some only once the services are up)."""
         self.children.extend(_Child(spec) for spec in specs)
+
+    def watch(self, specs: list[ServiceSpec]) -> None:
+        """Watch servers that are already running; from now on ``step()`` restarts them when down."""
+        now = self.clock()
+        self.services.extend(_Service(spec, started_at=now) for spec in specs)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -87,8 +116,10 @@ class Supervisor:
             self.stop_all()
 
     def step(self) -> None:
-        """Notice exited children and restart them when their backoff has passed."""
+        """Notice exited children and downed services; restart them when their backoff has passed."""
         now = self.clock()
+        for service in self.services:
+            self._step_service(service, now)
         for child in self.children:
             process = child.process
             if process is not None and process.poll() is not None:
@@ -132,6 +163,37 @@ class Supervisor:
         for child in self.children:
             child.process = None
             child.restart_at = None
+        for service in self.services:
+            service.restart_at = None
+
+    def _backoff(self, failures: int) -> float:
+        return min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
+
+    def _step_service(self, service: _Service, now: float) -> None:
+        name = service.spec.name
+        if service.restart_at is None:
+            if service.spec.running():
+                return
+            ran_for = now - service.started_at
+            service.failures = 1 if ran_for >= service.spec.stable_after else service.failures + 1
+            delay = self._backoff(service.failures)
+            service.restart_at = now + delay
+            logger.warning("%s is down after %.1fs; restarting in %.1fs", name, ran_for, delay)
+            return
+        if self.stopping or now < service.restart_at:
+            return
+        service.restarts += 1
+        try:
+            service.spec.start()
+        except Exception as exc:
+            service.failures += 1
+            delay = self._backoff(service.failures)
+            service.restart_at = self.clock() + delay
+            logger.error("%s did not start (%s); trying again in %.1fs", name, exc, delay)
+            return
+        service.started_at = self.clock()
+        service.restart_at = None
+        logger.info("%s restarted", name)
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -30,11 +30,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_up(env: dict[str, str], port: int, log: Path, mock_port: int | None = None) -> subprocess.Popen:
+def start_up(
+    env: dict[str, str], port: int, log: Path, mock_port: int | None = None, args: tuple[str, ...] = ()
+) -> subprocess.Popen:
     handle = log.open("a")
     mock_port = mock_port or free_port()
     return subprocess.Popen(
-        [sys.executable, "manage.py", "mutt", "up", "--port", str(port)],
+        [sys.executable, "manage.py", "mutt", "up", "--port", str(port), *args],
         cwd=BASE_DIR,
         env={
             **env,
@@ -143,7 +145,10 @@ def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_pa
     credentials = json.loads((data_dir / "credentials.json").read_text())
     assert (data_dir / "credentials.json").stat().st_mode & 0o777 == 0o600
     assert credentials["http_url"] == url
-    assert credentials["admin_password"] in log.read_text(), "the password is printed for the operator"
+    printed = log.read_text()
+    secrets = [credentials["admin_password"], credentials["api_key"], credentials["ingest_api_key"]]
+    assert not [secret for secret in secrets if secret in printed], "no secret is printed (it would be logged)"
+    assert f"{data_dir / 'credentials.json'}" in printed, "the operator is told where the credentials are"
     changelist = admin_login(url, credentials["admin_username"], credentials["admin_password"])
     assert "Interface down" in changelist, "the sample rules are listed in the admin"
     request = urllib.request.Request(f"{url}/api/v2/rules/", headers={"X-API-Key": credentials["api_key"]})
@@ -175,9 +180,14 @@ def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_pa
     assert None not in pids
     stop_and_check_nothing_left(process, signal.SIGINT, pids)
 
-    # A second run reuses the database: same credentials, no duplicate sample data.
-    process = start_up(env, port, log)
+    # A second run reuses the database: same credentials, no duplicate sample data. Asked to show the
+    # credentials while its output goes to a file (not a terminal), it still does not.
+    log = tmp_path / "up-again.log"
+    process = start_up(env, port, log, args=("--show-credentials",))
     wait_ready(process, url, log)
+    printed = log.read_text()
+    assert not [secret for secret in secrets if secret in printed], "--show-credentials only on a terminal"
+    assert "not a terminal" in printed
     assert json.loads((data_dir / "credentials.json").read_text())["admin_password"] == credentials["admin_password"]
     request = urllib.request.Request(f"{url}/api/v2/rules/", headers={"X-API-Key": credentials["api_key"]})
     assert json.load(urllib.request.urlopen(request))["count"] == 7
@@ -230,3 +240,145 @@ def test_with_urls_set_mutt_up_starts_nothing_embedded(tmp_path, django_db_block
         with admin_conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         admin_conn.close()
+
+
+def healthy(url: str, path: str = "/healthz") -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def alive(pid: int | None) -> bool:
+    return pid is not None and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.timeout(300)
+def test_a_second_mutt_up_on_the_same_folder_refuses_at_once_and_leaves_the_first_alone(tmp_path, private_tmp):
+    data_dir = private_tmp / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "up.log"
+    env = embedded_env(data_dir)
+    first = start_up(env, port, log)
+    try:
+        wait_ready(first, url, log)
+        postmaster, redis_pid = embedded._postmaster_pid(data_dir / "pg"), embedded._redis_pid(data_dir)
+
+        second_port = free_port()
+        started = time.monotonic()
+        second = manage(
+            {**env, "MUTT_LOG_FORMAT": "plain", "MUTT_MOCK_MOOG_PORT": str(free_port())},
+            "mutt", "up", "--port", str(second_port),
+        )  # fmt: skip
+        assert second.returncode != 0, f"the second mutt up did not refuse:\n{second.stdout[-3000:]}"
+        assert time.monotonic() - started < 20, "it refuses at once, without starting anything"
+        message = second.stdout + second.stderr
+        assert "already running" in message
+        assert f"pid {first.pid}" in message, f"the running instance is named: {message}"
+        assert url in message
+        assert "MUTT is up." not in message
+        assert not healthy(f"http://127.0.0.1:{second_port}"), "the second one serves nothing"
+
+        # `mutt services stop` must not pull the services from under the running instance either.
+        stop = manage(env, "mutt", "services", "stop")
+        assert stop.returncode != 0
+        assert f"pid {first.pid}" in stop.stderr
+
+        assert first.poll() is None
+        assert healthy(url, "/healthz")
+        assert healthy(url, "/readyz")
+        assert embedded._postmaster_pid(data_dir / "pg") == postmaster
+        assert alive(postmaster)
+        assert embedded._redis_pid(data_dir) == redis_pid
+        assert alive(redis_pid)
+        pids = [*descendants(first.pid), postmaster, redis_pid]
+        stop_and_check_nothing_left(first, signal.SIGTERM, pids)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        embedded.stop(data_dir)
+
+
+@pytest.mark.timeout(300)
+def test_mutt_up_never_stops_embedded_services_it_did_not_start(tmp_path, private_tmp):
+    data_dir = private_tmp / "data"
+    env = embedded_env(data_dir)
+    started = manage(env, "mutt", "services", "start", timeout=120)
+    assert started.returncode == 0, started.stderr
+    postmaster, redis_pid = embedded._postmaster_pid(data_dir / "pg"), embedded._redis_pid(data_dir)
+    try:
+        port = free_port()
+        log = tmp_path / "up.log"
+        process = start_up(env, port, log)
+        wait_ready(process, f"http://127.0.0.1:{port}", log)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0
+        assert "Left running" in log.read_text()
+        assert alive(postmaster), "the PostgreSQL `mutt services start` started is still running"
+        assert alive(redis_pid), "the Redis `mutt services start` started is still running"
+        assert embedded.status(data_dir)["postgres"]["running"]
+        assert embedded.status(data_dir)["redis"]["running"]
+    finally:
+        embedded.stop(data_dir)
+
+
+def wait_restarted(url: str, pid_of, old_pid: int, timeout: float = 45) -> int:
+    """Wait until a new server process replaced ``old_pid`` and ``/readyz`` says ready again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = pid_of()
+        if pid is not None and pid != old_pid and alive(pid) and healthy(url, "/readyz"):
+            return pid
+        time.sleep(0.2)
+    raise AssertionError(f"not restarted within {timeout}s")
+
+
+def post_event(url: str, key: str, event: dict) -> str:
+    request = urllib.request.Request(
+        f"{url}/api/v2/ingest", data=json.dumps(event).encode(), method="POST",
+        headers={"X-API-Key": key, "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+        return json.load(response)["event_ids"][0]
+
+
+@pytest.mark.timeout(300)
+def test_mutt_up_restarts_a_killed_embedded_redis_and_postgresql(tmp_path, private_tmp):
+    data_dir = private_tmp / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "up.log"
+    process = start_up(embedded_env(data_dir), port, log)
+    try:
+        wait_ready(process, url, log)
+        key = json.loads((data_dir / "credentials.json").read_text())["ingest_api_key"]
+        event = {"hostname": "core-rtr-01", "message": "%LINK-3-UPDOWN: Interface Gi0/1, changed state to down"}
+
+        old_redis = embedded._redis_pid(data_dir)
+        psutil.Process(old_redis).kill()
+        new_redis = wait_restarted(url, lambda: embedded._redis_pid(data_dir), old_redis)
+        assert wait_for_audit(data_dir, post_event(url, key, event)), "the pipeline works after Redis came back"
+
+        old_postmaster = embedded._postmaster_pid(data_dir / "pg")
+        psutil.Process(old_postmaster).kill()
+        postmaster_of = lambda: embedded._postmaster_pid(data_dir / "pg")  # noqa: E731
+        new_postmaster = wait_restarted(url, postmaster_of, old_postmaster)
+        assert wait_for_audit(data_dir, post_event(url, key, event)), "the pipeline works after PostgreSQL came back"
+
+        assert "embedded redis is down" in log.read_text()
+        assert "embedded postgres restarted" in log.read_text()
+        # The restarted servers are this instance's: it stops them on exit.
+        stop_and_check_nothing_left(process, signal.SIGTERM, [*descendants(process.pid), new_redis, new_postmaster])
+    finally:
+        if process.poll() is None:
+            process.kill()
+        embedded.stop(data_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import psutil
@@ -70,3 +71,50 @@ def test_only_the_requested_service_is_started(private_tmp):
         assert not (private_tmp / "redis-only" / "pg").exists()
     finally:
         embedded.stop(private_tmp / "redis-only")
+
+
+def group_or_other_accessible(*roots: Path) -> list[str]:
+    """Every path under ``roots`` (symlinks aside) that grants its group or others any permission."""
+    found = []
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            mode = path.lstat().st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                found.append(f"{stat.filemode(mode)} {path}")
+    return found
+
+
+def test_embedded_data_is_owner_only_even_in_a_folder_an_older_version_left_readable(private_tmp):
+    folder = long_folder(private_tmp)  # sockets in their own folders under the temp dir: checked too
+    roots = [
+        embedded.pg_data_dir(folder),
+        embedded.pg_socket_dir(folder),
+        embedded.redis_dir(folder),
+        embedded.redis_socket_path(folder).parent,
+    ]
+    embedded.start(folder, durable=True)
+    try:
+        client = redis.Redis.from_url(embedded.redis_url(folder))
+        client.xadd("owner-only-check", {"event": "queued"})  # written to the append-only file
+        client.close()
+        aof = embedded.redis_dir(folder) / "appendonly.aof"
+        assert aof.exists()
+        assert group_or_other_accessible(*roots) == []
+    finally:
+        embedded.stop(folder)
+
+    # A folder from before: everything readable by everyone. The next start closes it again.
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+    assert str(aof) in "\n".join(group_or_other_accessible(*roots))
+    embedded.start(folder, durable=True)
+    try:
+        assert group_or_other_accessible(*roots) == []
+        client = redis.Redis.from_url(embedded.redis_url(folder))
+        assert client.xlen("owner-only-check") == 1, "the data survived the restart"
+        client.close()
+    finally:
+        embedded.stop(folder)
+    assert group_or_other_accessible(*roots) == []

@@ -1,5 +1,9 @@
 """``python manage.py mutt up``: bring the whole system up on one machine and supervise it.
 
+One ``mutt up`` runs per data folder (a second one refuses at once, naming the first). It keeps the
+embedded PostgreSQL and Redis running (restarting them when they die) and on exit stops only the
+ones it started. It never prints secrets unless asked to on a terminal.
+
 ``mutt services start|stop|status`` manages only the embedded PostgreSQL and Redis.
 """
 
@@ -19,8 +23,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from mutt_project import embedded
-from mutt_project.supervisor import ChildSpec, Supervisor
+from mutt_project import embedded, instance
+from mutt_project.supervisor import ChildSpec, ServiceSpec, Supervisor
 
 logger = logging.getLogger("mutt.up")
 
@@ -107,6 +111,11 @@ class Command(BaseCommand):
         up = sub.add_parser("up", help="Start services, migrate, bootstrap, and supervise every process.")
         up.add_argument("--no-sample-data", action="store_true", help="Do not load the sample rules.")
         up.add_argument("--port", type=int, default=None, help="HTTP port (default MUTT_HTTP_PORT or 8000).")
+        up.add_argument(
+            "--show-credentials",
+            action="store_true",
+            help="Also print the admin password and API keys (only when the output is a terminal).",
+        )
         services = sub.add_parser("services", help="Start, stop or show the embedded PostgreSQL and Redis.")
         services.add_argument("operation", choices=["start", "stop", "status"])
 
@@ -114,7 +123,11 @@ class Command(BaseCommand):
         if options["action"] == "services":
             self.handle_services(options["operation"])
         else:
-            self.handle_up(sample_data=not options["no_sample_data"], port=options["port"])
+            self.handle_up(
+                sample_data=not options["no_sample_data"],
+                port=options["port"],
+                show_credentials=options["show_credentials"],
+            )
 
     # --- services -----------------------------------------------------------------------------
 
@@ -128,6 +141,13 @@ class Command(BaseCommand):
             started = embedded.start(data_dir, **selection)
             self.stdout.write(f"postgres started={started.postgres} redis started={started.redis}")
         elif operation == "stop":
+            holder = instance.holder(data_dir)
+            if holder is not None:
+                # Those services belong to (or are used by) the running `mutt up`; it stops what it owns.
+                raise CommandError(
+                    f"mutt up (pid {holder.get('pid', 'unknown')}, {holder.get('http_url', 'unknown URL')}) "
+                    f"is running on {data_dir}; stop it instead"
+                )
             embedded.stop(data_dir, **selection)
             self.stdout.write("embedded services stopped")
         else:
@@ -135,20 +155,30 @@ class Command(BaseCommand):
 
     # --- up -----------------------------------------------------------------------------------
 
-    def handle_up(self, *, sample_data: bool, port: int | None) -> None:
+    def handle_up(self, *, sample_data: bool, port: int | None, show_credentials: bool = False) -> None:
         from mutt_project.bootstrap import bootstrap
 
-        data_dir = Path(settings.MUTT_DATA_DIR)
+        data_dir = Path(settings.MUTT_DATA_DIR).resolve()
         selection = self._embedded_selection()
         http_port = port or settings.MUTT_HTTP_PORT
         http_url = f"http://{settings.MUTT_HTTP_HOST}:{http_port}"
+        # First of all: a second `mutt up` on this folder must not touch the first one's services.
+        try:
+            lock = instance.acquire(data_dir, http_url=http_url)
+        except instance.AlreadyRunning as exc:
+            raise CommandError(str(exc)) from None
+        owned = {"postgres": False, "redis": False}
         supervisor = Supervisor([])
         # Signals first: a Ctrl-C during start-up must still stop whatever was started.
         supervisor.install_signal_handlers()
         try:
             if any(selection.values()):
                 self.stdout.write(f"Starting embedded services in {data_dir} ...")
-                embedded.start(data_dir, **selection)
+                started = embedded.start(data_dir, **selection)
+                owned.update(postgres=started.postgres, redis=started.redis)
+                self._adopt_orphans(lock, owned, selection)
+                self._record_owned(lock, owned)
+                supervisor.watch(self._service_specs(data_dir, selection, lock, owned))
             if supervisor.stopping:
                 return
             call_command("migrate", interactive=False, verbosity=0)
@@ -165,31 +195,81 @@ class Command(BaseCommand):
             supervisor.start()
             if not wait_for_http(f"{http_url}/healthz", timeout=60):
                 raise CommandError(f"the web server did not answer on {http_url} within 60s; see the log above")
-            self._print_banner(credentials)
+            self.stdout.write(banner(credentials, credentials_path(), show_credentials, self.stdout.isatty()))
+            self.stdout.flush()
             while not supervisor.stopping:
                 supervisor.step()
                 time.sleep(0.5)
         finally:
             supervisor.stop_all()
-            if any(selection.values()):
-                embedded.stop(data_dir, **selection)
+            if any(owned.values()):
+                embedded.stop(data_dir, **owned)
+            kept = [name for name, on in selection.items() if on and not owned[name]]
+            if kept:
+                self.stdout.write(f"Left running (not started by this mutt up): embedded {', '.join(kept)}.")
+            lock.release()
             self.stdout.write("MUTT stopped.")
 
-    def _print_banner(self, credentials: dict[str, str]) -> None:
-        url = credentials["http_url"]
-        lines = [
-            "",
-            "MUTT is up.",
-            f"  Admin:        {url}/admin/",
-            f"  API:          {url}/api/v2/   (schema {url}/api/v2/schema/)",
-            f"  Health:       {url}/healthz   {url}/readyz",
-            f"  Username:     {credentials['admin_username']}",
+    def _adopt_orphans(self, lock: instance.InstanceLock, owned: dict[str, bool], selection: dict[str, bool]) -> None:
+        """Services a previous `mutt up` started and could not stop (it was killed) are ours to stop."""
+        pids = {"postgres": embedded.postgres_pid, "redis": embedded.redis_pid}
+        for name, pid_of in pids.items():
+            recorded = lock.previous.get(f"{name}_pid")
+            if selection[name] and not owned[name] and recorded is not None and recorded == pid_of(lock.data_dir):
+                previous = lock.previous.get("pid")
+                logger.info("adopting embedded %s (pid %s) left running by mutt up pid %s", name, recorded, previous)
+                owned[name] = True
+
+    @staticmethod
+    def _record_owned(lock: instance.InstanceLock, owned: dict[str, bool]) -> None:
+        lock.record(
+            postgres_pid=embedded.postgres_pid(lock.data_dir) if owned["postgres"] else None,
+            redis_pid=embedded.redis_pid(lock.data_dir) if owned["redis"] else None,
+        )
+
+    def _service_specs(
+        self, data_dir: Path, selection: dict[str, bool], lock: instance.InstanceLock, owned: dict[str, bool]
+    ) -> list[ServiceSpec]:
+        """Watch every embedded service this run uses; one it restarts is one it started, so it owns it."""
+
+        def restarter(name: str) -> Any:
+            def restart() -> None:
+                started = embedded.start(data_dir, postgres=name == "postgres", redis=name == "redis")
+                owned[name] = owned[name] or getattr(started, name)
+                self._record_owned(lock, owned)
+
+            return restart
+
+        probes = {"postgres": embedded.postgres_running, "redis": embedded.redis_running}
+        return [
+            ServiceSpec(f"embedded {name}", running=lambda probe=probe: probe(data_dir), start=restarter(name))
+            for name, probe in probes.items()
+            if selection[name]
+        ]
+
+
+def banner(credentials: dict[str, str], path: Path, show_credentials: bool, on_terminal: bool) -> str:
+    """What `mutt up` prints once it is up: the URLs and where the secrets are.
+
+    The secrets themselves only with ``--show-credentials`` and only on a terminal: anything else
+    (a pipe, a file, journald, a log shipper) would keep them in a log.
+    """
+    url = credentials["http_url"]
+    lines = [
+        "",
+        "MUTT is up.",
+        f"  Admin:        {url}/admin/   (user {credentials['admin_username']})",
+        f"  API:          {url}/api/v2/   (schema {url}/api/v2/schema/)",
+        f"  Health:       {url}/healthz   {url}/readyz",
+        f"  Credentials:  {path} (mode 0600: admin password, admin and ingest API keys)",
+    ]
+    if show_credentials and on_terminal:
+        lines += [
             f"  Password:     {credentials['admin_password']}",
             f"  Admin key:    {credentials['api_key']}",
             f"  Ingest key:   {credentials['ingest_api_key']}",
-            f"  Credentials:  {credentials_path()} (mode 0600)",
-            "Press Ctrl-C to stop.",
-            "",
         ]
-        self.stdout.write("\n".join(lines))
-        self.stdout.flush()
+    elif show_credentials:
+        lines.append("  Not shown with --show-credentials: the output is not a terminal and could be kept in a log.")
+    lines += ["Press Ctrl-C to stop.", ""]
+    return "\n".join(lines)
