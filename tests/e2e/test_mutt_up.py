@@ -255,9 +255,21 @@ def alive(pid: int | None) -> bool:
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    """Run a management command to its end; one still running after ``timeout`` is killed with all it
+    started (its children have sessions of their own) and fails the test."""
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"`manage.py {' '.join(args)}` still ran after {timeout}s:\n{stdout[-3000:]}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.mark.timeout(300)

@@ -6,8 +6,10 @@ import sys
 import time
 
 import psutil
+import redis
 
-from mutt_project.supervisor import ChildSpec, Supervisor
+from mutt_project import embedded
+from mutt_project.supervisor import ChildSpec, ServiceSpec, Supervisor
 
 
 def python(code: str) -> list[str]:
@@ -70,3 +72,40 @@ def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period():
     supervisor.stop_all()
     assert not psutil.pid_exists(pid)
     assert time.monotonic() - started < 5
+
+
+def test_a_watched_server_killed_outright_is_started_again(private_tmp):
+    folder = private_tmp / "data"
+    embedded.start(folder, postgres=False, durable=False)
+    try:
+        supervisor = Supervisor([], backoff_base=0.1)
+        restart = lambda: embedded.start(folder, postgres=False, durable=False)  # noqa: E731
+        supervisor.watch([ServiceSpec("redis", running=lambda: embedded.redis_running(folder), start=restart)])
+        old = embedded.redis_pid(folder)
+        supervisor.step()
+        assert supervisor.services[0].restarts == 0, "a running server is left alone"
+        psutil.Process(old).kill()
+        assert wait_until(lambda: (supervisor.step(), embedded.redis_pid(folder) not in (None, old))[1])
+        assert supervisor.services[0].restarts == 1
+        assert redis.Redis.from_url(embedded.redis_url(folder)).ping()
+    finally:
+        embedded.stop(folder, postgres=False)
+
+
+def test_a_watched_server_that_fails_to_start_is_retried_with_growing_backoff(tmp_path):
+    target = tmp_path / "not-yet" / "running"
+    supervisor = Supervisor([], backoff_base=0.05, backoff_max=0.4)
+    supervisor.watch([ServiceSpec("file", running=target.exists, start=lambda: target.write_text("up"))])
+    delays = []
+    while len(delays) < 4:
+        supervisor.step()
+        service = supervisor.services[0]
+        if service.restart_at is not None and (not delays or delays[-1][0] != service.failures):
+            delays.append((service.failures, service.restart_at - time.monotonic()))
+        time.sleep(0.01)
+    assert [failures for failures, _ in delays] == [1, 2, 3, 4]
+    assert delays[-1][1] > delays[0][1], "each failed start waits longer"
+    target.parent.mkdir()
+    assert wait_until(lambda: (supervisor.step(), target.exists())[1])
+    supervisor.step()
+    assert supervisor.services[0].restart_at is None
