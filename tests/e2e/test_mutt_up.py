@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import json
 import re
@@ -30,12 +31,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Every `mutt up` a test started, with its data folder: a failing test must not leave them running.
+_launched: list[tuple[subprocess.Popen, Path]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    yield
+    while _launched:
+        process, data_dir = _launched.pop()
+        if process.poll() is None:
+            # Its children run in sessions of their own: kill them first, while they are still its children.
+            for child in psutil.Process(process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            process.kill()
+            process.wait(timeout=10)
+        embedded.stop(data_dir)
+
+
 def start_up(
     env: dict[str, str], port: int, log: Path, mock_port: int | None = None, args: tuple[str, ...] = ()
 ) -> subprocess.Popen:
     handle = log.open("a")
     mock_port = mock_port or free_port()
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "manage.py", "mutt", "up", "--port", str(port), *args],
         cwd=BASE_DIR,
         env={
@@ -50,6 +70,8 @@ def start_up(
         stdout=handle,
         stderr=subprocess.STDOUT,
     )
+    _launched.append((process, Path(env["MUTT_DATA_DIR"])))
+    return process
 
 
 def wait_ready(process: subprocess.Popen, url: str, log: Path, timeout: float = 120) -> None:
@@ -314,9 +336,7 @@ def test_a_second_mutt_up_on_the_same_folder_refuses_at_once_and_leaves_the_firs
         pids = [*descendants(first.pid), postmaster, redis_pid]
         stop_and_check_nothing_left(first, signal.SIGTERM, pids)
     finally:
-        if first.poll() is None:
-            first.kill()
-        embedded.stop(data_dir)
+        embedded.stop(data_dir)  # (the autouse fixture kills a `mutt up` left running, with its children)
 
 
 @pytest.mark.timeout(300)
@@ -333,9 +353,9 @@ def test_mutt_up_never_stops_embedded_services_it_did_not_start(tmp_path, privat
         wait_ready(process, f"http://127.0.0.1:{port}", log)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=90) == 0
-        assert "Left running" in log.read_text()
         assert alive(postmaster), "the PostgreSQL `mutt services start` started is still running"
         assert alive(redis_pid), "the Redis `mutt services start` started is still running"
+        assert "Left running" in log.read_text()
         assert embedded.status(data_dir)["postgres"]["running"]
         assert embedded.status(data_dir)["redis"]["running"]
     finally:
@@ -391,6 +411,4 @@ def test_mutt_up_restarts_a_killed_embedded_redis_and_postgresql(tmp_path, priva
         # The restarted servers are this instance's: it stops them on exit.
         stop_and_check_nothing_left(process, signal.SIGTERM, [*descendants(process.pid), new_redis, new_postmaster])
     finally:
-        if process.poll() is None:
-            process.kill()
-        embedded.stop(data_dir)
+        embedded.stop(data_dir)  # (the autouse fixture kills a `mutt up` left running, with its children)
