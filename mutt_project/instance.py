@@ -65,11 +65,12 @@ class InstanceLock:
         os.pwrite(self._fd, payload, 0)
         os.ftruncate(self._fd, len(payload))
 
-    def release(self) -> None:
-        """Forget what was recorded (everything owned has been stopped) and drop the lock."""
+    def release(self, *, forget: bool = True) -> None:
+        """Drop the lock; ``forget`` clears the record (everything owned has been stopped)."""
         if self._fd is None:
             return
-        os.ftruncate(self._fd, 0)
+        if forget:
+            os.ftruncate(self._fd, 0)
         os.close(self._fd)  # closing the last descriptor releases the lock
         self._fd = None
 
@@ -85,8 +86,12 @@ def acquire(data_dir: Path, *, http_url: str) -> InstanceLock:
         holder = _read(fd)
         os.close(fd)
         raise AlreadyRunning(data_dir, holder) from None
+    previous = _read(fd)
     info = {"pid": os.getpid(), "http_url": http_url, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    return InstanceLock(data_dir, fd, _read(fd), info)
+    # Until the new holder records its own, the dead holder's services stay on record: if this one
+    # gives up before deciding about them, the next one can still adopt them.
+    info.update({k: v for k, v in previous.items() if k.endswith("_pid") and k != "pid"})
+    return InstanceLock(data_dir, fd, previous, info)
 
 
 def holder(data_dir: Path) -> dict[str, Any] | None:

@@ -412,3 +412,45 @@ def test_mutt_up_restarts_a_killed_embedded_redis_and_postgresql(tmp_path, priva
         stop_and_check_nothing_left(process, signal.SIGTERM, [*descendants(process.pid), new_redis, new_postmaster])
     finally:
         embedded.stop(data_dir)  # (the autouse fixture kills a `mutt up` left running, with its children)
+
+
+@pytest.mark.timeout(120)
+def test_mutt_up_refuses_a_port_another_program_listens_on(private_tmp):
+    data_dir = private_tmp / "data"
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        started = time.monotonic()
+        result = manage(embedded_env(data_dir), "mutt", "up", "--port", str(port))
+    assert result.returncode != 0
+    assert time.monotonic() - started < 20, "refused before starting anything"
+    assert f"http://127.0.0.1:{port} is already in use" in result.stderr
+    assert "MUTT is up." not in result.stdout
+    assert not (data_dir / "pg").exists()
+
+
+@pytest.mark.timeout(300)
+def test_after_a_killed_mutt_up_the_next_one_starts_and_stops_the_servers_it_left(tmp_path, private_tmp):
+    data_dir = private_tmp / "data"
+    env = embedded_env(data_dir)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "up.log"
+    killed = start_up(env, port, log)
+    wait_ready(killed, url, log)
+    postmaster, redis_pid = embedded._postmaster_pid(data_dir / "pg"), embedded._redis_pid(data_dir)
+    # As an OOM kill of the whole process tree would: the daemonised servers survive it.
+    for child in psutil.Process(killed.pid).children(recursive=True):
+        child.kill()
+    killed.kill()
+    killed.wait(timeout=10)
+    assert alive(postmaster)
+    assert alive(redis_pid)
+
+    log = tmp_path / "up-next.log"
+    process = start_up(env, port, log)
+    wait_ready(process, url, log)
+    assert embedded._postmaster_pid(data_dir / "pg") == postmaster, "the running servers are reused"
+    stop_and_check_nothing_left(process, signal.SIGTERM, [*descendants(process.pid), postmaster, redis_pid])
+    assert "Left running" not in log.read_text()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import socket
 import sys
 import time
 import urllib.error
@@ -88,6 +89,22 @@ def reset_metrics_dir() -> None:
     folder = metrics_dir()
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on ``host:port``.
+
+    The probe sets SO_REUSEADDR as gunicorn does, so connections of a previous run still in
+    TIME_WAIT do not count; only a listener does.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError:
+            return True
+    return False
 
 
 def wait_for_http(url: str, timeout: float) -> bool:
@@ -167,6 +184,13 @@ class Command(BaseCommand):
             lock = instance.acquire(data_dir, http_url=http_url)
         except instance.AlreadyRunning as exc:
             raise CommandError(str(exc)) from None
+        if port_in_use(settings.MUTT_HTTP_HOST, http_port):
+            lock.release(forget=False)  # nothing decided: services a killed run left stay on its record
+            # Otherwise gunicorn could not bind, and the readiness check would be answered by whatever listens.
+            raise CommandError(
+                f"{http_url} is already in use by another program (a MUTT on another data folder?); "
+                "choose another port with --port or MUTT_HTTP_PORT"
+            )
         owned = {"postgres": False, "redis": False}
         supervisor = Supervisor([])
         # Signals first: a Ctrl-C during start-up must still stop whatever was started.
