@@ -422,7 +422,8 @@ def test_mutt_up_refuses_a_port_another_program_listens_on(private_tmp):
         other.listen()
         port = other.getsockname()[1]
         started = time.monotonic()
-        result = manage(embedded_env(data_dir), "mutt", "up", "--port", str(port))
+        env = {**embedded_env(data_dir), "MUTT_MOCK_MOOG_PORT": str(free_port())}
+        result = manage(env, "mutt", "up", "--port", str(port))
     assert result.returncode != 0
     assert time.monotonic() - started < 20, "refused before starting anything"
     assert f"http://127.0.0.1:{port} is already in use" in result.stderr
