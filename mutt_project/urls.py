@@ -2,17 +2,22 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from ingest.urls import api_urlpatterns as ingest_api_urlpatterns
 from ingest.urls import legacy_urlpatterns as ingest_legacy_urlpatterns
 from mutt_project import health
+from mutt_project.api.root import ApiRootView
 
 admin.site.site_header = "MUTT operations"
 admin.site.site_title = "MUTT"
+# MUTT has no public site: the admin's "View site" link opens the API root, which links to the docs.
+admin.site.site_url = "/api/v2/"
 
 api_patterns = [
+    path("", ApiRootView.as_view(), name="api-root"),
     path("", include("rules.api.urls")),
     path("", include("configcenter.api.urls")),
     path("", include(ingest_api_urlpatterns)),
@@ -28,4 +33,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     re_path(r"^api/(?P<version>v[0-9]+)/", include(api_patterns)),
     path("", include(ingest_legacy_urlpatterns)),
+    # A browser pointed at the bare host lands on the admin rather than a 404.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
 ]
