@@ -8,6 +8,7 @@ center instead, so they change without a restart.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from mutt_project import embedded
@@ -113,6 +114,21 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
+# Login throttling (django-axes, mutt_project/login_throttle.py): after this many failed logins of one
+# user name from one client address, that pair is refused (429, the right password too) for the cool-off.
+AXES_FAILURE_LIMIT = env_int(ENV, "MUTT_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int(ENV, "MUTT_LOGIN_COOLOFF_SECONDS", 900, minimum=1, maximum=604_800))
+# By the pair, not the address alone: colleagues behind one NAT or proxy do not lock each other out, and
+# an attacker cannot lock the admin out from everywhere by failing on purpose.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failure kept (who, from where, locked out or not)
+AXES_HTTP_RESPONSE_CODE = 429
+AUTHENTICATION_BACKENDS = [
+    "mutt_project.login_throttle.ThrottledLoginBackend",  # first: refuses a locked-out pair before the password
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 # --- HTTP and processes -----------------------------------------------------------------------
 MUTT_HTTP_HOST = env_str(ENV, "MUTT_HTTP_HOST", "127.0.0.1")
 MUTT_HTTP_PORT = env_int(ENV, "MUTT_HTTP_PORT", 8000, minimum=1, maximum=65535)
@@ -138,6 +154,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "simple_history",
+    "axes",
     "mutt_project",
     "configcenter",
     "rules",
@@ -158,6 +175,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a lockout flagged during authentication into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "mutt_project.urls"
@@ -260,5 +279,6 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "pgserver": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # failures and lockouts; not its per-request INFO chatter
     },
 }
