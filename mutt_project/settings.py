@@ -15,6 +15,7 @@ from mutt_project import embedded
 from mutt_project.envparse import (
     check_redis_url,
     env_bool,
+    env_header,
     env_int,
     env_list,
     env_path,
@@ -113,6 +114,34 @@ SESSION_COOKIE_SECURE = env_bool(ENV, "MUTT_SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# HTTPS, for deployments that serve it (off by default: `mutt up` serves plain HTTP on localhost).
+# Behind a TLS-terminating proxy, MUTT_PROXY_SSL_HEADER names the header it sets on HTTPS requests
+# ("X-Forwarded-Proto: https"); the proxy must strip that header from what clients send.
+SECURE_PROXY_SSL_HEADER = env_header(ENV, "MUTT_PROXY_SSL_HEADER")
+SECURE_SSL_REDIRECT = env_bool(ENV, "MUTT_SSL_REDIRECT", default=False)
+# Local probes and Prometheus scrape over plain HTTP; a redirect would read as "down".
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int(ENV, "MUTT_HSTS_SECONDS", 0, minimum=0, maximum=63_072_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool(ENV, "MUTT_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env_bool(ENV, "MUTT_HSTS_PRELOAD", default=False)
+# Content Security Policy (django-csp): only this origin's scripts, styles, images and forms; no framing.
+# The admin and the browsable API load nothing else and run no inline script. Style attributes stay
+# allowed: a few admin pages use them, and they cannot run code. The API docs page adds its CDN.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # Login throttling (django-axes, mutt_project/login_throttle.py): after this many failed logins of one
 # user name from one client address, that pair is refused (429, the right password too) for the cool-off.
@@ -169,6 +198,8 @@ MIDDLEWARE = [
     # Answers ingest requests itself (API keys, no browser): the middleware below never see them.
     "ingest.middleware.IngestShortcutMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After the ingest shortcut and static files: only pages a browser renders need the policy.
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
