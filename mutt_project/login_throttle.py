@@ -34,11 +34,18 @@ class ThrottledLoginBackend(AxesStandaloneBackend):
 @receiver(user_locked_out)
 def log_lockout(sender: Any, request: HttpRequest | None = None, username: str | None = None,
                 ip_address: str | None = None, **kwargs: Any) -> None:  # fmt: skip
-    """One WARNING per lockout (and per refused try while locked out), never with the password."""
+    """One WARNING when a user and address get locked out, never with the password.
+
+    Axes signals again for every refused try during the lockout; those are DEBUG, so an attacker
+    hammering the login page does not flood the log (each try is still recorded in the database).
+    """
+    failures = getattr(request, "axes_failures_since_start", None)
+    first = failures is None or failures <= settings.AXES_FAILURE_LIMIT
     cool_off = get_cool_off(request)
-    logger.warning(
-        "login locked out after %d failures: user %r from %s; refused for %s",
-        settings.AXES_FAILURE_LIMIT,
+    logger.log(
+        logging.WARNING if first else logging.DEBUG,
+        "login locked out after %s failures: user %r from %s; refused for %s after the last failed try",
+        failures if failures is not None else settings.AXES_FAILURE_LIMIT,
         username,
         ip_address,
         f"{int(cool_off.total_seconds())} s" if cool_off else "ever (until reset)",

@@ -310,6 +310,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "pgserver": {"level": "WARNING"},
-        "axes": {"level": "WARNING"},  # failures and lockouts; not its per-request INFO chatter
+        # Every attempt is in axes' tables (admin, "Axes"); mutt.auth logs each lockout once. Axes' own
+        # line per failed try would flood the log during an attack.
+        "axes": {"level": "ERROR"},
     },
 }
