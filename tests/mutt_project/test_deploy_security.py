@@ -126,3 +126,6 @@ def test_api_responses_and_the_docs_carry_the_policy(client, api_keys):
     scripts = _Scripts()
     scripts.feed(docs.content.decode())
     assert not scripts.inline, "the docs page starts Swagger UI from a script file, not inline"
+    local = [src for src in scripts.sources if src.startswith("/")]
+    assert local, scripts.sources
+    assert client.get(local[0]).status_code == 200
