@@ -198,8 +198,8 @@ MIDDLEWARE = [
     # Answers ingest requests itself (API keys, no browser): the middleware below never see them.
     "ingest.middleware.IngestShortcutMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    # After the ingest shortcut and static files: only pages a browser renders need the policy.
-    "csp.middleware.CSPMiddleware",
+    # Below the ingest shortcut and static files, and it skips ingest itself (mutt_project/content_policy.py).
+    "mutt_project.content_policy.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
