@@ -153,6 +153,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failure kept (who, from where, locked out or not)
 AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_TEMPLATE = "admin/mutt/login_locked_out.html"
 AUTHENTICATION_BACKENDS = [
     "mutt_project.login_throttle.ThrottledLoginBackend",  # first: refuses a locked-out pair before the password
     "django.contrib.auth.backends.ModelBackend",
