@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -75,11 +75,24 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
             reason=reason,
         )
         obj.pk = created.pk
-        self.message_user(
-            request,
-            f"Key for {created.name}: {raw_key} — copy it now, it is not shown again.",
-            messages.WARNING,
-        )
+        # Kept on this request only, for response_add: a message would carry it in the messages cookie
+        # (signed, not encrypted) or the session, and so to disk, proxies and the next page.
+        request._mutt_new_api_key = raw_key  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        """The new key's plaintext, shown once in this page, which no cache may keep."""
+        raw_key = getattr(request, "_mutt_new_api_key", None)
+        if raw_key is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"API key {obj.name} created",
+            "api_key": obj,
+            "raw_key": raw_key,
+            "opts": self.model._meta,
+        }
+        # admin_view's never_cache marks the page no-store, so no browser or proxy cache keeps the key.
+        return TemplateResponse(request, "admin/configcenter/apikey_created.html", context)
 
     @admin.action(description="Revoke selected keys (asks for a reason)")
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:

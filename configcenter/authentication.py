@@ -35,9 +35,19 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="mutt"'
 
 
+# The Django model permission a session needs per method, as the admin asks for it.
+SESSION_ACTIONS = {"GET": "view", "HEAD": "view", "OPTIONS": "view", "POST": "add", "PUT": "change",
+                   "PATCH": "change", "DELETE": "delete"}  # fmt: skip
+
+
 class HasScope(permissions.BasePermission):
     """API keys need the view's scope (``read`` for safe methods, ``write`` otherwise, unless the view
-    names ``required_scope``); session users must be staff, and need model permissions to write."""
+    names ``required_scope``).
+
+    Sessions follow Django model permissions, like the admin: a staff user needs ``view_<model>`` to
+    read and ``add``/``change``/``delete`` to write (``session_actions`` on a view maps a method to
+    another action). A view without a model (secrets status) is for superusers only.
+    """
 
     message = "This API key does not have the scope this endpoint needs."
 
@@ -48,13 +58,16 @@ class HasScope(permissions.BasePermission):
         if isinstance(request.auth, ApiKey):
             return request.auth.grants(scope)
         user = request.user
-        if not (user and user.is_authenticated and user.is_staff):
+        if not (user and user.is_authenticated and user.is_staff and user.is_active):
             return False
-        if request.method in permissions.SAFE_METHODS or user.is_superuser:
+        if user.is_superuser:
             return True
         queryset = getattr(view, "queryset", None)
         if queryset is None:
             return False
+        method = (request.method or "GET").upper()
+        action = getattr(view, "session_actions", {}).get(method) or SESSION_ACTIONS.get(method)
+        if action is None:
+            return False
         opts = queryset.model._meta
-        action = {"POST": "add", "DELETE": "delete"}.get(request.method or "", "change")
         return user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}")

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class SettingType(StrEnum):
@@ -20,6 +22,7 @@ class SettingType(StrEnum):
     FLOAT = "float"
     BOOL = "bool"
     STR = "str"
+    URL = "url"  # text that is empty (the default applies) or an http(s) URL with a host
     ENUM = "enum"
     DURATION = "duration"  # stored and returned as seconds (float)
 
@@ -46,6 +49,10 @@ class InvalidSettingValue(ValueError):
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# A whole number longer than this is outside every bound; int() of a 4,301-digit text raises ValueError.
+_MAX_INT_DIGITS = 30
+# Every text setting is bounded (the registry's max_length, or these defaults) before it is stored.
+_DEFAULT_MAX_LENGTH = {"str": 200, "url": 2048}
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -61,6 +68,7 @@ class SettingDef:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     unit: str = ""
+    max_length: int | None = None  # text and URL settings: None takes _DEFAULT_MAX_LENGTH
 
     def parse(self, raw: Any) -> Any:
         """The typed value for ``raw`` (text or JSON), or InvalidSettingValue naming key and bound."""
@@ -72,6 +80,9 @@ class SettingDef:
     def describe_bounds(self) -> str:
         if self.choices:
             return "one of " + ", ".join(self.choices)
+        if self.type in (SettingType.STR, SettingType.URL):
+            kind = "an http(s) URL or empty, " if self.type == SettingType.URL else ""
+            return f"{kind}at most {self.max_length or _DEFAULT_MAX_LENGTH[self.type.value]} characters"
         low = "" if self.minimum is None else self._fmt(self.minimum)
         high = "" if self.maximum is None else self._fmt(self.maximum)
         if low and high:
@@ -91,12 +102,20 @@ class SettingDef:
         if isinstance(raw, bool):
             raise InvalidSettingValue(self.key, "expected a whole number, got a boolean")
         if isinstance(raw, int):
+            if abs(raw) > 10**_MAX_INT_DIGITS:  # from JSON; its text would fill the error message
+                raise InvalidSettingValue(
+                    self.key, f"a {len(str(abs(raw)))}-digit number is outside {self.describe_bounds()}"
+                )
             return raw
         if isinstance(raw, float) and raw.is_integer():
             return int(raw)
         if isinstance(raw, str) and re.fullmatch(r"\s*[-+]?\d[\d_]*\s*", raw):
+            digits = raw.strip().lstrip("+-").replace("_", "").lstrip("0")
+            if len(digits) > _MAX_INT_DIGITS:
+                bounds = self.describe_bounds() or "a whole number"
+                raise InvalidSettingValue(self.key, f"a {len(digits)}-digit number is outside {bounds}")
             return int(raw.replace("_", ""))
-        raise InvalidSettingValue(self.key, f"expected a whole number, got {raw!r}")
+        raise InvalidSettingValue(self.key, f"expected a whole number, got {_shorten(raw)}")
 
     def _parse_float(self, raw: Any) -> float:
         if isinstance(raw, bool):
@@ -104,7 +123,9 @@ class SettingDef:
         try:
             value = float(raw)
         except (TypeError, ValueError):
-            raise InvalidSettingValue(self.key, f"expected a number, got {raw!r}") from None
+            raise InvalidSettingValue(self.key, f"expected a number, got {_shorten(raw)}") from None
+        except OverflowError:  # an int from JSON too large for a float
+            value = math.inf
         if not math.isfinite(value):
             raise InvalidSettingValue(self.key, "expected a finite number")
         return value
@@ -117,29 +138,57 @@ class SettingDef:
             return True
         if text in _FALSE:
             return False
-        raise InvalidSettingValue(self.key, f"expected true or false, got {raw!r}")
+        raise InvalidSettingValue(self.key, f"expected true or false, got {_shorten(raw)}")
 
     def _parse_str(self, raw: Any) -> str:
         if not isinstance(raw, str):
             raise InvalidSettingValue(self.key, f"expected text, got {type(raw).__name__}")
-        return raw.strip()
+        text = raw.strip()
+        limit = self.max_length or _DEFAULT_MAX_LENGTH[self.type.value]
+        if len(text) > limit:
+            raise InvalidSettingValue(self.key, f"{len(text)} characters is above the maximum of {limit}")
+        # NUL cannot be stored (PostgreSQL's jsonb refuses it) and no setting needs a control character.
+        if any(unicodedata.category(ch) == "Cc" for ch in text):
+            raise InvalidSettingValue(self.key, "control characters (NUL, CR, LF, tab, ...) are not allowed")
+        return text
+
+    def _parse_url(self, raw: Any) -> str:
+        text = self._parse_str(raw)
+        if not text:
+            return text  # empty: the documented default (the local mock, or no notifications)
+        # An operator's URL is fetched by our workers: file:, javascript: or a host-less URL is a mistake
+        # or an attack (reading local files, SSRF tricks), never a destination.
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        except ValueError as exc:
+            raise InvalidSettingValue(self.key, f"not a valid URL: {exc}") from None
+        if parts.scheme.lower() not in ("http", "https"):
+            raise InvalidSettingValue(self.key, f"expected an http:// or https:// URL, got scheme {parts.scheme!r}")
+        if not parts.hostname or " " in text:
+            raise InvalidSettingValue(
+                self.key, "expected an http(s) URL with a host, such as https://moog.example.net/"
+            )
+        return text
 
     def _parse_enum(self, raw: Any) -> str:
         text = str(raw).strip().lower()
         if text not in self.choices:
-            raise InvalidSettingValue(self.key, f"expected one of {', '.join(self.choices)}, got {raw!r}")
+            raise InvalidSettingValue(self.key, f"expected one of {', '.join(self.choices)}, got {_shorten(raw)}")
         return text
 
     def _parse_duration(self, raw: Any) -> float:
         if isinstance(raw, bool):
             raise InvalidSettingValue(self.key, "expected a duration, got a boolean")
-        if isinstance(raw, int | float):
+        if isinstance(raw, int) and abs(raw) > 10**_MAX_INT_DIGITS:
+            value = math.inf  # float() of such an int overflows; it is beyond every bound anyway
+        elif isinstance(raw, int | float):
             value = float(raw)
         else:
             match = _DURATION.match(str(raw))
             if not match:
                 raise InvalidSettingValue(
-                    self.key, f"expected a duration such as 30, 30s, 250ms, 5m or 1h, got {raw!r}"
+                    self.key, f"expected a duration such as 30, 30s, 250ms, 5m or 1h, got {_shorten(raw)}"
                 )
             value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         if not math.isfinite(value):
@@ -164,6 +213,12 @@ class SettingDef:
     @staticmethod
     def _fmt(number: float) -> str:
         return f"{number:g}" if isinstance(number, float) else str(number)
+
+
+def _shorten(raw: Any) -> str:
+    """``raw`` for an error message, cut so a hostile megabyte is not echoed back."""
+    text = repr(raw)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 @dataclass(frozen=True)
@@ -194,10 +249,11 @@ def register(
     maximum: float | None = None,
     choices: tuple[str, ...] = (),
     unit: str = "",
+    max_length: int | None = None,
 ) -> SettingDef:
     if key in REGISTRY:
         raise ValueError(f"setting {key!r} is registered twice")
-    definition = SettingDef(key, type, default, description, component, minimum, maximum, choices, unit)
+    definition = SettingDef(key, type, default, description, component, minimum, maximum, choices, unit, max_length)
     definition.parse(default)  # a default outside its own bounds is a programming error: fail at import
     REGISTRY[key] = definition
     return definition
@@ -277,10 +333,10 @@ for _key, _type, _default, _min, _max, _unit, _description in [
 ]:
     register(_key, _type, _default, _description, "alerter", minimum=_min, maximum=_max, unit=_unit)
 
-register("moog_url", SettingType.STR, "",
+register("moog_url", SettingType.URL, "",
          "Moogsoft endpoint alerts are posted to (REST/Webhook LAM URL or Events API URL). Empty: the local "
          "mock_moog that `mutt up` starts.", "forwarder")
-register("moog_health_url", SettingType.STR, "",
+register("moog_health_url", SettingType.URL, "",
          "URL probed before replaying the Moogsoft DLQ (never a fake event). Empty: the mock's /health.",
          "remediation")
 register("moog_format", ENUM, "webhook",
@@ -293,7 +349,7 @@ register("moog_batch_size", INT, 50, "Alerts per request where the format allows
 register("forwarder_concurrency", INT, 3, "Requests to Moogsoft each forwarder process keeps in flight (one "
          "consumer per request, sharing the breaker and rate limit).", "forwarder", minimum=1, maximum=32,
          unit="requests")
-register("notify_webhook_url", SettingType.STR, "",
+register("notify_webhook_url", SettingType.URL, "",
          "Where remediation reports poison entries (PagerDuty Events v2 or a plain JSON webhook). Empty: log only.",
          "remediation")
 register("notify_webhook_format", ENUM, "pagerduty",

@@ -8,4 +8,5 @@ class MuttProjectConfig(AppConfig):
     verbose_name = "MUTT platform"
 
     def ready(self) -> None:
-        from mutt_project import audit, checks  # noqa: F401  (registers checks and the history signal)
+        # Registers the checks, the history signal and the lockout log line.
+        from mutt_project import audit, checks, login_throttle  # noqa: F401

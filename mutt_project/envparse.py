@@ -121,3 +121,17 @@ def check_redis_url(url: str, *, name: str = "REDIS_URL") -> str:
     if parts.scheme not in {"redis", "rediss", "unix"}:
         raise ImproperlyConfigured(f"{name} must be a redis://, rediss:// or unix:// URL, got {parts.scheme!r}.")
     return url
+
+
+def env_header(env: Mapping[str, str], name: str) -> tuple[str, str] | None:
+    """``Header-Name: value`` -> Django's ``("HTTP_HEADER_NAME", "value")`` (for SECURE_PROXY_SSL_HEADER)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    header, sep, value = raw.partition(":")
+    header, value = header.strip(), value.strip()
+    if not sep or not value or not header.replace("-", "").isalnum():
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not of the form 'Header-Name: value', e.g. 'X-Forwarded-Proto: https'."
+        )
+    return "HTTP_" + header.upper().replace("-", "_"), value

@@ -8,12 +8,14 @@ center instead, so they change without a restart.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from mutt_project import embedded
 from mutt_project.envparse import (
     check_redis_url,
     env_bool,
+    env_header,
     env_int,
     env_list,
     env_path,
@@ -112,6 +114,50 @@ SESSION_COOKIE_SECURE = env_bool(ENV, "MUTT_SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# HTTPS, for deployments that serve it (off by default: `mutt up` serves plain HTTP on localhost).
+# Behind a TLS-terminating proxy, MUTT_PROXY_SSL_HEADER names the header it sets on HTTPS requests
+# ("X-Forwarded-Proto: https"); the proxy must strip that header from what clients send.
+SECURE_PROXY_SSL_HEADER = env_header(ENV, "MUTT_PROXY_SSL_HEADER")
+SECURE_SSL_REDIRECT = env_bool(ENV, "MUTT_SSL_REDIRECT", default=False)
+# Local probes and Prometheus scrape over plain HTTP; a redirect would read as "down".
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int(ENV, "MUTT_HSTS_SECONDS", 0, minimum=0, maximum=63_072_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool(ENV, "MUTT_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env_bool(ENV, "MUTT_HSTS_PRELOAD", default=False)
+# Content Security Policy (django-csp): only this origin's scripts, styles, images and forms; no framing.
+# The admin and the browsable API load nothing else and run no inline script. Style attributes stay
+# allowed: a few admin pages use them, and they cannot run code. The API docs page adds its CDN.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# Login throttling (django-axes, mutt_project/login_throttle.py): after this many failed logins of one
+# user name from one client address, that pair is refused (429, the right password too) for the cool-off.
+AXES_FAILURE_LIMIT = env_int(ENV, "MUTT_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int(ENV, "MUTT_LOGIN_COOLOFF_SECONDS", 900, minimum=1, maximum=604_800))
+# By the pair, not the address alone: colleagues behind one NAT or proxy do not lock each other out, and
+# an attacker cannot lock the admin out from everywhere by failing on purpose.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failure kept (who, from where, locked out or not)
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_TEMPLATE = "admin/mutt/login_locked_out.html"
+AUTHENTICATION_BACKENDS = [
+    "mutt_project.login_throttle.ThrottledLoginBackend",  # first: refuses a locked-out pair before the password
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 # --- HTTP and processes -----------------------------------------------------------------------
 MUTT_HTTP_HOST = env_str(ENV, "MUTT_HTTP_HOST", "127.0.0.1")
@@ -138,6 +184,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "simple_history",
+    "axes",
     "mutt_project",
     "configcenter",
     "rules",
@@ -152,12 +199,16 @@ MIDDLEWARE = [
     # Answers ingest requests itself (API keys, no browser): the middleware below never see them.
     "ingest.middleware.IngestShortcutMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Below the ingest shortcut and static files, and it skips ingest itself (mutt_project/content_policy.py).
+    "mutt_project.content_policy.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a lockout flagged during authentication into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "mutt_project.urls"
@@ -260,5 +311,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "pgserver": {"level": "WARNING"},
+        # Every attempt is in axes' tables (admin, "Axes"); mutt.auth logs each lockout once. Axes' own
+        # line per failed try would flood the log during an attack.
+        "axes": {"level": "ERROR"},
     },
 }

@@ -1,23 +1,39 @@
 from __future__ import annotations
 
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from django_prometheus.exports import ExportToDjangoView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from ingest.urls import api_urlpatterns as ingest_api_urlpatterns
 from ingest.urls import legacy_urlpatterns as ingest_legacy_urlpatterns
 from mutt_project import health
+from mutt_project.api.root import ApiRootView
 
 admin.site.site_header = "MUTT operations"
 admin.site.site_title = "MUTT"
+# MUTT has no public site: the admin's "View site" link opens the API root, which links to the docs.
+admin.site.site_url = "/api/v2/"
+
+_SWAGGER_CDN = "https://cdn.jsdelivr.net"
+_SWAGGER_CSP = {
+    "script-src": [_SWAGGER_CDN],
+    "style-src": [_SWAGGER_CDN, "'unsafe-inline'"],  # the page's own <style> block
+    "img-src": [_SWAGGER_CDN],
+}
 
 api_patterns = [
+    path("", ApiRootView.as_view(), name="api-root"),
     path("", include("rules.api.urls")),
     path("", include("configcenter.api.urls")),
     path("", include(ingest_api_urlpatterns)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Swagger UI comes from its CDN; the split view serves its start script from here, not inline.
+    path(
+        "docs/", csp_update(_SWAGGER_CSP)(SpectacularSwaggerSplitView.as_view(url_name="api-schema")), name="api-docs"
+    ),
 ]
 
 urlpatterns = [
@@ -28,4 +44,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     re_path(r"^api/(?P<version>v[0-9]+)/", include(api_patterns)),
     path("", include(ingest_legacy_urlpatterns)),
+    # A browser pointed at the bare host lands on the admin rather than a 404.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
 ]

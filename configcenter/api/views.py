@@ -26,6 +26,9 @@ class ConfigViewSet(MuttViewMixin, viewsets.ViewSet):
     lookup_field = "key"
     lookup_value_regex = "[A-Za-z0-9_.-]+"
     serializer_class = SettingChangeSerializer
+    # For session users' model permissions (HasScope): returning a key to its default is a change.
+    queryset = DynamicSetting.objects.all()
+    session_actions = {"DELETE": "change"}
 
     @property
     def required_scope(self) -> str:
@@ -97,7 +100,7 @@ def _effective(definition: Any, value: Any) -> Any:
 class SecretStatusView(MuttViewMixin, APIView):
     """Which secrets are configured, from where, with masked fingerprints; never a value."""
 
-    required_scope = Scope.ADMIN
+    required_scope = Scope.ADMIN  # sessions: superusers only (no model permission covers secrets)
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         from configcenter.secrets import secret_status
