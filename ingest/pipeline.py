@@ -22,6 +22,9 @@ from mutt_project.redis import get_redis
 logger = logging.getLogger("mutt.ingest")
 
 REDIS_RETRY_AFTER = 5
+# Refused items logged one by one per request; the rest are counted in one line (the response lists
+# them all), so a hostile batch of 100,000 bad items cannot write 100,000 log lines.
+MAX_LOGGED_REFUSALS = 100
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,8 @@ def ingest(
     )
     receipt = Receipt(datetime.now(UTC), sender.correlation_id, sender.key_name)
     try:
-        kind = body.body_kind(content_type, content_encoding)
-        raw = body.read_body(read, content_length, limit.size, named_by=limit.named_by)
+        kind, gzip = body.body_kind(content_type, content_encoding)
+        raw = body.read_body(read, content_length, limit.size, named_by=limit.named_by, gzip=gzip)
         items = body.split_body(raw, kind, max_items=max_batch, max_item_bytes=max_event_bytes)
     except body.BodyRefused as refused:
         return IngestResult(refused.status, refused.reason, refused.body)
@@ -84,6 +87,8 @@ def ingest(
             error["line"] = item.line
         errors.append(error)
 
+    if errors:
+        _log_refusals(sender, errors)
     summary = {
         "accepted": len(payloads),
         "rejected": len(errors),
@@ -99,6 +104,21 @@ def ingest(
         detail = "No event was accepted; see errors by index."
         return IngestResult(422, "invalid", {"detail": detail, **summary})
     return _admit(sender, payloads, summary)
+
+
+def _log_refusals(sender: Sender, errors: list[dict[str, Any]]) -> None:
+    """One WARNING per refused item: the client caused it, and the operator can find each one."""
+    for error in errors[:MAX_LOGGED_REFUSALS]:
+        reason = "; ".join(f"{name}: {message}" for name, message in error["errors"].items())
+        logger.warning(
+            "ingest refused an item: key=%s index=%s line=%s reason=%s request_id=%s",
+            sender.key_name, error["index"], error.get("line", "-"), reason, sender.correlation_id,
+        )  # fmt: skip
+    if len(errors) > MAX_LOGGED_REFUSALS:
+        logger.warning(
+            "ingest refused %s more items of the same request, not logged one by one: key=%s request_id=%s",
+            len(errors) - MAX_LOGGED_REFUSALS, sender.key_name, sender.correlation_id,
+        )  # fmt: skip
 
 
 def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any]) -> IngestResult:

@@ -57,12 +57,19 @@ def _handle(request: HttpRequest, version: str, correlation_id: str) -> IngestRe
         if refused.status == 503:
             return _refusal(503, "auth_unavailable", refused.detail, {"Retry-After": str(AUTH_RETRY_AFTER)})
         return _refusal(refused.status, "forbidden", refused.detail)
+    content_length = request.META.get("CONTENT_LENGTH")
+    read = request.read
+    if not content_length and request.META.get("wsgi.input_terminated"):
+        # A chunked body (Vector, Fluent Bit): gunicorn de-chunks it and announces no length, so
+        # Django's request would read nothing; the server's input ends with the body (PEP 3333's
+        # wsgi.input_terminated), and read_body bounds it by count.
+        read = request.META["wsgi.input"].read
     return ingest(
         sender=Sender(api_key.name, api_key.prefix, correlation_id),
         content_type=request.META.get("CONTENT_TYPE", ""),
         content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
-        content_length=request.META.get("CONTENT_LENGTH"),
-        read=request.read,
+        content_length=content_length,
+        read=read,
     )
 
 

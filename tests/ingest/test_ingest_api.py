@@ -218,11 +218,13 @@ def test_malformed_ndjson_is_400_naming_the_line(client, ingest_key, redis_clien
 @pytest.mark.parametrize(
     ("content_type", "extra", "detail"),
     [
-        ("text/plain", {}, "Unsupported Content-Type text/plain; send application/json or application/x-ndjson."),
+        ("text/html", {},
+         "Unsupported Content-Type text/html; send application/json, or NDJSON as application/x-ndjson or text/plain."),
         ("application/x-www-form-urlencoded", {},
-         "Unsupported Content-Type application/x-www-form-urlencoded; send application/json or application/x-ndjson."),
-        ("application/json", {"HTTP_CONTENT_ENCODING": "gzip"},
-         "Unsupported Content-Encoding gzip; send the body uncompressed."),
+         "Unsupported Content-Type application/x-www-form-urlencoded; send application/json, or NDJSON as "
+         "application/x-ndjson or text/plain."),
+        ("application/json", {"HTTP_CONTENT_ENCODING": "br"},
+         "Unsupported Content-Encoding br; send the body uncompressed or as gzip."),
     ],
 )  # fmt: skip
 def test_unsupported_content_types_are_415(client, ingest_key, content_type, extra, detail):
@@ -478,3 +480,37 @@ def test_a_database_outage_keeps_known_keys_working_and_refuses_unknown_ones_wit
     unknown = post(client, [event()], key="mutt_deadbeef_never-seen")
     assert (unknown.status_code, unknown["Retry-After"]) == (503, "5")
     assert unknown.json() == {"detail": "API keys cannot be checked right now (database unavailable); retry later."}
+
+
+def test_a_gzip_body_is_inflated_as_it_is_read_without_ever_holding_a_bomb():
+    import gzip
+    import tracemalloc
+    import zlib
+
+    two = gzip.compress(b'{"hostname": "a", "message": "one"}\n') + gzip.compress(
+        b'{"hostname": "b", "message": "two"}'
+    )
+    assert read_body(io.BytesIO(two).read, str(len(two)), 4096, named_by="x", gzip=True) == (
+        b'{"hostname": "a", "message": "one"}\n{"hostname": "b", "message": "two"}'
+    ), "several gzip members are one body"
+    # 256 MiB of zeros in about 256 KiB of gzip, read against a 1 MiB limit.
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    bomb = b"".join(squeeze.compress(zeros) for _ in range(256)) + squeeze.flush()
+    tracemalloc.start()
+    try:
+        with pytest.raises(BodyRefused) as refused:
+            read_body(io.BytesIO(bomb).read, None, 1 << 20, named_by="ingest_max_body_bytes", gzip=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (refused.value.status, refused.value.reason) == (413, "body_too_large")
+    assert peak < 4 << 20, f"inflating a bomb held {peak} bytes"
+    for broken, detail in [
+        (gzip.compress(b"x" * 1000)[:-12], "The gzip body ends before the end of its stream."),
+        (b"not gzip at all", "The body is not valid gzip (Content-Encoding: gzip): Error -3 while decompressing data: "
+         "incorrect header check."),
+    ]:  # fmt: skip
+        with pytest.raises(BodyRefused) as refused:
+            read_body(io.BytesIO(broken).read, None, 4096, named_by="x", gzip=True)
+        assert (refused.value.status, refused.value.body["detail"]) == (400, detail)
