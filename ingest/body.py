@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ingest import exactjson
+
 _READ_CHUNK = 1 << 20
 # zlib's window bits for a gzip wrapper (16 + the largest window), as omhttp and gzip(1) write it.
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
@@ -225,7 +227,9 @@ def split_body(raw: bytes, kind: BodyKind, *, max_items: int, max_item_bytes: in
 def _split_json(raw: bytes, max_item_bytes: int) -> list[Item]:
     try:
         document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        if exactjson.may_hold_long_integer(raw):
+            document = exactjson.loads_exact(raw)
+    except (orjson.JSONDecodeError, exactjson.ExactParseError) as exc:
         raise BodyRefused(400, "malformed", {"detail": f"Malformed JSON: {exc}."}) from None
     if isinstance(document, dict):
         return [Item(0, document, len(raw), None)]
@@ -242,18 +246,17 @@ def _split_json(raw: bytes, max_item_bytes: int) -> list[Item]:
 
 
 def _size(value: Any) -> int:
-    try:
-        return len(orjson.dumps(value))
-    except orjson.JSONEncodeError:
-        # Nested deeper than orjson writes: left unmeasured (0) for the pipeline, which cannot
-        # serialise its event either and rejects it for that.
-        return 0
+    written = exactjson.dumps(value)
+    # None: nested deeper than an event may be; left unmeasured (0) for the pipeline, which cannot
+    # serialise its event either and rejects it for that.
+    return 0 if written is None else len(written)
 
 
 def _split_ndjson(raw: bytes, max_items: int) -> list[Item]:
     lines = raw.split(b"\n")
     # Counting first refuses an oversized batch without parsing any of it.
     _check_count(sum(1 for line in lines if line.strip()), max_items)
+    long_integers = exactjson.may_hold_long_integer(raw)  # one scan of the body clears almost every batch
     items = []
     for number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -261,12 +264,25 @@ def _split_ndjson(raw: bytes, max_items: int) -> list[Item]:
             continue
         try:
             value = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
+            if long_integers and exactjson.may_hold_long_integer(text):
+                value = _exact_line(text, value)
+        except (orjson.JSONDecodeError, exactjson.ExactParseError) as exc:
             raise BodyRefused(
                 400, "malformed", {"detail": f"Malformed NDJSON on line {number}: {exc}.", "line": number}
             ) from None
         items.append(Item(len(items), value, len(text), number))
     return items
+
+
+def _exact_line(text: bytes, value: Any) -> Any:
+    try:
+        return exactjson.loads_exact(text)
+    except exactjson.ExactParseError as exc:
+        if str(exc) == "nested too deeply":
+            # Deeper than the standard library reads, so far deeper than an event may be: orjson's
+            # value stands and the pipeline rejects this item alone for its depth.
+            return value
+        raise
 
 
 def _check_count(count: int, max_items: int) -> None:

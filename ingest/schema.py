@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
 
-import orjson
-
-from ingest import fields
+from ingest import exactjson, fields
 from ingest.fields import FieldError
 from mutt_project.ids import uuid7
 
@@ -122,10 +120,10 @@ def normalise(item: Any, receipt: Receipt) -> tuple[CanonicalEvent | None, Field
 def encode(event: CanonicalEvent, item: dict[str, Any]) -> tuple[bytes | None, FieldErrors]:
     """The event as the JSON queued for the alerters, or ``(None, {field: message})`` when the
     database could not store it; ``item`` is what the event was made from, to name the field."""
-    try:
-        payload = orjson.dumps(event)
-    except orjson.JSONEncodeError:
-        # orjson reads 1,024 levels of nesting but writes only 254; nothing else in an event can fail.
+    payload = exactjson.dumps(event)
+    if payload is None:
+        # orjson reads 1,024 levels of nesting but writes only 254; nothing else in an event can fail
+        # (integers past 64 bits are written by exactjson).
         return None, {"item": TOO_DEEP_ERROR}
     # One scan of the bytes clears almost every event. A hit is a NUL, or text that merely reads
     # backslash-u0000 (escaped as \\u0000); only the walk over the item tells them apart.
