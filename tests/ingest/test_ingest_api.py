@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from configcenter import services as key_services
 from configcenter.models import ApiKey
+from ingest import fields
 from ingest.auth import key_cache
 from ingest.body import BodyRefused, read_body
 from mutt_project import streams
@@ -116,7 +117,10 @@ def test_long_digit_strings_reject_their_item_and_the_rest_is_accepted(client, i
     ("item", "errors"),
     [
         (event(1, message="link\x00down"), {"message": "contains a NUL character"}),
-        ({"hostname": "edge\x00001", "message": "m"}, {"hostname": "contains a NUL character"}),
+        (
+            {"hostname": "edge\x00001", "message": "m"},
+            {"hostname": fields.HOSTNAME_SPACE_ERROR},
+        ),  # a control character (ADR-006)
         (event(1, source_type="sys\x00log"), {"source_type": "contains a NUL character"}),
         (event(1, site="dc\x001"), {"site": "contains a NUL character"}),
         (event(1, tags=["core", ["deep\x00"]]), {"tags": "contains a NUL character"}),
