@@ -58,7 +58,13 @@ def ingest(
     limit = body.body_limit(
         max_body_bytes=get_setting("ingest_max_body_bytes"), max_event_bytes=max_event_bytes, max_batch=max_batch
     )
-    receipt = Receipt(datetime.now(UTC), sender.correlation_id, sender.key_name)
+    receipt = Receipt(
+        datetime.now(UTC),
+        sender.correlation_id,
+        sender.key_name,
+        max_event_age=get_setting("max_event_age"),
+        max_clock_skew=get_setting("max_clock_skew"),
+    )
     try:
         kind, gzip = body.body_kind(content_type, content_encoding)
         raw = body.read_body(read, content_length, limit.size, named_by=limit.named_by, gzip=gzip)
@@ -70,6 +76,7 @@ def ingest(
     event_ids: list[str] = []
     errors: list[dict[str, Any]] = []
     too_large = 0
+    corrected = 0
     for item in items:
         if item.size > max_event_bytes:
             too_large += 1
@@ -81,6 +88,7 @@ def ingest(
                 if payload is not None:
                     payloads.append(payload)
                     event_ids.append(event["event_id"])
+                    corrected += event["timestamp_corrected"]
                     continue
         error: dict[str, Any] = {"index": item.index, "errors": problems}
         if item.line is not None:
@@ -103,7 +111,7 @@ def ingest(
             return IngestResult(413, "events_too_large", {"detail": detail, **summary})
         detail = "No event was accepted; see errors by index."
         return IngestResult(422, "invalid", {"detail": detail, **summary})
-    return _admit(sender, payloads, summary)
+    return _admit(sender, payloads, summary, corrected)
 
 
 def _log_refusals(sender: Sender, errors: list[dict[str, Any]]) -> None:
@@ -121,7 +129,7 @@ def _log_refusals(sender: Sender, errors: list[dict[str, Any]]) -> None:
         )  # fmt: skip
 
 
-def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any]) -> IngestResult:
+def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any], corrected: int) -> IngestResult:
     limits = ratelimit.Limits(
         global_rate=get_setting("ingest_max_rate"),
         key_rate=get_setting("ingest_key_max_rate"),
@@ -159,6 +167,8 @@ def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any]) -> In
     metrics.BACKLOG.set(admission.backlog)
     if admission.outcome is ratelimit.Outcome.ACCEPTED:
         metrics.events("accepted").inc(len(payloads))
+        if corrected:
+            metrics.TIMESTAMPS_CORRECTED.inc(corrected)
         if summary["rejected"]:
             metrics.events("rejected").inc(summary["rejected"])
         return IngestResult(202, "partial" if summary["rejected"] else "accepted", summary)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -15,7 +15,7 @@ from ingest.schema import Receipt, encode, normalise
 from mutt_project import streams
 from rules.alerter import Alerter
 from rules.models import EventAuditLog
-from tests.ingest.helpers import post
+from tests.ingest.helpers import post, stream_events
 
 
 def drain(alerter: Alerter, rounds: int = 20) -> None:
@@ -195,3 +195,53 @@ def test_every_event_ingest_accepts_is_audited_fuzzed(redis_client, clean_pipeli
     assert alerter_dlq(redis_client) == []
     audited = {str(event_id) for event_id in EventAuditLog.objects.values_list("event_id", flat=True)}
     assert audited == set(accepted)
+
+
+# --- event times (issue 13, item 17) -------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_time_past_the_bounds_is_kept_with_the_receive_time_in_this_months_partition(
+    client, ingest_key, redis_client, clean_pipeline, runtime_settings
+):
+    from rules.partitions import ensure_partitions
+
+    ensure_partitions()
+    runtime_settings(max_clock_skew=3600, max_event_age=86400)
+    soon = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+    items = [
+        {"hostname": "edge-001", "message": "far future", "timestamp": "9999-12-31T23:59:59Z"},
+        {"hostname": "edge-002", "message": "long ago", "timestamp": "0001-01-01T00:00:00Z"},
+        {
+            "hostname": "edge-003",
+            "message": "next month",
+            "timestamp": (datetime.now(UTC) + timedelta(days=40)).isoformat(),
+        },
+        {
+            "hostname": "edge-004",
+            "message": "two days old",
+            "timestamp": (datetime.now(UTC) - timedelta(days=2)).isoformat(),
+        },
+        {"hostname": "edge-005", "message": "clock 30 min ahead", "timestamp": soon},
+    ]
+    response = post(client, items, key=ingest_key)
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 5, "never refused, never dropped"
+    queued = {event["message"]: event for event in stream_events(redis_client)}
+    for message in ("far future", "long ago", "next month", "two days old"):
+        event = queued[message]
+        assert event["timestamp_corrected"] is True
+        assert event["timestamp"] == event["received_at"]
+    assert queued["far future"]["original_timestamp"] == "9999-12-31T23:59:59.000000+00:00"
+    assert queued["long ago"]["original_timestamp"] == "0001-01-01T00:00:00.000000+00:00"
+    kept = queued["clock 30 min ahead"]
+    assert (kept["timestamp_corrected"], kept["original_timestamp"]) == (False, None)
+    assert datetime.fromisoformat(kept["timestamp"]) == datetime.fromisoformat(soon)
+
+    drain(Alerter("hygiene-time"))
+    assert alerter_dlq(redis_client) == []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT message, tableoid::regclass::text FROM rules_eventauditlog")
+        partitions = dict(cursor.fetchall())
+    assert len(partitions) == 5
+    assert "rules_eventauditlog_default" not in partitions.values(), partitions
