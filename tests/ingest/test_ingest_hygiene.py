@@ -77,25 +77,26 @@ def test_integers_past_64_bits_in_extra_stay_exact_from_ingest_to_the_audit_row(
 @pytest.mark.parametrize(
     ("hostname", "error"),
     [
-        ("İ" * 128, fields.HOSTNAME_ERROR),  # 128 characters that lower-case to 256
-        ("core rtr", fields.HOSTNAME_SPACE_ERROR),
-        ("core-rtr\r\nX-Injected: 1", fields.HOSTNAME_SPACE_ERROR),
-        ("core\trtr", fields.HOSTNAME_SPACE_ERROR),
-        ("core-rtr\x07", fields.HOSTNAME_SPACE_ERROR),
-        ("core\u2028rtr", fields.HOSTNAME_SPACE_ERROR),
-        ("core\u00a0rtr", fields.HOSTNAME_SPACE_ERROR),
-        ("lab/rtr", fields.HOSTNAME_ERROR),
-        ("a..b", fields.HOSTNAME_ERROR),
-        ("x" * 64 + ".example", fields.HOSTNAME_ERROR),
-        (("a" * 63 + ".") * 4, fields.HOSTNAME_LENGTH_ERROR),
-        ("fe80::1%eth0", fields.HOSTNAME_ERROR),
+        ("İ" * 128, "HOSTNAME_ERROR"),  # 128 characters that lower-case to 256
+        ("core rtr", "HOSTNAME_SPACE_ERROR"),
+        ("core-rtr\r\nX-Injected: 1", "HOSTNAME_SPACE_ERROR"),
+        ("core\trtr", "HOSTNAME_SPACE_ERROR"),
+        ("core-rtr\x07", "HOSTNAME_SPACE_ERROR"),
+        ("core\u2028rtr", "HOSTNAME_SPACE_ERROR"),
+        ("core\u00a0rtr", "HOSTNAME_SPACE_ERROR"),
+        ("lab/rtr", "HOSTNAME_ERROR"),
+        ("a..b", "HOSTNAME_ERROR"),
+        ("x" * 64 + ".example", "HOSTNAME_ERROR"),
+        (("a" * 63 + ".") * 4, "HOSTNAME_LENGTH_ERROR"),
+        ("fe80::1%eth0", "HOSTNAME_ERROR"),
         ("300.1.1.1", "must be a valid IPv4 address when it is four dotted numbers"),
     ],
 )
 def test_a_hostname_that_is_no_host_name_is_422_naming_the_field(client, ingest_key, redis_client, hostname, error):
     response = post(client, {"hostname": hostname, "message": "m"}, key=ingest_key)
     assert response.status_code == 422
-    assert response.json()["errors"] == [{"index": 0, "errors": {"hostname": error}}]
+    message = getattr(fields, error) if error.isupper() else error  # the constants' names, or the text
+    assert response.json()["errors"] == [{"index": 0, "errors": {"hostname": message}}]
     assert redis_client.xlen(streams.ingest_stream()) == 0
 
 
