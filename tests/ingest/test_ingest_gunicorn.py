@@ -123,6 +123,14 @@ def test_a_chunked_body_is_read_to_its_end_and_bounded(gunicorn_small_body, inge
     )
     assert redis_client.xlen(streams.ingest_stream()) == 6
 
+    # A malformed chunk size: 400, not a 500, and the worker keeps serving.
+    status, _, answer = server.send(head + b"zz\r\n" + lines[0] + b"\r\n0\r\n\r\n")
+    assert status == 400
+    assert answer["detail"] == "The body could not be read: malformed chunked encoding (InvalidChunkSize)."
+    status, _, _ = server.send(head + chunked(lines[0]))
+    assert status == 202
+    assert redis_client.xlen(streams.ingest_stream()) == 7
+
 
 @pytest.fixture
 def gunicorn_small_body(runtime_settings, request) -> Gunicorn:
