@@ -226,9 +226,7 @@ def split_body(raw: bytes, kind: BodyKind, *, max_items: int, max_item_bytes: in
 
 def _split_json(raw: bytes, max_item_bytes: int) -> list[Item]:
     try:
-        document = orjson.loads(raw)
-        if exactjson.may_hold_long_integer(raw):
-            document = exactjson.loads_exact(raw)
+        document = exactjson.loads(raw)
     except (orjson.JSONDecodeError, exactjson.ExactParseError) as exc:
         raise BodyRefused(400, "malformed", {"detail": f"Malformed JSON: {exc}."}) from None
     if isinstance(document, dict):
@@ -257,15 +255,14 @@ def _split_ndjson(raw: bytes, max_items: int) -> list[Item]:
     # Counting first refuses an oversized batch without parsing any of it.
     _check_count(sum(1 for line in lines if line.strip()), max_items)
     long_integers = exactjson.may_hold_long_integer(raw)  # one scan of the body clears almost every batch
+    parse = _exact_line if long_integers else orjson.loads
     items = []
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:
             continue
         try:
-            value = orjson.loads(text)
-            if long_integers and exactjson.may_hold_long_integer(text):
-                value = _exact_line(text, value)
+            value = parse(text)
         except (orjson.JSONDecodeError, exactjson.ExactParseError) as exc:
             raise BodyRefused(
                 400, "malformed", {"detail": f"Malformed NDJSON on line {number}: {exc}.", "line": number}
@@ -274,15 +271,16 @@ def _split_ndjson(raw: bytes, max_items: int) -> list[Item]:
     return items
 
 
-def _exact_line(text: bytes, value: Any) -> Any:
+def _exact_line(text: bytes) -> Any:
     try:
-        return exactjson.loads_exact(text)
+        return exactjson.loads(text)
     except exactjson.ExactParseError as exc:
-        if str(exc) == "nested too deeply":
-            # Deeper than the standard library reads, so far deeper than an event may be: orjson's
-            # value stands and the pipeline rejects this item alone for its depth.
-            return value
-        raise
+        if str(exc) != exactjson.NESTED_TOO_DEEPLY:
+            raise
+        # Deeper than the standard library reads, so far deeper than an event may be: orjson's value
+        # stands, and the pipeline rejects this item alone for its depth. (In a JSON array the other
+        # items would lose their big integers: there the body is refused.)
+        return orjson.loads(text)
 
 
 def _check_count(count: int, max_items: int) -> None:

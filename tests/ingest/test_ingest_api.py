@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 
 import orjson
@@ -11,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from configcenter import services as key_services
 from configcenter.models import ApiKey
-from ingest import fields
+from ingest import fields, schema
 from ingest.auth import key_cache
 from ingest.body import BodyRefused, read_body
 from mutt_project import streams
@@ -518,3 +519,29 @@ def test_a_gzip_body_is_inflated_as_it_is_read_without_ever_holding_a_bomb():
         with pytest.raises(BodyRefused) as refused:
             read_body(io.BytesIO(broken).read, None, 4096, named_by="x", gzip=True)
         assert (refused.value.status, refused.value.body["detail"]) == (400, detail)
+
+
+def test_integers_the_standard_library_cannot_read_are_refused_clearly(client, ingest_key, redis_client):
+    long = 7 * 10**1000  # past a double (orjson refuses it as infinite), within Python's 4,300 digits
+    response = post(client, json.dumps([{"hostname": "a", "message": "m", "n": long}]), key=ingest_key)
+    assert response.status_code == 202, response.json()
+    huge = b'{"hostname": "a", "message": "m", "n": ' + b"7" * 5000 + b"}"
+    response = post(client, huge, key=ingest_key)
+    assert response.status_code == 400
+    assert response.json()["detail"] == "Malformed JSON: an integer has more than 4300 digits."
+    # orjson refuses the 400-digit integer as infinite, so the standard library reads the rest, as strictly.
+    for text, detail in [(b"1e400", "the number 1e400… is too large"), (b"NaN", "NaN is not JSON")]:
+        body = b'{"hostname": "a", "message": "m", "n": ' + b"7" * 400 + b', "x": ' + text + b"}"
+        response = post(client, body, key=ingest_key)
+        assert response.status_code == 400
+        assert detail in response.json()["detail"]
+    # Nested past what the standard library reads, with a long integer: that line alone is refused.
+    deep = b'{"hostname": "b", "message": "m", "v": ' + b"[" * 1000 + b"12345678901234567890" + b"]" * 1000 + b"}"
+    lines = b'{"hostname": "a", "message": "ok", "n": 12345678901234567890123}\n' + deep + b"\n"
+    response = post(client, lines, key=ingest_key, content_type="application/x-ndjson")
+    assert response.status_code == 202, response.json()
+    assert response.json()["errors"] == [{"index": 1, "line": 2, "errors": {"item": schema.TOO_DEEP_ERROR}}]
+    extras = [
+        json.loads(entry[streams.PAYLOAD_FIELD])["extra"] for _, entry in redis_client.xrange(streams.ingest_stream())
+    ]
+    assert extras == [{"n": long}, {"n": 12345678901234567890123}]
