@@ -289,6 +289,12 @@ for _key, _type, _default, _min, _max, _component, _unit, _description in [
     ("ingest_max_body_bytes", INT, 16_777_216, 1_024, 1_073_741_824, "ingest", "bytes",
      "Largest ingest request body, read into memory; the limit is the smaller of this and "
      "ingest_max_event_bytes * ingest_max_batch. Larger bodies get 413."),
+    ("max_event_age", DUR, 604_800.0, 60, 31_536_000, "ingest", "",
+     "Oldest event time accepted as sent; an older event is kept with its time set to when MUTT received "
+     "it (timestamp_corrected, original_timestamp). Keep it below event_retention_days."),
+    ("max_clock_skew", DUR, 300.0, 1, 604_800, "ingest", "",
+     "How far in the future an event time may be; a later one is kept with its time set to when MUTT "
+     "received it (timestamp_corrected, original_timestamp), so it cannot land in a month's partition early."),
     ("alerter_batch_size", INT, 500, 1, 5_000, "alerter", "events",
      "Events an alerter reads per XREADGROUP call."),
     ("alerter_queue_warn_threshold", INT, 100_000, 1, 100_000_000, "alerter", "alerts",

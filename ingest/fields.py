@@ -12,12 +12,14 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import idna
+
 
 class FieldError(ValueError):
     """The value of one field is unusable; ``str(error)`` is the message for the client."""
 
 
-HOSTNAME_MAX = 255
+HOSTNAME_MAX = 253  # DNS's limit on a name's text (RFC 1035), checked on the canonical form
 SOURCE_TYPE_MAX = 50
 OID_MAX = 255
 
@@ -26,6 +28,12 @@ FACILITY_ERROR = "must be 0-23 or a name such as 'local0'"
 TIMESTAMP_ERROR = "must be an RFC 3339 / ISO 8601 date-time, or epoch seconds or milliseconds"
 OID_ERROR = "must be a dotted numeric OID such as 1.3.6.1.6.3.1.1.5.3"
 IP_ERROR = "must be an IPv4 or IPv6 address"
+HOSTNAME_ERROR = (
+    "must be a host name (labels of 1-63 letters, digits, '-' or '_' separated by dots, or an "
+    "internationalised domain name) or an IPv4 or IPv6 address"
+)
+HOSTNAME_SPACE_ERROR = "must not contain spaces, line breaks or control characters"
+HOSTNAME_LENGTH_ERROR = f"must be at most {HOSTNAME_MAX} characters once lower-cased and IDNA-encoded"
 
 SEVERITIES: dict[str, int] = {
     "emerg": 0, "emergency": 0, "panic": 0,
@@ -61,15 +69,62 @@ _ISO_MAX = 64
 _IP_TEXT_MAX = 64
 
 
+# Any text longer than this is refused before normalising, so the work per event stays bounded; the
+# real bound (HOSTNAME_MAX) is checked on the canonical form, which mapping may shorten or lengthen.
+_HOSTNAME_TEXT_MAX = 1024
+_HOSTNAME_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]|\s")
+# Labels of 1-63 letters, digits, '-' or '_' (underscores are common in device names, and the dev-host
+# and device-team lists accept them), separated by single dots.
+_ASCII_NAME = re.compile(r"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*")
+_DOTTED_QUAD = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+
+
 def hostname(value: Any) -> str:
+    """The canonical host name (ADR-006): stripped; IPv6 literals compressed without brackets; names
+    lower-case, without a root dot, internationalised ones as IDNA A-labels (``xn--…``), at most
+    :data:`HOSTNAME_MAX` characters of ASCII, so the audit log's 255-character column always holds it."""
     if not isinstance(value, str):
         raise FieldError("must be a string")
     text = value.strip()
     if not text:
         raise FieldError("must not be empty")
-    if len(text) > HOSTNAME_MAX:
-        raise FieldError(f"must be at most {HOSTNAME_MAX} characters")
-    return text.lower()
+    if len(text) > _HOSTNAME_TEXT_MAX:
+        raise FieldError(HOSTNAME_LENGTH_ERROR)
+    canonical, error = _canonical_hostname(text)
+    if canonical is None:
+        raise FieldError(error)
+    return canonical
+
+
+# A few thousand devices send most events: the same names come back again and again.
+@functools.lru_cache(maxsize=4096)
+def _canonical_hostname(text: str) -> tuple[str | None, str]:
+    """``(canonical, "")`` or ``(None, the error)``: errors are cached too, as a repeating sender repeats them."""
+    if _HOSTNAME_SPACE.search(text):
+        return None, HOSTNAME_SPACE_ERROR
+    if ":" in text:  # only an IPv6 literal has a colon
+        literal = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        address = _canonical_ip(literal) if len(literal) <= _IP_TEXT_MAX and "%" not in literal else None
+        return (address, "") if address is not None and ":" in address else (None, HOSTNAME_ERROR)
+    return _canonical_name(text[:-1] if text.endswith(".") else text)  # without the root dot of an FQDN
+
+
+def _canonical_name(name: str) -> tuple[str | None, str]:
+    if name.isascii():
+        name = name.lower()
+        if not _ASCII_NAME.fullmatch(name):
+            return None, HOSTNAME_ERROR
+    else:
+        try:
+            # UTS 46 maps first (lower-case, width, normalisation), so every spelling of a name is one name.
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            return None, HOSTNAME_ERROR
+    if len(name) > HOSTNAME_MAX:
+        return None, HOSTNAME_LENGTH_ERROR
+    if _DOTTED_QUAD.fullmatch(name) and _canonical_ip(name) is None:
+        return None, "must be a valid IPv4 address when it is four dotted numbers"
+    return name, ""
 
 
 def message(value: Any) -> str:

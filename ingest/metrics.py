@@ -34,6 +34,11 @@ REQUEST_SECONDS = Histogram(
     "Time to handle one HTTP ingest request, from routing to response.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+TIMESTAMPS_CORRECTED = Counter(
+    "mutt_ingest_timestamps_corrected_total",
+    "Events kept with their time replaced by the receive time: older than max_event_age or later than "
+    "max_clock_skew (the event says so in timestamp_corrected and original_timestamp).",
+)
 BACKLOG = Gauge(
     "mutt_ingest_backlog",
     "Entries in the ingest stream (not yet acknowledged by the alerters), as last seen by ingest.",

@@ -22,6 +22,9 @@ from mutt_project.redis import get_redis
 logger = logging.getLogger("mutt.ingest")
 
 REDIS_RETRY_AFTER = 5
+# Refused items logged one by one per request; the rest are counted in one line (the response lists
+# them all), so a hostile batch of 100,000 bad items cannot write 100,000 log lines.
+MAX_LOGGED_REFUSALS = 100
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,16 @@ def ingest(
     limit = body.body_limit(
         max_body_bytes=get_setting("ingest_max_body_bytes"), max_event_bytes=max_event_bytes, max_batch=max_batch
     )
-    receipt = Receipt(datetime.now(UTC), sender.correlation_id, sender.key_name)
+    receipt = Receipt(
+        datetime.now(UTC),
+        sender.correlation_id,
+        sender.key_name,
+        max_event_age=get_setting("max_event_age"),
+        max_clock_skew=get_setting("max_clock_skew"),
+    )
     try:
-        kind = body.body_kind(content_type, content_encoding)
-        raw = body.read_body(read, content_length, limit.size, named_by=limit.named_by)
+        kind, gzip = body.body_kind(content_type, content_encoding)
+        raw = body.read_body(read, content_length, limit.size, named_by=limit.named_by, gzip=gzip)
         items = body.split_body(raw, kind, max_items=max_batch, max_item_bytes=max_event_bytes)
     except body.BodyRefused as refused:
         return IngestResult(refused.status, refused.reason, refused.body)
@@ -67,6 +76,7 @@ def ingest(
     event_ids: list[str] = []
     errors: list[dict[str, Any]] = []
     too_large = 0
+    corrected = 0
     for item in items:
         if item.size > max_event_bytes:
             too_large += 1
@@ -78,12 +88,15 @@ def ingest(
                 if payload is not None:
                     payloads.append(payload)
                     event_ids.append(event["event_id"])
+                    corrected += event["timestamp_corrected"]
                     continue
         error: dict[str, Any] = {"index": item.index, "errors": problems}
         if item.line is not None:
             error["line"] = item.line
         errors.append(error)
 
+    if errors:
+        _log_refusals(sender, errors)
     summary = {
         "accepted": len(payloads),
         "rejected": len(errors),
@@ -98,10 +111,25 @@ def ingest(
             return IngestResult(413, "events_too_large", {"detail": detail, **summary})
         detail = "No event was accepted; see errors by index."
         return IngestResult(422, "invalid", {"detail": detail, **summary})
-    return _admit(sender, payloads, summary)
+    return _admit(sender, payloads, summary, corrected)
 
 
-def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any]) -> IngestResult:
+def _log_refusals(sender: Sender, errors: list[dict[str, Any]]) -> None:
+    """One WARNING per refused item: the client caused it, and the operator can find each one."""
+    for error in errors[:MAX_LOGGED_REFUSALS]:
+        reason = "; ".join(f"{name}: {message}" for name, message in error["errors"].items())
+        logger.warning(
+            "ingest refused an item: key=%s index=%s line=%s reason=%s request_id=%s",
+            sender.key_name, error["index"], error.get("line", "-"), reason, sender.correlation_id,
+        )  # fmt: skip
+    if len(errors) > MAX_LOGGED_REFUSALS:
+        logger.warning(
+            "ingest refused %s more items of the same request, not logged one by one: key=%s request_id=%s",
+            len(errors) - MAX_LOGGED_REFUSALS, sender.key_name, sender.correlation_id,
+        )  # fmt: skip
+
+
+def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any], corrected: int) -> IngestResult:
     limits = ratelimit.Limits(
         global_rate=get_setting("ingest_max_rate"),
         key_rate=get_setting("ingest_key_max_rate"),
@@ -139,6 +167,8 @@ def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any]) -> In
     metrics.BACKLOG.set(admission.backlog)
     if admission.outcome is ratelimit.Outcome.ACCEPTED:
         metrics.events("accepted").inc(len(payloads))
+        if corrected:
+            metrics.TIMESTAMPS_CORRECTED.inc(corrected)
         if summary["rejected"]:
             metrics.events("rejected").inc(summary["rejected"])
         return IngestResult(202, "partial" if summary["rejected"] else "accepted", summary)

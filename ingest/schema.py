@@ -9,12 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
-import orjson
-
-from ingest import fields
+from ingest import exactjson, fields
 from ingest.fields import FieldError
 from mutt_project.ids import uuid7
 
@@ -35,6 +33,10 @@ class CanonicalEvent(TypedDict):
     message: str  # "" for a trap sent without one
     timestamp: str  # ISO 8601, UTC, microseconds: when the event happened
     timestamp_inferred: bool  # true when the source sent no timestamp and received_at was used
+    # True when the source's time was outside [received_at - max_event_age, received_at + max_clock_skew]
+    # and received_at was used instead; the time the source sent is then in original_timestamp.
+    timestamp_corrected: bool
+    original_timestamp: str | None  # ISO 8601, UTC, microseconds; None unless timestamp_corrected
     syslog_severity: int | None  # 0 (emergency) … 7 (debug)
     facility: int | None  # 0 … 23
     trap_oid: str | None  # dotted numeric, no leading dot
@@ -52,15 +54,32 @@ FieldErrors = dict[str, str]
 
 @dataclass(frozen=True)
 class Receipt:
-    """What every event of one request shares: when it arrived, which request, through which key."""
+    """What every event of one request shares: when it arrived, which request, through which key, and
+    the range of event times taken as sent (the ``max_event_age`` and ``max_clock_skew`` settings, in
+    seconds; None: unbounded)."""
 
     received_at: datetime
     correlation_id: str  # the request id of the ingest request (X-Request-ID)
     ingested_by: str  # name of the API key (or listener)
+    max_event_age: float | None = None
+    max_clock_skew: float | None = None
     received_at_text: str = field(init=False)  # formatted once per request, not per event
+    earliest: datetime = field(init=False)
+    latest: datetime = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "received_at_text", fields.isoformat(self.received_at))
+        age, skew = self.max_event_age, self.max_clock_skew
+        object.__setattr__(
+            self,
+            "earliest",
+            datetime.min.replace(tzinfo=UTC) if age is None else self.received_at - timedelta(seconds=age),
+        )
+        object.__setattr__(
+            self,
+            "latest",
+            datetime.max.replace(tzinfo=UTC) if skew is None else self.received_at + timedelta(seconds=skew),
+        )
 
 
 # Optional input fields and their parsers; a null value counts as absent.
@@ -98,13 +117,24 @@ def normalise(item: Any, receipt: Receipt) -> tuple[CanonicalEvent | None, Field
     moment = None if raw_time is None else _parse(fields.timestamp, raw_time, "timestamp", errors)
     if errors:
         return None, errors
+    original = None
+    if moment is None:
+        when = receipt.received_at_text
+    elif receipt.earliest <= moment <= receipt.latest:
+        when = fields.isoformat(moment)
+    else:
+        # Kept, never refused: a sender's wrong clock is no reason to lose its event. Its time must not
+        # place it in a month's audit partition that does not exist yet, or in one already dropped.
+        when, original = receipt.received_at_text, fields.isoformat(moment)
 
     event: CanonicalEvent = {
         "event_id": uuid7(),
         "hostname": host,
         "message": text,
-        "timestamp": receipt.received_at_text if moment is None else fields.isoformat(moment),
+        "timestamp": when,
         "timestamp_inferred": raw_time is None,
+        "timestamp_corrected": original is not None,
+        "original_timestamp": original,
         "syslog_severity": parsed["syslog_severity"],
         "facility": parsed["facility"],
         "trap_oid": parsed["trap_oid"],
@@ -122,10 +152,10 @@ def normalise(item: Any, receipt: Receipt) -> tuple[CanonicalEvent | None, Field
 def encode(event: CanonicalEvent, item: dict[str, Any]) -> tuple[bytes | None, FieldErrors]:
     """The event as the JSON queued for the alerters, or ``(None, {field: message})`` when the
     database could not store it; ``item`` is what the event was made from, to name the field."""
-    try:
-        payload = orjson.dumps(event)
-    except orjson.JSONEncodeError:
-        # orjson reads 1,024 levels of nesting but writes only 254; nothing else in an event can fail.
+    payload = exactjson.dumps(event)
+    if payload is None:
+        # orjson reads 1,024 levels of nesting but writes only 254; nothing else in an event can fail
+        # (integers past 64 bits are written by exactjson).
         return None, {"item": TOO_DEEP_ERROR}
     # One scan of the bytes clears almost every event. A hit is a NUL, or text that merely reads
     # backslash-u0000 (escaped as \\u0000); only the walk over the item tells them apart.

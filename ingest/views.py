@@ -9,6 +9,8 @@ and the API's key authentication do elsewhere, with the same headers, messages a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from django.http import HttpRequest, HttpResponse
@@ -57,13 +59,35 @@ def _handle(request: HttpRequest, version: str, correlation_id: str) -> IngestRe
         if refused.status == 503:
             return _refusal(503, "auth_unavailable", refused.detail, {"Retry-After": str(AUTH_RETRY_AFTER)})
         return _refusal(refused.status, "forbidden", refused.detail)
+    content_length = request.META.get("CONTENT_LENGTH")
+    read = request.read
+    if not content_length and request.META.get("wsgi.input_terminated"):
+        # A chunked body (Vector, Fluent Bit): gunicorn de-chunks it and announces no length, so
+        # Django's request would read nothing; the server's input ends with the body (PEP 3333's
+        # wsgi.input_terminated), and read_body bounds it by count.
+        read = _chunks(request.META["wsgi.input"])
     return ingest(
         sender=Sender(api_key.name, api_key.prefix, correlation_id),
         content_type=request.META.get("CONTENT_TYPE", ""),
         content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
-        content_length=request.META.get("CONTENT_LENGTH"),
-        read=request.read,
+        content_length=content_length,
+        read=read,
     )
+
+
+def _chunks(stream: Any) -> Callable[[int], bytes]:
+    """``stream.read`` with a malformed chunk (gunicorn raises its own ParseException subclasses, not
+    OSError) turned into the OSError ``read_body`` answers 400 for, never a 500."""
+
+    def read(size: int) -> bytes:
+        try:
+            return stream.read(size)
+        except OSError:
+            raise
+        except Exception as exc:
+            raise OSError(f"malformed chunked encoding ({type(exc).__name__})") from exc
+
+    return read
 
 
 def _refusal(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> IngestResult:

@@ -100,7 +100,7 @@ def test_refused_requests_spend_no_tokens(client, api_keys, runtime_settings, re
         (post(client, [event()], key=api_keys["read"]), 403),
         (post(client, b"{oops", key=ingest_key), 400),
         (post(client, b"", key=ingest_key), 400),
-        (post(client, [event()], key=ingest_key, content_type="text/plain"), 415),
+        (post(client, [event()], key=ingest_key, content_type="text/html"), 415),
         (post(client, [event(n) for n in range(3)], key=ingest_key), 413),
         (post(client, [event(0, message="x" * 300)], key=ingest_key), 413),
         (post(client, [{"hostname": "only"}], key=ingest_key), 422),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 
 import orjson
@@ -11,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from configcenter import services as key_services
 from configcenter.models import ApiKey
+from ingest import fields, schema
 from ingest.auth import key_cache
 from ingest.body import BodyRefused, read_body
 from mutt_project import streams
@@ -116,7 +118,10 @@ def test_long_digit_strings_reject_their_item_and_the_rest_is_accepted(client, i
     ("item", "errors"),
     [
         (event(1, message="link\x00down"), {"message": "contains a NUL character"}),
-        ({"hostname": "edge\x00001", "message": "m"}, {"hostname": "contains a NUL character"}),
+        (
+            {"hostname": "edge\x00001", "message": "m"},
+            {"hostname": fields.HOSTNAME_SPACE_ERROR},
+        ),  # a control character (ADR-006)
         (event(1, source_type="sys\x00log"), {"source_type": "contains a NUL character"}),
         (event(1, site="dc\x001"), {"site": "contains a NUL character"}),
         (event(1, tags=["core", ["deep\x00"]]), {"tags": "contains a NUL character"}),
@@ -218,11 +223,13 @@ def test_malformed_ndjson_is_400_naming_the_line(client, ingest_key, redis_clien
 @pytest.mark.parametrize(
     ("content_type", "extra", "detail"),
     [
-        ("text/plain", {}, "Unsupported Content-Type text/plain; send application/json or application/x-ndjson."),
+        ("text/html", {},
+         "Unsupported Content-Type text/html; send application/json, or NDJSON as application/x-ndjson or text/plain."),
         ("application/x-www-form-urlencoded", {},
-         "Unsupported Content-Type application/x-www-form-urlencoded; send application/json or application/x-ndjson."),
-        ("application/json", {"HTTP_CONTENT_ENCODING": "gzip"},
-         "Unsupported Content-Encoding gzip; send the body uncompressed."),
+         "Unsupported Content-Type application/x-www-form-urlencoded; send application/json, or NDJSON as "
+         "application/x-ndjson or text/plain."),
+        ("application/json", {"HTTP_CONTENT_ENCODING": "br"},
+         "Unsupported Content-Encoding br; send the body uncompressed or as gzip."),
     ],
 )  # fmt: skip
 def test_unsupported_content_types_are_415(client, ingest_key, content_type, extra, detail):
@@ -478,3 +485,63 @@ def test_a_database_outage_keeps_known_keys_working_and_refuses_unknown_ones_wit
     unknown = post(client, [event()], key="mutt_deadbeef_never-seen")
     assert (unknown.status_code, unknown["Retry-After"]) == (503, "5")
     assert unknown.json() == {"detail": "API keys cannot be checked right now (database unavailable); retry later."}
+
+
+def test_a_gzip_body_is_inflated_as_it_is_read_without_ever_holding_a_bomb():
+    import gzip
+    import tracemalloc
+    import zlib
+
+    two = gzip.compress(b'{"hostname": "a", "message": "one"}\n') + gzip.compress(
+        b'{"hostname": "b", "message": "two"}'
+    )
+    assert read_body(io.BytesIO(two).read, str(len(two)), 4096, named_by="x", gzip=True) == (
+        b'{"hostname": "a", "message": "one"}\n{"hostname": "b", "message": "two"}'
+    ), "several gzip members are one body"
+    # 256 MiB of zeros in about 256 KiB of gzip, read against a 1 MiB limit.
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    bomb = b"".join(squeeze.compress(zeros) for _ in range(256)) + squeeze.flush()
+    tracemalloc.start()
+    try:
+        with pytest.raises(BodyRefused) as refused:
+            read_body(io.BytesIO(bomb).read, None, 1 << 20, named_by="ingest_max_body_bytes", gzip=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (refused.value.status, refused.value.reason) == (413, "body_too_large")
+    assert peak < 4 << 20, f"inflating a bomb held {peak} bytes"
+    for broken, detail in [
+        (gzip.compress(b"x" * 1000)[:-12], "The gzip body ends before the end of its stream."),
+        (b"not gzip at all", "The body is not valid gzip (Content-Encoding: gzip): Error -3 while decompressing data: "
+         "incorrect header check."),
+    ]:  # fmt: skip
+        with pytest.raises(BodyRefused) as refused:
+            read_body(io.BytesIO(broken).read, None, 4096, named_by="x", gzip=True)
+        assert (refused.value.status, refused.value.body["detail"]) == (400, detail)
+
+
+def test_integers_the_standard_library_cannot_read_are_refused_clearly(client, ingest_key, redis_client):
+    long = 7 * 10**1000  # past a double (orjson refuses it as infinite), within Python's 4,300 digits
+    response = post(client, json.dumps([{"hostname": "a", "message": "m", "n": long}]), key=ingest_key)
+    assert response.status_code == 202, response.json()
+    huge = b'{"hostname": "a", "message": "m", "n": ' + b"7" * 5000 + b"}"
+    response = post(client, huge, key=ingest_key)
+    assert response.status_code == 400
+    assert response.json()["detail"] == "Malformed JSON: an integer has more than 4300 digits."
+    # orjson refuses the 400-digit integer as infinite, so the standard library reads the rest, as strictly.
+    for text, detail in [(b"1e400", "the number 1e400… is too large"), (b"NaN", "NaN is not JSON")]:
+        body = b'{"hostname": "a", "message": "m", "n": ' + b"7" * 400 + b', "x": ' + text + b"}"
+        response = post(client, body, key=ingest_key)
+        assert response.status_code == 400
+        assert detail in response.json()["detail"]
+    # Nested past what the standard library reads, with a long integer: that line alone is refused.
+    deep = b'{"hostname": "b", "message": "m", "v": ' + b"[" * 1000 + b"12345678901234567890" + b"]" * 1000 + b"}"
+    lines = b'{"hostname": "a", "message": "ok", "n": 12345678901234567890123}\n' + deep + b"\n"
+    response = post(client, lines, key=ingest_key, content_type="application/x-ndjson")
+    assert response.status_code == 202, response.json()
+    assert response.json()["errors"] == [{"index": 1, "line": 2, "errors": {"item": schema.TOO_DEEP_ERROR}}]
+    extras = [
+        json.loads(entry[streams.PAYLOAD_FIELD])["extra"] for _, entry in redis_client.xrange(streams.ingest_stream())
+    ]
+    assert extras == [{"n": long}, {"n": 12345678901234567890123}]

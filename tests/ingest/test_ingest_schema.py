@@ -162,6 +162,8 @@ def test_a_full_item_becomes_the_canonical_event_with_extras_kept():
         "message": "%LINK-3-UPDOWN: Interface Gi0/1, changed state to down",
         "timestamp": "2026-05-01T10:00:00.000000+00:00",
         "timestamp_inferred": False,
+        "timestamp_corrected": False,
+        "original_timestamp": None,
         "syslog_severity": 3,
         "facility": 23,
         "trap_oid": None,
@@ -218,7 +220,7 @@ def test_every_problem_of_an_item_is_named_by_field():
     [
         ({}, {"hostname": "is required", "message": "is required unless trap_oid is given"}),
         ({"hostname": "   ", "message": "m"}, {"hostname": "must not be empty"}),
-        ({"hostname": "h" * 256, "message": "m"}, {"hostname": "must be at most 255 characters"}),
+        ({"hostname": ("h" * 60 + ".") * 5, "message": "m"}, {"hostname": fields.HOSTNAME_LENGTH_ERROR}),
         ({"hostname": "h", "message": 12}, {"message": "must be a string"}),
         ({"hostname": "h", "message": None}, {"message": "is required unless trap_oid is given"}),
         ({"hostname": "h", "trap_oid": "abc"}, {"trap_oid": fields.OID_ERROR}),  # with no message to fall back on
@@ -304,3 +306,27 @@ def test_event_ids_made_one_after_another_sort_in_order():
     ids = [uuid7() for _ in range(10_000)]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+# --- event times outside max_event_age / max_clock_skew (issue 13, item 17) --------------------
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept", "original"),
+    [
+        ("2026-05-01T12:04:00Z", "2026-05-01T12:04:00.000000+00:00", None),  # within the skew
+        ("2026-04-24T12:00:01Z", "2026-04-24T12:00:01.000000+00:00", None),  # within the age
+        ("2026-05-01T12:06:00Z", "2026-05-01T12:00:00.654321+00:00", "2026-05-01T12:06:00.000000+00:00"),
+        ("9999-12-31T23:59:59Z", "2026-05-01T12:00:00.654321+00:00", "9999-12-31T23:59:59.000000+00:00"),
+        ("0001-01-01T00:00:00Z", "2026-05-01T12:00:00.654321+00:00", "0001-01-01T00:00:00.000000+00:00"),
+        (0, "2026-05-01T12:00:00.654321+00:00", "1970-01-01T00:00:00.000000+00:00"),
+    ],
+)
+def test_an_event_time_out_of_bounds_is_kept_as_the_receive_time_and_marked(sent, kept, original):
+    receipt = Receipt(RECEIVED, "req-0001", "rsyslog-dc1", max_event_age=7 * 86400, max_clock_skew=300)
+    event, errors = normalise({"hostname": "h", "message": "m", "timestamp": sent}, receipt)
+    assert errors == {}
+    assert (event["timestamp"], event["timestamp_corrected"], event["original_timestamp"]) == (
+        kept, original is not None, original,
+    )  # fmt: skip
+    assert event["timestamp_inferred"] is False
