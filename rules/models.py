@@ -15,12 +15,23 @@ from django.db import models
 from django.db.models.functions import Lower
 from simple_history.models import HistoricalRecords
 
+from configcenter.runtime import get_setting
 from mutt_project.audit import AuditedHistory
-from rules.engine import regex_error
+from rules.engine import GLOB_CHARS, SEVERITY_DEFAULT_TEXT, regex_error, regex_program_size
 
 _OID = re.compile(r"^\d+(\.\d+)*$")
-_HOSTNAME = re.compile(r"^[a-z0-9_.:\-]+$", re.IGNORECASE)
-HOSTNAME_HELP = "Stored lower-case; letters, digits, '.', '-', '_' and ':' (IPv6) only."
+_HOSTNAME = re.compile(r"^[a-z0-9_.:\-*?]+$", re.IGNORECASE)
+HOSTNAME_HELP = (
+    "A host name, or a glob pattern: '*' stands for any run of characters, '?' for one character "
+    "(e.g. '*.lab.example.net', 'lab-*'). Stored lower-case; letters, digits, '.', '-', '_', ':' (IPv6), "
+    "'*' and '?' only. An exact name beats every pattern; among patterns matching a host the one with "
+    "the most characters other than '*' and '?' wins, then the oldest entry."
+)
+MATCH_STRING_HELP = (
+    "Substring (contains) or RE2 pattern (regex). A regex rule is also tried on an empty message (a trap "
+    "sent without text), so '^$' catches those; a contains rule never matches an empty message. Rules see "
+    "only the first rule_max_message_bytes bytes of a message (a runtime setting)."
+)
 
 
 class MatchType(models.TextChoices):
@@ -68,11 +79,14 @@ def normalise_hostname(value: str) -> str:
 
 def validate_hostname(value: str) -> None:
     if not _HOSTNAME.match(value):
-        raise ValidationError(f"{value!r} is not a valid hostname. {HOSTNAME_HELP}", code="invalid")
+        raise ValidationError(f"{value!r} is not a valid hostname or pattern. {HOSTNAME_HELP}", code="invalid")
+    if set(value) <= GLOB_CHARS:
+        raise ValidationError(f"{value!r} would match every host; name at least one character.", code="invalid")
 
 
 class HostnameField(models.CharField):
-    """A host name, normalised (trimmed, lower-case) before validation so 'Router1 ' equals 'router1'."""
+    """A host name or glob pattern, normalised (trimmed, lower-case) before validation so 'Router1 '
+    equals 'router1'."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 255)
@@ -92,9 +106,7 @@ class AlertRule(models.Model):
     name = models.CharField(max_length=200, help_text="Short label shown to operators.")
     description = models.TextField(blank=True)
     match_type = models.CharField(max_length=20, choices=MatchType.choices, default=MatchType.CONTAINS)
-    match_string = models.CharField(
-        max_length=1000, blank=True, help_text="Substring (contains) or RE2 pattern (regex)."
-    )
+    match_string = models.CharField(max_length=1000, blank=True, help_text=MATCH_STRING_HELP)
     trap_oid = models.CharField(
         max_length=255,
         blank=True,
@@ -114,7 +126,10 @@ class AlertRule(models.Model):
         max_length=100, blank=True, help_text="Team for the alert; empty uses the host's device team."
     )
     severity = models.CharField(
-        max_length=20, choices=AlertSeverity.choices, blank=True, help_text="Moogsoft severity of the alert."
+        max_length=20,
+        choices=AlertSeverity.choices,
+        blank=True,
+        help_text=f"Moogsoft severity of the alert; {SEVERITY_DEFAULT_TEXT}.",
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -143,6 +158,15 @@ class AlertRule(models.Model):
             problem = regex_error(self.match_string)
             if problem:
                 errors["match_string"] = f"Not a valid RE2 regular expression: {problem}."
+            else:
+                # Past RE2's DFA budget a search costs about program size x message bytes: bound both.
+                size, limit = regex_program_size(self.match_string), get_setting("rule_regex_max_program_size")
+                if size > limit:
+                    errors["match_string"] = (
+                        f"This RE2 pattern compiles to {size} instructions, more than the {limit} allowed "
+                        "(runtime setting rule_regex_max_program_size); large counted repetitions such as "
+                        "{500} cost the most."
+                    )
         if self.match_type == MatchType.OID_PREFIX:
             if not self.trap_oid:
                 errors["trap_oid"] = "An oid_prefix rule needs a trap OID."
