@@ -8,9 +8,8 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from mutt_project.audit import Actor
-from rules import services
+from rules import engine, services
 from rules.alerter import Alerter
-from rules.engine import clip_message, regex_program_size
 from rules.models import AlertRule, EventAuditLog
 from tests.support.events import make_event, push
 from tests.support.waiting import apply_setting
@@ -28,7 +27,7 @@ def test_a_regex_whose_program_is_too_large_is_refused_naming_the_field(operator
     with pytest.raises(ValidationError) as refused:
         services.create(AlertRule, actor=operator_actor, name="hungry", match_type="regex", match_string=hungry(1000))
     problem = refused.value.message_dict["match_string"][0]
-    assert f"compiles to {regex_program_size(hungry(1000))} instructions" in problem
+    assert f"compiles to {engine.regex_program_size(hungry(1000))} instructions" in problem
     assert "rule_regex_max_program_size" in problem
     assert AlertRule.objects.count() == 0
 
@@ -46,7 +45,7 @@ def test_the_program_size_bound_is_a_runtime_setting(operator_actor):
 def test_a_message_is_cut_at_a_character_boundary_within_the_byte_limit(text: str) -> None:
     whole = text.encode()
     for limit in range(len(whole) + 2):
-        cut = clip_message(text, limit)
+        cut = engine.clip_message(text, limit)
         data = cut.encode()
         assert text.startswith(cut)
         assert len(data) <= limit
@@ -56,7 +55,7 @@ def test_a_message_is_cut_at_a_character_boundary_within_the_byte_limit(text: st
 
 def test_a_short_message_is_returned_unchanged_without_copying() -> None:
     text = "link down"
-    assert clip_message(text, 256) is text
+    assert engine.clip_message(text, 256) is text
 
 
 @pytest.mark.django_db(transaction=True)
@@ -95,6 +94,6 @@ def test_the_rule_list_shows_each_regex_rules_program_size_and_measured_cost(adm
     services.create(AlertRule, actor=operator_actor, name="plain", match_type="contains", match_string="down")
     page = admin_client_alice.get(reverse("admin:rules_alertrule_changelist")).content.decode()
     assert "ost (RE2 program size; µs per 8 KiB)" in page
-    assert f"{regex_program_size(hungry(20))} instr; " in page
+    assert f"{engine.regex_program_size(hungry(20))} instr; " in page
     row = next(line for line in page.splitlines() if "instr; " in line)
     assert row.split("instr; ")[1].split(" µs")[0].replace(",", "").isdigit()
