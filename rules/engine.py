@@ -511,15 +511,14 @@ class RuleSet:
         return team[1] if team else ""
 
     def _host_facts(self, host: str) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
-        """(dev host entry, device team entry) deciding for a lower-case host name; cached when globs
-        make the lookup cost more than a dict probe."""
+        """(dev host entry, device team entry) deciding for a lower-case host name. Cached: hosts repeat,
+        so the hot path is one dict probe whether entries are names or globs."""
         facts = self._host_cache.get(host)
         if facts is None:
             facts = (self._dev_hosts.lookup(host), self._device_teams.lookup(host))
-            if self._dev_hosts.has_globs or self._device_teams.has_globs:
-                if len(self._host_cache) >= _HOST_CACHE_MAX:
-                    self._host_cache.clear()
-                self._host_cache[host] = facts
+            if len(self._host_cache) >= _HOST_CACHE_MAX:
+                self._host_cache.clear()
+            self._host_cache[host] = facts
         return facts
 
     def match(
