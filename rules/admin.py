@@ -157,6 +157,11 @@ class AlertRuleAdmin(_ServiceBound):
     ]
     change_list_template = "admin/rules/alertrule/change_list.html"
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "match_string":
+            kwargs["strip"] = False  # a space is part of a substring or an RE2 pattern ("^ ")
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     @admin.display(description="criteria")
     def criteria(self, rule: AlertRule) -> str:
         return rule.trap_oid if rule.match_type == "oid_prefix" else rule.match_string

@@ -28,9 +28,10 @@ HOSTNAME_HELP = (
     "the most characters other than '*' and '?' wins, then the oldest entry."
 )
 MATCH_STRING_HELP = (
-    "Substring (contains) or RE2 pattern (regex). A regex rule is also tried on an empty message (a trap "
-    "sent without text), so '^$' catches those; a contains rule never matches an empty message. Rules see "
-    "only the first rule_max_message_bytes bytes of a message (a runtime setting)."
+    "Substring (contains) or RE2 pattern (regex), used exactly as typed, spaces included. A regex rule "
+    "is also tried on an empty message (a trap sent without text), so '^$' catches those; a contains "
+    "rule never matches an empty message. Rules see only the first rule_max_message_bytes bytes of a "
+    "message (a runtime setting)."
 )
 
 
@@ -145,16 +146,16 @@ class AlertRule(models.Model):
         return f"#{self.pk} {self.name}"
 
     def clean(self) -> None:
-        self.match_string = self.match_string.strip()
+        # match_string is kept as typed: a space is part of a substring or an RE2 pattern ("^ ").
         self.trap_oid = normalise_oid(self.trap_oid)
         self.team_assignment = self.team_assignment.strip()
         errors: dict[str, str] = {}
         if self.match_type in (MatchType.CONTAINS, MatchType.REGEX):
-            if not self.match_string:
-                errors["match_string"] = f"A {self.match_type} rule needs a match string."
+            if not self.match_string.strip():
+                errors["match_string"] = f"A {self.match_type} rule needs a match string (not only spaces)."
             if self.trap_oid:
                 errors["trap_oid"] = f"A {self.match_type} rule matches the message; leave trap_oid empty."
-        if self.match_type == MatchType.REGEX and self.match_string:
+        if self.match_type == MatchType.REGEX and self.match_string.strip():
             problem = regex_error(self.match_string)
             if problem:
                 errors["match_string"] = f"Not a valid RE2 regular expression: {problem}."
@@ -172,8 +173,9 @@ class AlertRule(models.Model):
                 errors["trap_oid"] = "An oid_prefix rule needs a trap OID."
             elif not _OID.match(self.trap_oid):
                 errors["trap_oid"] = f"{self.trap_oid!r} is not a dotted numeric OID such as 1.3.6.1.4.1.9."
-            if self.match_string:
+            if self.match_string.strip():
                 errors["match_string"] = "An oid_prefix rule matches the trap OID; leave match_string empty."
+            self.match_string = ""
         if errors:
             raise ValidationError(errors)
 

@@ -78,3 +78,35 @@ def test_the_rule_tester_answers_an_empty_message_as_the_alerter_does(admin_clie
     assert response.context["result"].rule.id == rule.pk
     with_oid = admin_client_alice.post(reverse("admin:rules_alertrule_tester"), {**form, "trap_oid": LINK_DOWN_TRAP})
     assert with_oid.context["result"].rule.id == rule.pk
+
+
+# --- a pattern is saved as typed: the rule that matches is the rule the operator wrote -----------
+
+
+@pytest.mark.django_db
+def test_a_pattern_with_a_leading_space_is_saved_as_typed_everywhere(admin_client_alice, client, api_keys):
+    form = {
+        "name": "indented", "description": "", "is_active": "on", "priority": "10", "match_type": "regex",
+        "match_string": "^ ", "trap_oid": "", "syslog_severity": "", "prod_handling": "page_and_ticket",
+        "dev_handling": "ticket_only", "team_assignment": "", "severity": "", "change_reason": "CHG-1",
+    }  # fmt: skip
+    assert admin_client_alice.post(reverse("admin:rules_alertrule_add"), form).status_code == 302
+    api = client.post(
+        "/api/v2/rules/",
+        {"name": "spaced", "match_type": "contains", "match_string": " down", "reason": "CHG-2"},
+        content_type="application/json",
+        HTTP_X_API_KEY=api_keys["write"],
+    )
+    assert api.status_code == 201, api.content
+    assert dict(AlertRule.objects.values_list("name", "match_string")) == {"indented": "^ ", "spaced": " down"}
+    tester = reverse("admin:rules_alertrule_tester")
+    assert admin_client_alice.post(tester, {"hostname": "sw1", "message": "shutdown"}).context["result"].rule is None
+    assert admin_client_alice.post(tester, {"hostname": "sw1", "message": " x"}).context["result"].rule is not None
+
+
+@pytest.mark.django_db
+def test_an_oid_rule_with_a_blank_match_string_is_stored_without_it(operator_actor):
+    rule = services.create(
+        AlertRule, actor=operator_actor, name="trap", match_type="oid_prefix", match_string="  ", trap_oid="1.3.6.1"
+    )
+    assert rule.match_string == ""
