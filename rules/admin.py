@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -15,110 +11,13 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
-from configcenter.runtime import get_setting
-from ingest import schema
 from mutt_project.admin_audit import AuditedAdmin, confirm_with_reason
-from mutt_project.context import get_request_id
 from rules import services
-from rules.engine import (
-    COST_SAMPLE_BYTES,
-    SEVERITY_DEFAULT_TEXT,
-    SEVERITY_FROM_SYSLOG,
-    InvalidRule,
-    alert_severity,
-    clip_message,
-    regex_cost_seconds,
-    regex_program_size,
-)
-from rules.models import AlertRule, DevHost, DeviceTeam, EventAuditLog, SyslogSeverity
+from rules.cost import COST_SAMPLE_BYTES
+from rules.engine import SEVERITY_DEFAULT_TEXT, InvalidRule
+from rules.models import AlertRule, DevHost, DeviceTeam, EventAuditLog
 from rules.snapshot import build_ruleset
-
-MESSAGE_HELP = (
-    "Used exactly as typed: leading and trailing spaces and line breaks are kept, and an empty box is an "
-    "empty message (ingest accepts one). A browser sends each line break of this box as CR LF; the tester "
-    "turns them into LF, what syslog and JSON senders send, unless 'Keep CR LF' is ticked. For any other "
-    "exact message (a lone CR, a tab at the end) use Event JSON."
-)
-EVENT_JSON_HELP = (
-    "Optional: one event exactly as a sender posts it to ingest, a JSON object such as "
-    '{"hostname": "r1", "message": "link down\\n"}. When given, the fields above are ignored.'
-)
-
-
-class RuleTesterForm(forms.Form):
-    """An example event; ``clean`` turns it into the canonical event with ingest's own normalisation,
-    so the tester refuses exactly what ingest refuses and matches exactly what the alerter matches."""
-
-    # strip=False everywhere: ingest decides what is trimmed (the host name and OID), never the form.
-    hostname = forms.CharField(required=False, strip=False, max_length=1000)
-    message = forms.CharField(
-        required=False, strip=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), help_text=MESSAGE_HELP
-    )
-    keep_crlf = forms.BooleanField(required=False, label="Keep CR LF", help_text="Match the message's CR LF as sent.")
-    trap_oid = forms.CharField(required=False, strip=False, max_length=1000, label="Trap OID")
-    syslog_severity = forms.TypedChoiceField(
-        required=False, choices=[("", "(none)"), *SyslogSeverity.choices], coerce=int, empty_value=None
-    )
-    event_json = forms.CharField(
-        required=False,
-        strip=False,
-        label="Event JSON",
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
-        help_text=EVENT_JSON_HELP,
-    )
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        if self.errors:
-            return data
-        item = self._item(data)
-        receipt = schema.Receipt(datetime.now(UTC), get_request_id() or "rule-tester", "rule tester")
-        event, errors = schema.normalise(item, receipt)
-        if event is not None:
-            _, errors = schema.encode(event, item)
-        if errors:
-            from_json = bool(data.get("event_json"))
-            for name, problem in errors.items():
-                if name in self.fields and not from_json:
-                    self.add_error(name, f"Ingest would refuse this: {problem}.")
-                else:
-                    self.add_error("event_json" if from_json else None, f"Ingest would refuse {name}: {problem}.")
-            return data
-        data["event"] = event
-        return data
-
-    def _item(self, data: dict[str, Any]) -> Any:
-        """What a sender would post for this form: the Event JSON, or the fields."""
-        if data.get("event_json"):
-            try:
-                return orjson.loads(data["event_json"])
-            except orjson.JSONDecodeError as exc:
-                raise forms.ValidationError({"event_json": f"Not valid JSON: {exc}"}) from None
-        message = data.get("message") or ""
-        if not data.get("keep_crlf"):
-            message = message.replace("\r\n", "\n")
-        return {
-            "hostname": data.get("hostname") or "",
-            "message": message,
-            "trap_oid": data.get("trap_oid") or None,
-            "syslog_severity": data.get("syslog_severity"),
-        }
-
-
-@functools.lru_cache(maxsize=4096)
-def _regex_cost(pattern: str) -> tuple[int, float]:
-    """(RE2 program size, slowest search of an 8 KiB sample in seconds), measured once per process."""
-    return regex_program_size(pattern), regex_cost_seconds(pattern)
-
-
-def _severity_source(rule_severity: str, syslog_severity: int | None) -> str:
-    """Why the alert gets its severity, in the tester's words."""
-    if rule_severity:
-        return "set by the rule"
-    if syslog_severity in SEVERITY_FROM_SYSLOG:
-        return f"the rule names none: from the event's syslog severity {syslog_severity}"
-    which = "no syslog severity" if syslog_severity is None else f"syslog severity {syslog_severity}"
-    return f"the rule names none and the event has {which}: the default"
+from rules.tester import RuleTesterForm, evaluate_event, regex_cost
 
 
 class _ServiceBound(AuditedAdmin):
@@ -172,7 +71,7 @@ class AlertRuleAdmin(_ServiceBound):
         if rule.match_type != "regex":
             return "-"
         try:
-            size, seconds = _regex_cost(rule.match_string)
+            size, seconds = regex_cost(rule.match_string)
         except Exception:  # a pattern saved around validation: say so, never break the list
             return "invalid pattern"
         return f"{size} instr; {seconds * 1e6:,.0f} µs"
@@ -212,27 +111,10 @@ class AlertRuleAdmin(_ServiceBound):
         error = ""
         tested: dict[str, Any] = {}
         if request.method == "POST" and form.is_valid():
-            event = form.cleaned_data["event"]
-            # The alerter's own steps: the canonical event, cut to the bytes rules see, then the engine.
-            limit = get_setting("rule_max_message_bytes")
-            seen = clip_message(event["message"], limit)
             try:
-                result = build_ruleset().match(
-                    event["hostname"],
-                    seen,
-                    trap_oid=event["trap_oid"] or None,
-                    syslog_severity=event["syslog_severity"],
-                    all_matches=True,
-                )
+                result, tested = evaluate_event(build_ruleset(), form.cleaned_data["event"])
             except InvalidRule as exc:  # only possible if the database holds a rule saved around validation
                 error = str(exc)
-            if result is not None and result.rule is not None:
-                tested["severity"] = alert_severity(result.rule.severity, event["syslog_severity"])
-                tested["severity_source"] = _severity_source(result.rule.severity, event["syslog_severity"])
-            tested["clipped_to"] = limit if seen != event["message"] else None
-            tested["event_json"] = orjson.dumps(
-                {k: event[k] for k in ("hostname", "message", "trap_oid", "syslog_severity")}
-            ).decode()
         context = {
             **self.admin_site.each_context(request),
             "title": "Rule tester",

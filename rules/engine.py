@@ -20,13 +20,14 @@ tester both use it, and neither should need Django to match an event.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import ahocorasick
 import re2
+
+from rules.hosts import HostTable
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ SET_MAX_MEM = 32 << 20
 # set gave up" (rescan pattern by pattern), never "nothing matched".
 _SENTINEL = ""
 
+# Hosts whose environment and team were worked out, per snapshot; cleared when full, so a flood of
+# distinct names cannot grow it without bound.
+_HOST_CACHE_MAX = 65_536
+
 # Moogsoft severity of an alert whose rule names none, from the event's syslog severity; any other
 # syslog severity (6, 7, or none at all) gives DEFAULT_ALERT_SEVERITY.
 SEVERITY_FROM_SYSLOG = {0: "critical", 1: "critical", 2: "critical", 3: "major", 4: "warning", 5: "minor"}
@@ -61,12 +66,6 @@ SEVERITY_DEFAULT_TEXT = (
     "empty: taken from the event's syslog severity (0-2 critical, 3 major, 4 warning, 5 minor, "
     "anything else or none: indeterminate)"
 )
-
-# A host pattern with these characters is a glob ("*": any run of characters, "?": one character).
-GLOB_CHARS = frozenset("*?")
-# Hosts whose environment and team were worked out, per snapshot (only when there are globs);
-# cleared when full, so a flood of distinct names cannot grow it without bound.
-_HOST_CACHE_MAX = 65_536
 
 
 class InvalidRule(ValueError):
@@ -135,61 +134,6 @@ def clip_message(message: str, max_bytes: int) -> str:
     return data[:end].decode("utf-8", "surrogatepass")
 
 
-def is_glob(pattern: str) -> bool:
-    return not GLOB_CHARS.isdisjoint(pattern)
-
-
-def glob_specificity(pattern: str) -> int:
-    """How many literal characters a glob has: among matching globs the most specific one wins."""
-    return sum(char not in GLOB_CHARS for char in pattern)
-
-
-def _glob_regex(pattern: str) -> str:
-    return "".join(".*" if c == "*" else "." if c == "?" else re2.escape(c) for c in pattern)
-
-
-class _HostTable:
-    """Exact host names and glob patterns mapped to a value; exact beats glob, then the most literal
-    characters, then the order given (the snapshot gives entries oldest first)."""
-
-    __slots__ = ("_exact", "_globs", "_set")
-
-    def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
-        self._exact: dict[str, tuple[str, str]] = {}
-        globs: list[tuple[int, int, str, str]] = []
-        for order, (given, value) in enumerate(entries):
-            pattern = given.strip().lower()
-            if is_glob(pattern):
-                globs.append((-glob_specificity(pattern), order, pattern, value))
-            else:
-                self._exact.setdefault(pattern, (pattern, value))
-        globs.sort()
-        self._globs = tuple((pattern, value) for _, _, pattern, value in globs)
-        self._set: re2.Set | None = None
-        if globs:
-            # Index 0 matches every name, so an empty result means the DFA gave up (see _SENTINEL).
-            self._set = re2.Set.FullMatchSet(_options(SET_MAX_MEM))
-            self._set.Add("(?s).*")
-            for pattern, _value in self._globs:
-                self._set.Add("(?s)" + _glob_regex(pattern))
-            self._set.Compile()
-
-    @property
-    def has_globs(self) -> bool:
-        return self._set is not None
-
-    def lookup(self, host: str) -> tuple[str, str] | None:
-        """(deciding entry, its value) for a lower-case host name, or None."""
-        hit = self._exact.get(host)
-        if hit is not None or self._set is None:
-            return hit
-        found = self._set.Match(host.encode("utf-8", "replace"))
-        if not found:  # the DFA gave up: try the globs one by one, in precedence order
-            found = [0, *(i for i, (p, _) in enumerate(self._globs, 1) if re2.fullmatch(_glob_regex(p), host))]
-        best = min((index for index in found if index), default=0)
-        return self._globs[best - 1] if best else None
-
-
 def normalise_oid(oid: str) -> str:
     """Strip whitespace and one leading dot: " .1.3.6.1" -> "1.3.6.1"."""
     oid = oid.strip()
@@ -215,42 +159,6 @@ def regex_program_size(pattern: str) -> int:
     """RE2's program size (instructions) of a valid ``pattern``: what a search costs per byte once RE2's
     DFA gives up on a state-hungry pattern and falls back to its NFA (``[ab]*a[ab]{50}[^ab]``)."""
     return _compiled(pattern).programsize
-
-
-# Rule costs are measured with a small DFA budget: on a short sample RE2's default budget hides what
-# a state-hungry pattern costs on a long message, once its DFA gives up and its NFA runs instead.
-_COST_MAX_MEM = 1 << 20
-COST_SAMPLE_BYTES = 8 * 1024
-
-
-def _cost_sample() -> tuple[bytes, ...]:
-    """Fixed 8 KiB texts for measuring a rule: log-like text, and runs over small alphabets, which keep
-    many DFA states alive for patterns that repeat character classes. Each is searched on its own, so
-    a match early in one does not hide the cost of the others."""
-    rng = random.Random(13)  # noqa: S311 (a test text, not a secret) fixed seed: the same sample in every process, so costs compare
-    log = b"%LINK-3-UPDOWN: Interface GigabitEthernet0/1, changed state to down 10.0.0.1 "
-    parts = [(log * (COST_SAMPLE_BYTES // len(log) + 1))[:COST_SAMPLE_BYTES]]
-    for alphabet in ("ab", "01", "abc", "xyz.-", "abcdefghijklmnopqrstuvwxyz0123456789 "):
-        parts.append("".join(rng.choice(alphabet) for _ in range(COST_SAMPLE_BYTES)).encode())
-    return tuple(parts)
-
-
-COST_SAMPLE = _cost_sample()
-
-
-def regex_cost_seconds(pattern: str, rounds: int = 3) -> float:
-    """The slowest search of one 8 KiB sample text with ``pattern`` alone (best of ``rounds`` fresh
-    compilations each), in seconds: how a pattern compares with others, not a promise for every message."""
-    worst = 0.0
-    for part in COST_SAMPLE:
-        best = float("inf")
-        for _ in range(rounds):
-            regex = re2.compile(pattern, _options(_COST_MAX_MEM))  # fresh: no DFA states left from before
-            started = time.perf_counter()
-            regex.search(part)
-            best = min(best, time.perf_counter() - started)
-        worst = max(worst, best)
-    return worst
 
 
 def _pick(ranks: tuple[int, ...], best: int, wanted: Sequence[int | None], severity: int | None) -> int:
@@ -408,8 +316,8 @@ class RuleSet:
         automaton: ahocorasick.Automaton | None,
         regex_chunks: tuple[_RegexChunk, ...],
         oids: dict[str, tuple[int, ...]],
-        dev_hosts: _HostTable,
-        device_teams: _HostTable,
+        dev_hosts: HostTable,
+        device_teams: HostTable,
         version: str,
     ) -> None:
         """Internal: use `RuleSet.compile()` or `RuleSet.empty()`."""
@@ -468,10 +376,8 @@ class RuleSet:
             automaton=automaton,
             regex_chunks=_build_regex_chunks(regexes),
             oids={oid: tuple(ranks) for oid, ranks in oids.items()},
-            dev_hosts=_HostTable((host, DEV) for host in dev_hosts),
-            device_teams=_HostTable(
-                device_teams.items() if isinstance(device_teams, Mapping) else (device_teams or ())
-            ),
+            dev_hosts=HostTable((host, DEV) for host in dev_hosts),
+            device_teams=HostTable(device_teams.items() if isinstance(device_teams, Mapping) else (device_teams or ())),
             version=version,
         )
 

@@ -17,7 +17,8 @@ from simple_history.models import HistoricalRecords
 
 from configcenter.runtime import get_setting
 from mutt_project.audit import AuditedHistory
-from rules.engine import GLOB_CHARS, SEVERITY_DEFAULT_TEXT, regex_error, regex_program_size
+from rules.engine import SEVERITY_DEFAULT_TEXT, regex_error, regex_program_size
+from rules.hosts import GLOB_CHARS
 
 _OID = re.compile(r"^\d+(\.\d+)*$")
 _HOSTNAME = re.compile(r"^[a-z0-9_.:\-*?]+$", re.IGNORECASE)
