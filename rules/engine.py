@@ -63,7 +63,7 @@ _HOST_CACHE_MAX = 65_536
 SEVERITY_FROM_SYSLOG = {0: "critical", 1: "critical", 2: "critical", 3: "major", 4: "warning", 5: "minor"}
 DEFAULT_ALERT_SEVERITY = "indeterminate"
 SEVERITY_DEFAULT_TEXT = (
-    "empty: taken from the event's syslog severity (0-2 critical, 3 major, 4 warning, 5 minor, "
+    "taken from the event's syslog severity (0-2 critical, 3 major, 4 warning, 5 minor, "
     "anything else or none: indeterminate)"
 )
 

@@ -131,7 +131,7 @@ class AlertRule(models.Model):
         max_length=20,
         choices=AlertSeverity.choices,
         blank=True,
-        help_text=f"Moogsoft severity of the alert; {SEVERITY_DEFAULT_TEXT}.",
+        help_text=f"Moogsoft severity of the alert; empty: {SEVERITY_DEFAULT_TEXT}.",
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -188,4 +188,4 @@ def test_the_tester_shows_the_alert_severity_and_where_it_comes_from(
     page = admin_client_alice.post(reverse(TESTER), form).content.decode()
     assert f'id="alert-severity">{shown}<' in page
     assert source.replace("'", "&#x27;") in page
-    assert "A rule with no alert severity: empty: taken from the event&#x27;s syslog severity" in page
+    assert "A rule with no alert severity: taken from the event&#x27;s syslog severity" in page
