@@ -10,7 +10,8 @@
 
 An empty message is a message like any other (ADR-007): regex rules are tried on it, so ``^$``
 catches a trap sent without text; a contains rule never matches it (its text is never empty).
-Rules see at most ``max_message_bytes`` of a message: callers cut it with `clip_message()`.
+Rules see at most ``rule_max_message_bytes`` (a runtime setting) of a message: both callers, the
+alerter and the rule tester, cut it with `clip_message()`.
 
 Every rule gets a rank (its position in priority order) so the winner is simply the lowest
 matching rank. This module is plain Python on purpose: the alerter worker and the admin rule
