@@ -336,6 +336,12 @@ for _key, _type, _default, _min, _max, _unit, _description in [
      "Deliveries after which an ingest entry is treated as poison and moved to the alerter DLQ."),
     # Below the Redis client's socket timeout (10 s), so an idle read never times out.
     ("alerter_block_ms", INT, 1000, 10, 5_000, "ms", "How long an idle alerter waits for new events per read."),
+    # Rules (alerter and rule tester alike): what one event may cost to match (ADR-007).
+    ("rule_max_message_bytes", INT, 8_192, 256, 1_048_576, "bytes",
+     "Bytes of a message that rules see (UTF-8, cut at a character boundary); the audit log and the "
+     "alert keep the whole message."),
+    ("rule_regex_max_program_size", INT, 1_000, 50, 100_000, "instructions",
+     "Largest RE2 program a regex rule may compile to; checked when a rule is saved."),
 ]:
     register(_key, _type, _default, _description, "alerter", minimum=_min, maximum=_max, unit=_unit)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -14,24 +13,11 @@ from django.urls import URLPattern, path
 
 from mutt_project.admin_audit import AuditedAdmin, confirm_with_reason
 from rules import services
-from rules.engine import InvalidRule
-from rules.models import AlertRule, DevHost, DeviceTeam, EventAuditLog, SyslogSeverity
+from rules.cost import COST_SAMPLE_BYTES
+from rules.engine import SEVERITY_DEFAULT_TEXT, InvalidRule
+from rules.models import AlertRule, DevHost, DeviceTeam, EventAuditLog
 from rules.snapshot import build_ruleset
-
-
-class RuleTesterForm(forms.Form):
-    hostname = forms.CharField(max_length=255)
-    message = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}))
-    trap_oid = forms.CharField(required=False, max_length=255, label="Trap OID")
-    syslog_severity = forms.TypedChoiceField(
-        required=False, choices=[("", "(none)"), *SyslogSeverity.choices], coerce=int, empty_value=None
-    )
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        if not data.get("message") and not data.get("trap_oid"):
-            raise forms.ValidationError("Enter a message, a trap OID, or both.")
-        return data
+from rules.tester import RuleTesterForm, evaluate_event, regex_cost
 
 
 class _ServiceBound(AuditedAdmin):
@@ -54,6 +40,7 @@ class AlertRuleAdmin(_ServiceBound):
         "team_assignment",
         "severity",
         "is_active",
+        "cost",
         "updated_at",
     ]
     list_display_links = ["id", "name"]
@@ -69,9 +56,25 @@ class AlertRuleAdmin(_ServiceBound):
     ]
     change_list_template = "admin/rules/alertrule/change_list.html"
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "match_string":
+            kwargs["strip"] = False  # a space is part of a substring or an RE2 pattern ("^ ")
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     @admin.display(description="criteria")
     def criteria(self, rule: AlertRule) -> str:
         return rule.trap_oid if rule.match_type == "oid_prefix" else rule.match_string
+
+    @admin.display(description=f"cost (RE2 program size; µs per {COST_SAMPLE_BYTES // 1024} KiB)")
+    def cost(self, rule: AlertRule) -> str:
+        """A regex rule's measured cost; contains and OID rules cost the same whatever their text."""
+        if rule.match_type != "regex":
+            return "-"
+        try:
+            size, seconds = regex_cost(rule.match_string)
+        except Exception:  # a pattern saved around validation: say so, never break the list
+            return "invalid pattern"
+        return f"{size} instr; {seconds * 1e6:,.0f} µs"
 
     @admin.action(description="Activate selected rules (asks for a reason)")
     def activate(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
@@ -106,16 +109,10 @@ class AlertRuleAdmin(_ServiceBound):
         form = RuleTesterForm(request.POST or None)
         result = None
         error = ""
+        tested: dict[str, Any] = {}
         if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
             try:
-                result = build_ruleset().match(
-                    data["hostname"],
-                    data.get("message") or "",
-                    trap_oid=data.get("trap_oid") or None,
-                    syslog_severity=data.get("syslog_severity"),
-                    all_matches=True,
-                )
+                result, tested = evaluate_event(build_ruleset(), form.cleaned_data["event"])
             except InvalidRule as exc:  # only possible if the database holds a rule saved around validation
                 error = str(exc)
         context = {
@@ -125,6 +122,8 @@ class AlertRuleAdmin(_ServiceBound):
             "form": form,
             "result": result,
             "error": error,
+            "tested": tested,
+            "severity_default": SEVERITY_DEFAULT_TEXT,
         }
         return TemplateResponse(request, "admin/rules/rule_tester.html", context)
 

@@ -62,7 +62,7 @@ from configcenter.runtime import get_setting
 from mutt_project import streams
 from mutt_project.redis import DeferredCommand, DeferredScript, get_redis, key
 from rules import flood, metrics
-from rules.engine import RuleSet
+from rules.engine import SEVERITY_FROM_SYSLOG, RuleSet, clip_message
 from rules.partitions import ensure_partitions
 from rules.services import rules_channel
 from rules.snapshot import build_ruleset
@@ -70,8 +70,6 @@ from rules.snapshot import build_ruleset
 logger = logging.getLogger("mutt.alerter")
 
 ALERTING = frozenset({"page_and_ticket", "page_only", "ticket_only"})
-# Moogsoft severity when the rule names none, from the event's syslog severity.
-_SEVERITY_FROM_SYSLOG = {0: "critical", 1: "critical", 2: "critical", 3: "major", 4: "warning", 5: "minor"}
 _MAX_DB_BACKOFF = 30.0
 
 _INSERT_SQL = """
@@ -372,6 +370,7 @@ class Alerter:
         self.loaded_at = 0.0
         self.rules_changed = threading.Event()
         self.rules_loaded = False  # nothing is matched before the first snapshot loads
+        self._rule_bytes = 8_192  # rule_max_message_bytes, read per batch in _rows
         self._publish = self.client.register_script(_PUBLISH_AND_ACK)
         self._held: _Batch | None = None  # a batch the database refused, kept for retry
         self.pipelined = pipelined
@@ -688,6 +687,7 @@ class Alerter:
     # --- processing ---------------------------------------------------------------------------
 
     def _rows(self, batch: _Batch) -> _Evaluated:
+        self._rule_bytes = get_setting("rule_max_message_bytes")  # once per batch, not per event
         decode = self._decoder(batch.entries, check_deliveries=batch.claimed)
         return _Evaluated(decode, self._evaluate, batch.entries)
 
@@ -921,7 +921,9 @@ class Alerter:
         message = get("message") or ""
         trap_oid = get("trap_oid") or ""
         syslog_severity = get("syslog_severity")
-        environment, rule, handling, team = self.ruleset.decide(hostname, message, trap_oid or None, syslog_severity)
+        environment, rule, handling, team = self.ruleset.decide(
+            hostname, clip_message(message, self._rule_bytes), trap_oid or None, syslog_severity
+        )
         source_type = get("source_type") or ""
         correlation_id = get("correlation_id") or ""
         if rule is None:  # unhandled: no alert, no severity, and a template for the flood detector
@@ -932,7 +934,7 @@ class Alerter:
             )  # fmt: skip
             return row, None, flood.template_of(message)
         alerting = handling in ALERTING
-        severity = rule.severity or _SEVERITY_FROM_SYSLOG.get(syslog_severity, "")
+        severity = rule.severity or SEVERITY_FROM_SYSLOG.get(syslog_severity, "")
         row = (
             event["event_id"], event["timestamp"], event["received_at"], hostname, environment, rule.id, handling,
             team, alerting, severity, syslog_severity, message, trap_oid, source_type[:50], correlation_id[:128],

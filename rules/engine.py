@@ -5,7 +5,13 @@
 
 - contains rules share one Aho-Corasick automaton over case-folded strings,
 - regex rules share a few RE2 sets (one DFA pass per set finds every matching pattern),
-- oid_prefix rules sit in a dict looked up once per prefix of the event OID.
+- oid_prefix rules sit in a dict looked up once per prefix of the event OID,
+- development hosts and device teams are exact names (a dict) or glob patterns (one RE2 set).
+
+An empty message is a message like any other (ADR-007): regex rules are tried on it, so ``^$``
+catches a trap sent without text; a contains rule never matches it (its text is never empty).
+Rules see at most ``rule_max_message_bytes`` (a runtime setting) of a message: both callers, the
+alerter and the rule tester, cut it with `clip_message()`.
 
 Every rule gets a rank (its position in priority order) so the winner is simply the lowest
 matching rank. This module is plain Python on purpose: the alerter worker and the admin rule
@@ -21,6 +27,8 @@ from dataclasses import dataclass
 
 import ahocorasick
 import re2
+
+from rules.hosts import HostTable
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,19 @@ SET_MAX_MEM = 32 << 20
 # an empty list when the DFA runs out of memory mid-search, so a result without index 0 means "the
 # set gave up" (rescan pattern by pattern), never "nothing matched".
 _SENTINEL = ""
+
+# Hosts whose environment and team were worked out, per snapshot; cleared when full, so a flood of
+# distinct names cannot grow it without bound.
+_HOST_CACHE_MAX = 65_536
+
+# Moogsoft severity of an alert whose rule names none, from the event's syslog severity; any other
+# syslog severity (6, 7, or none at all) gives DEFAULT_ALERT_SEVERITY.
+SEVERITY_FROM_SYSLOG = {0: "critical", 1: "critical", 2: "critical", 3: "major", 4: "warning", 5: "minor"}
+DEFAULT_ALERT_SEVERITY = "indeterminate"
+SEVERITY_DEFAULT_TEXT = (
+    "taken from the event's syslog severity (0-2 critical, 3 major, 4 warning, 5 minor, "
+    "anything else or none: indeterminate)"
+)
 
 
 class InvalidRule(ValueError):
@@ -88,6 +109,30 @@ class MatchResult:
     handling: str
     team: str
     matches: tuple[RuleSpec, ...] = ()
+    dev_entry: str = ""  # the development host entry (name or glob) that made the event dev, if any
+    team_entry: str = ""  # the device team entry the team came from, if the team came from one
+
+
+def alert_severity(rule_severity: str, syslog_severity: int | None) -> str:
+    """The Moogsoft severity of an alert: the rule's, else derived from the event's syslog severity."""
+    return rule_severity or SEVERITY_FROM_SYSLOG.get(syslog_severity, DEFAULT_ALERT_SEVERITY)  # type: ignore[arg-type]
+
+
+def clip_message(message: str, max_bytes: int) -> str:
+    """The part of ``message`` that rules see: at most ``max_bytes`` of UTF-8, cut at a character boundary.
+
+    Cheap for the usual short message: a character is at most 4 bytes, so no encoding is needed below
+    a quarter of the limit.
+    """
+    if len(message) * 4 <= max_bytes:
+        return message
+    data = message.encode("utf-8", "surrogatepass")
+    if len(data) <= max_bytes:
+        return message
+    end = max_bytes
+    while end and data[end] & 0xC0 == 0x80:  # a continuation byte: the character started before `end`
+        end -= 1
+    return data[:end].decode("utf-8", "surrogatepass")
 
 
 def normalise_oid(oid: str) -> str:
@@ -109,6 +154,12 @@ def regex_error(pattern: str) -> str | None:
     except re2.error as exc:
         return _error_text(exc)
     return None
+
+
+def regex_program_size(pattern: str) -> int:
+    """RE2's program size (instructions) of a valid ``pattern``: what a search costs per byte once RE2's
+    DFA gives up on a state-hungry pattern and falls back to its NFA (``[ab]*a[ab]{50}[^ab]``)."""
+    return _compiled(pattern).programsize
 
 
 def _pick(ranks: tuple[int, ...], best: int, wanted: Sequence[int | None], severity: int | None) -> int:
@@ -249,6 +300,7 @@ class RuleSet:
         "_compiled_at",
         "_dev_hosts",
         "_device_teams",
+        "_host_cache",
         "_no_rule",
         "_oid_max_len",
         "_oids",
@@ -265,8 +317,8 @@ class RuleSet:
         automaton: ahocorasick.Automaton | None,
         regex_chunks: tuple[_RegexChunk, ...],
         oids: dict[str, tuple[int, ...]],
-        dev_hosts: frozenset[str],
-        device_teams: dict[str, str],
+        dev_hosts: HostTable,
+        device_teams: HostTable,
         version: str,
     ) -> None:
         """Internal: use `RuleSet.compile()` or `RuleSet.empty()`."""
@@ -279,6 +331,7 @@ class RuleSet:
         self._oid_max_len = max(map(len, oids), default=0)
         self._dev_hosts = dev_hosts
         self._device_teams = device_teams
+        self._host_cache: dict[str, tuple[tuple[str, str] | None, tuple[str, str] | None]] = {}
         self._version = version
         self._compiled_at = time.time()
 
@@ -287,10 +340,14 @@ class RuleSet:
         cls,
         rules: Iterable[RuleSpec],
         dev_hosts: Iterable[str] = (),
-        device_teams: Mapping[str, str] | None = None,
+        device_teams: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         version: str = "",
     ) -> RuleSet:
-        """Validate and compile `rules`; raises InvalidRule for the first rule that cannot be used."""
+        """Validate and compile `rules`; raises InvalidRule for the first rule that cannot be used.
+
+        Development hosts and device teams are exact names or globs; among globs matching a host the
+        one with the most literal characters wins, then the one given first (oldest).
+        """
         ordered = sorted(rules, key=lambda rule: (rule.priority, rule.id))
         seen: set[int] = set()
         words: dict[str, list[int]] = {}
@@ -320,8 +377,8 @@ class RuleSet:
             automaton=automaton,
             regex_chunks=_build_regex_chunks(regexes),
             oids={oid: tuple(ranks) for oid, ranks in oids.items()},
-            dev_hosts=frozenset(host.strip().lower() for host in dev_hosts),
-            device_teams={host.strip().lower(): team for host, team in (device_teams or {}).items()},
+            dev_hosts=HostTable((host, DEV) for host in dev_hosts),
+            device_teams=HostTable(device_teams.items() if isinstance(device_teams, Mapping) else (device_teams or ())),
             version=version,
         )
 
@@ -352,12 +409,24 @@ class RuleSet:
         return self._rules
 
     def environment_of(self, hostname: str) -> str:
-        """Return "dev" when the host is in the dev host set, else "prod"."""
-        return DEV if hostname.lower() in self._dev_hosts else PROD
+        """Return "dev" when a development host entry (name or glob) matches the host, else "prod"."""
+        return DEV if self._host_facts(hostname.lower())[0] else PROD
 
     def team_of(self, hostname: str) -> str:
         """Return the device team of the host, or ""."""
-        return self._device_teams.get(hostname.lower(), "")
+        team = self._host_facts(hostname.lower())[1]
+        return team[1] if team else ""
+
+    def _host_facts(self, host: str) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+        """(dev host entry, device team entry) deciding for a lower-case host name. Cached: hosts repeat,
+        so the hot path is one dict probe whether entries are names or globs."""
+        facts = self._host_cache.get(host)
+        if facts is None:
+            facts = (self._dev_hosts.lookup(host), self._device_teams.lookup(host))
+            if len(self._host_cache) >= _HOST_CACHE_MAX:
+                self._host_cache.clear()
+            self._host_cache[host] = facts
+        return facts
 
     def match(
         self,
@@ -376,9 +445,20 @@ class RuleSet:
         if all_matches:
             matches = tuple(self._rules[rank] for rank in self._all_ranks(message, trap_oid, syslog_severity))
             environment, rule, handling, team = self._decision(hostname, matches[0] if matches else None)
-            return MatchResult(environment, rule, handling, team, matches)
-        environment, rule, handling, team = self.decide(hostname, message, trap_oid, syslog_severity)
-        return MatchResult(environment, rule, handling, team, () if rule is None else (rule,))
+        else:
+            environment, rule, handling, team = self.decide(hostname, message, trap_oid, syslog_severity)
+            matches = () if rule is None else (rule,)
+        dev, team_entry = self._host_facts(hostname.lower())
+        from_device = rule is None or not rule.team_assignment
+        return MatchResult(
+            environment,
+            rule,
+            handling,
+            team,
+            matches,
+            dev_entry=dev[0] if dev else "",
+            team_entry=team_entry[0] if team_entry and from_device else "",
+        )
 
     def decide(
         self, hostname: str, message: str = "", trap_oid: str | None = None, syslog_severity: int | None = None
@@ -390,15 +470,16 @@ class RuleSet:
 
     def _decision(self, hostname: str, rule: RuleSpec | None) -> tuple[str, RuleSpec | None, str, str]:
         """Environment, rule, handling and team for an event from ``hostname`` that ``rule`` won."""
-        host = hostname.lower()
-        environment = DEV if host in self._dev_hosts else PROD
+        dev, device_team = self._host_facts(hostname.lower())
+        environment = DEV if dev else PROD
+        team = device_team[1] if device_team else ""
         if rule is None:
-            return environment, None, UNHANDLED, self._device_teams.get(host, "")
+            return environment, None, UNHANDLED, team
         return (
             environment,
             rule,
             rule.dev_handling if environment == DEV else rule.prod_handling,
-            rule.team_assignment or self._device_teams.get(host, ""),
+            rule.team_assignment or team,
         )
 
     def _oid_hits(self, trap_oid: str) -> Iterator[tuple[int, ...]]:
@@ -423,11 +504,10 @@ class RuleSet:
         if trap_oid and self._oids:
             for ranks in self._oid_hits(trap_oid):
                 best = _pick(ranks, best, wanted, severity)
-        if not message:
-            return best
-        if self._automaton is not None:
+        if message and self._automaton is not None:  # a contains rule's text is never empty
             for _end, ranks in self._automaton.iter(message.casefold()):
                 best = _pick(ranks, best, wanted, severity)
+        # Regex rules are tried on an empty message too: "^$" is how a rule catches a trap without text.
         chunks = self._regex_chunks
         if chunks and chunks[0].first_rank < best:
             data = message.encode("utf-8", "replace")
@@ -449,13 +529,12 @@ class RuleSet:
         if trap_oid and self._oids:
             for ranks in self._oid_hits(trap_oid):
                 found.update(ranks)
-        if message:
-            if self._automaton is not None:
-                for _end, ranks in self._automaton.iter(message.casefold()):
-                    found.update(ranks)
-            data = message.encode("utf-8", "replace")
-            for chunk in self._regex_chunks:
-                for index in chunk.hits(data):
-                    found.update(chunk.ranks[index])
+        if message and self._automaton is not None:
+            for _end, ranks in self._automaton.iter(message.casefold()):
+                found.update(ranks)
+        data = message.encode("utf-8", "replace")
+        for chunk in self._regex_chunks:
+            for index in chunk.hits(data):
+                found.update(chunk.ranks[index])
         wanted = self._wanted_severity
         return sorted(rank for rank in found if wanted[rank] is None or wanted[rank] == severity)

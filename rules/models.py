@@ -15,12 +15,25 @@ from django.db import models
 from django.db.models.functions import Lower
 from simple_history.models import HistoricalRecords
 
+from configcenter.runtime import get_setting
 from mutt_project.audit import AuditedHistory
-from rules.engine import regex_error
+from rules.engine import SEVERITY_DEFAULT_TEXT, regex_error, regex_program_size
+from rules.hosts import GLOB_CHARS
 
 _OID = re.compile(r"^\d+(\.\d+)*$")
-_HOSTNAME = re.compile(r"^[a-z0-9_.:\-]+$", re.IGNORECASE)
-HOSTNAME_HELP = "Stored lower-case; letters, digits, '.', '-', '_' and ':' (IPv6) only."
+_HOSTNAME = re.compile(r"^[a-z0-9_.:\-*?]+$", re.IGNORECASE)
+HOSTNAME_HELP = (
+    "A host name, or a glob pattern: '*' stands for any run of characters, '?' for one character "
+    "(e.g. '*.lab.example.net', 'lab-*'). Stored lower-case; letters, digits, '.', '-', '_', ':' (IPv6), "
+    "'*' and '?' only. An exact name beats every pattern; among patterns matching a host the one with "
+    "the most characters other than '*' and '?' wins, then the oldest entry."
+)
+MATCH_STRING_HELP = (
+    "Substring (contains) or RE2 pattern (regex), used exactly as typed, spaces included. A regex rule "
+    "is also tried on an empty message (a trap sent without text), so '^$' catches those; a contains "
+    "rule never matches an empty message. Rules see only the first rule_max_message_bytes bytes of a "
+    "message (a runtime setting)."
+)
 
 
 class MatchType(models.TextChoices):
@@ -68,11 +81,14 @@ def normalise_hostname(value: str) -> str:
 
 def validate_hostname(value: str) -> None:
     if not _HOSTNAME.match(value):
-        raise ValidationError(f"{value!r} is not a valid hostname. {HOSTNAME_HELP}", code="invalid")
+        raise ValidationError(f"{value!r} is not a valid hostname or pattern. {HOSTNAME_HELP}", code="invalid")
+    if set(value) <= GLOB_CHARS:
+        raise ValidationError(f"{value!r} would match every host; name at least one character.", code="invalid")
 
 
 class HostnameField(models.CharField):
-    """A host name, normalised (trimmed, lower-case) before validation so 'Router1 ' equals 'router1'."""
+    """A host name or glob pattern, normalised (trimmed, lower-case) before validation so 'Router1 '
+    equals 'router1'."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 255)
@@ -92,9 +108,7 @@ class AlertRule(models.Model):
     name = models.CharField(max_length=200, help_text="Short label shown to operators.")
     description = models.TextField(blank=True)
     match_type = models.CharField(max_length=20, choices=MatchType.choices, default=MatchType.CONTAINS)
-    match_string = models.CharField(
-        max_length=1000, blank=True, help_text="Substring (contains) or RE2 pattern (regex)."
-    )
+    match_string = models.CharField(max_length=1000, blank=True, help_text=MATCH_STRING_HELP)
     trap_oid = models.CharField(
         max_length=255,
         blank=True,
@@ -114,7 +128,10 @@ class AlertRule(models.Model):
         max_length=100, blank=True, help_text="Team for the alert; empty uses the host's device team."
     )
     severity = models.CharField(
-        max_length=20, choices=AlertSeverity.choices, blank=True, help_text="Moogsoft severity of the alert."
+        max_length=20,
+        choices=AlertSeverity.choices,
+        blank=True,
+        help_text=f"Moogsoft severity of the alert; empty: {SEVERITY_DEFAULT_TEXT}.",
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -130,26 +147,36 @@ class AlertRule(models.Model):
         return f"#{self.pk} {self.name}"
 
     def clean(self) -> None:
-        self.match_string = self.match_string.strip()
+        # match_string is kept as typed: a space is part of a substring or an RE2 pattern ("^ ").
         self.trap_oid = normalise_oid(self.trap_oid)
         self.team_assignment = self.team_assignment.strip()
         errors: dict[str, str] = {}
         if self.match_type in (MatchType.CONTAINS, MatchType.REGEX):
-            if not self.match_string:
-                errors["match_string"] = f"A {self.match_type} rule needs a match string."
+            if not self.match_string.strip():
+                errors["match_string"] = f"A {self.match_type} rule needs a match string (not only spaces)."
             if self.trap_oid:
                 errors["trap_oid"] = f"A {self.match_type} rule matches the message; leave trap_oid empty."
-        if self.match_type == MatchType.REGEX and self.match_string:
+        if self.match_type == MatchType.REGEX and self.match_string.strip():
             problem = regex_error(self.match_string)
             if problem:
                 errors["match_string"] = f"Not a valid RE2 regular expression: {problem}."
+            else:
+                # Past RE2's DFA budget a search costs about program size x message bytes: bound both.
+                size, limit = regex_program_size(self.match_string), get_setting("rule_regex_max_program_size")
+                if size > limit:
+                    errors["match_string"] = (
+                        f"This RE2 pattern compiles to {size} instructions, more than the {limit} allowed "
+                        "(runtime setting rule_regex_max_program_size); large counted repetitions such as "
+                        "{500} cost the most."
+                    )
         if self.match_type == MatchType.OID_PREFIX:
             if not self.trap_oid:
                 errors["trap_oid"] = "An oid_prefix rule needs a trap OID."
             elif not _OID.match(self.trap_oid):
                 errors["trap_oid"] = f"{self.trap_oid!r} is not a dotted numeric OID such as 1.3.6.1.4.1.9."
-            if self.match_string:
+            if self.match_string.strip():
                 errors["match_string"] = "An oid_prefix rule matches the trap OID; leave match_string empty."
+            self.match_string = ""
         if errors:
             raise ValidationError(errors)
 

@@ -30,7 +30,8 @@ def build_ruleset() -> RuleSet:
         specs.append(RuleSpec(**row))
     return RuleSet.compile(
         specs,
-        dev_hosts=DevHost.objects.values_list("hostname", flat=True),
-        device_teams=dict(DeviceTeam.objects.values_list("hostname", "team_name")),
+        # Oldest first: between two globs equally specific the older entry wins.
+        dev_hosts=DevHost.objects.order_by("id").values_list("hostname", flat=True),
+        device_teams=list(DeviceTeam.objects.order_by("id").values_list("hostname", "team_name")),
         version=f"{len(specs)}@{newest}",
     )

@@ -28,6 +28,8 @@ class AlertRuleSerializer(ReasonSerializerMixin, serializers.ModelSerializer):
             "reason",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
+        # A space is part of a substring or an RE2 pattern ("^ "): the model keeps it, so must the API.
+        extra_kwargs = {"match_string": {"trim_whitespace": False}}
 
 
 class DevHostSerializer(ReasonSerializerMixin, serializers.ModelSerializer):

@@ -291,7 +291,15 @@ def test_team_falls_back_to_device_team() -> None:
 def test_unmatched_event_is_unhandled() -> None:
     rules = RuleSet.compile([contains(1, "bgp")], dev_hosts=["lab1"], device_teams={"lab1": "lab-team"})
     result = rules.match("LAB1", LINK_DOWN, trap_oid="1.3.6.1", syslog_severity=3)
-    assert result == MatchResult(environment="dev", rule=None, handling="unhandled", team="lab-team", matches=())
+    assert result == MatchResult(
+        environment="dev",
+        rule=None,
+        handling="unhandled",
+        team="lab-team",
+        matches=(),
+        dev_entry="lab1",
+        team_entry="lab1",
+    )
 
 
 def test_result_carries_rule_details() -> None:
