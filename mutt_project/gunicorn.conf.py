@@ -12,7 +12,8 @@ from mutt_project.envparse import env_path
 _BASE_DIR = Path(__file__).resolve().parent.parent
 
 wsgi_app = "mutt_project.wsgi:application"
-worker_class = "sync"
+worker_class = "mutt_project.gunicorn_worker.ThreadWorker"
+threads = 16
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

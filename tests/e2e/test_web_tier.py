@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from configcenter.services import create_api_key
+from mutt_project.audit import Actor
+from tests.support.events import make_event
 from tests.support.faulty_urls import BOOM_PATH
-from tests.support.gunicorn import get, raw_request, running_gunicorn
+from tests.support.gunicorn import get, post, raw_request, running_gunicorn
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -99,3 +105,92 @@ def test_the_control_socket_is_the_data_folders_not_the_users(child_env, tmp_pat
     finally:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+class SlowClients:
+    """Connections that send a request head one header line every ``interval`` seconds (slowloris)."""
+
+    def __init__(self, port: int, count: int, interval: float = 2.0) -> None:
+        self.port, self.count, self.interval = port, count, interval
+        self.stop = threading.Event()
+        self.sockets: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SlowClients:
+        for _ in range(self.count):
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            sock.sendall(b"POST /api/v2/ingest HTTP/1.1\r\nHost: mutt\r\n")
+            self.sockets.append(sock)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        line = 0
+        while not self.stop.wait(self.interval):
+            line += 1
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):  # the server may hang up on a slow client: its right
+                    sock.sendall(f"X-Slow-{line}: 1\r\n".encode())
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        for sock in self.sockets:
+            sock.close()
+
+
+def _timed(call) -> tuple[int, float]:
+    started = time.monotonic()
+    status = call()
+    return status, time.monotonic() - started
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_slow_clients_do_not_stop_the_http_tier_answering(child_env, tmp_path):
+    _, api_key = create_api_key(actor=Actor.cli("ops"), name="slow-test", scopes=["ingest"], reason="slow client test")
+    with running_gunicorn(child_env, tmp_path / "gunicorn.log", workers=2) as server:
+
+        def ingest() -> int:
+            body = json.dumps([make_event()]).encode()
+            headers = {"Content-Type": "application/json", "X-API-Key": api_key}
+            return post(f"{server.url}/api/v2/ingest", body, headers, timeout=5)
+
+        with SlowClients(server.port, count=10):
+            time.sleep(0.5)  # every slow connection has been taken in by now
+            answers = []
+            deadline = time.monotonic() + 9  # several header lines of every slow client
+            while time.monotonic() < deadline:
+                answers.append(("healthz", *_timed(lambda: get(f"{server.url}/healthz", timeout=5)[0])))
+                answers.append(("ingest", *_timed(ingest)))
+                time.sleep(0.3)
+    slow = [answer for answer in answers if answer[1] not in (200, 202) or answer[2] >= 1.0]
+    assert slow == [], answers
+
+
+@pytest.mark.parametrize("stall", ["head", "body"])
+def test_a_request_read_past_its_deadline_is_cut_off(child_env, tmp_path, stall):
+    env = {**child_env, "MUTT_HTTP_HEADER_TIMEOUT": "2", "MUTT_HTTP_BODY_TIMEOUT": "2"}
+    with running_gunicorn(env, tmp_path / "gunicorn.log") as server:
+        workers = server.worker_pids()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /api/v2/ingest HTTP/1.1\r\nHost: mutt\r\nContent-Type: application/json\r\n")
+            if stall == "body":
+                sock.sendall(b"Content-Length: 100\r\n\r\n[")
+            started = time.monotonic()
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while True:  # keep sending slowly: only the deadline can end this
+                    with contextlib.suppress(TimeoutError):
+                        sock.settimeout(0.5)
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        answer += chunk
+                    assert time.monotonic() - started < 6, "the server kept reading past the deadline"
+                    with contextlib.suppress(OSError):
+                        sock.sendall(b"X-Slow: 1\r\n" if stall == "head" else b" ")
+        assert server.worker_pids() == workers
+        assert get(f"{server.url}/healthz")[0] == 200
+    if stall == "body":
+        assert answer.startswith(b"HTTP/1.1 400 "), answer  # ingest names what it got: a cut-off body
+    assert f"the request {stall} took over 2 s" in server.log.read_text()

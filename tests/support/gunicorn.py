@@ -50,6 +50,18 @@ def get(url: str, headers: dict[str, str] | None = None, timeout: float = 10) ->
         return 0, {}
 
 
+def post(url: str, body: bytes, headers: dict[str, str], timeout: float = 10) -> int:
+    """The status of a POST; 0 when nothing answers in time."""
+    call = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(call, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
 def raw_request(port: int, data: bytes, timeout: float = 10) -> bytes:
     """Send ``data`` on a fresh connection and read the answer until the server closes it (b"" if none)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
