@@ -7,16 +7,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mutt_project.envparse import env_path
+from mutt_project.envparse import env_int, env_path
 
 _BASE_DIR = Path(__file__).resolve().parent.parent
 
 wsgi_app = "mutt_project.wsgi:application"
+# Threads, with deadlines for reading a request: slow clients hold a thread each, never the worker
+# (ADR-004). Each thread that touched the database keeps its own connection (CONN_MAX_AGE).
 worker_class = "mutt_project.gunicorn_worker.ThreadWorker"
-threads = 16
+threads = env_int(os.environ, "MUTT_HTTP_THREADS", 16, minimum=1, maximum=256)
 timeout = 30
 graceful_timeout = 20
-keepalive = 5
+keepalive = 5  # also how long a new connection may stay silent before its first byte
 max_requests = 20000  # recycle workers now and then so a slow leak cannot grow without bound
 max_requests_jitter = 2000
 accesslog = "-"
