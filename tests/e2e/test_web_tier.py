@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -194,3 +196,18 @@ def test_a_request_read_past_its_deadline_is_cut_off(child_env, tmp_path, stall)
     if stall == "body":
         assert answer.startswith(b"HTTP/1.1 400 "), answer  # ingest names what it got: a cut-off body
     assert f"the request {stall} took over 2 s" in server.log.read_text()
+
+
+def test_a_dead_worker_is_replaced_without_metrics_folder(child_env, tmp_path):
+    """Without PROMETHEUS_MULTIPROC_DIR (gunicorn run by hand), a worker's death must not end the master."""
+    env = {key: value for key, value in child_env.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    with running_gunicorn(env, tmp_path / "gunicorn.log") as server:
+        (worker,) = server.worker_pids()
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while server.worker_pids() in (set(), {worker}):
+            assert server.process.poll() is None, server.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no new worker"
+            time.sleep(0.2)
+        assert get(f"{server.url}/healthz")[0] == 200
+        assert server.process.poll() is None
