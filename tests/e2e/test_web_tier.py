@@ -211,3 +211,17 @@ def test_a_dead_worker_is_replaced_without_metrics_folder(child_env, tmp_path):
             time.sleep(0.2)
         assert get(f"{server.url}/healthz")[0] == 200
         assert server.process.poll() is None
+
+
+def test_idle_connections_hold_no_thread(child_env, tmp_path):
+    """Connections that send nothing wait in the poller: two threads still answer with ten of them open."""
+    env = {**child_env, "MUTT_HTTP_THREADS": "2"}
+    with running_gunicorn(env, tmp_path / "gunicorn.log") as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(10)]
+        try:
+            time.sleep(0.5)  # every idle connection has been accepted by now
+            timings = [_timed(lambda: get(f"{server.url}/healthz", timeout=5)[0]) for _ in range(5)]
+        finally:
+            for sock in idle:
+                sock.close()
+    assert all(status == 200 and seconds < 1.0 for status, seconds in timings), timings
