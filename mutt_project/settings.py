@@ -23,6 +23,7 @@ from mutt_project.envparse import (
     env_str,
     parse_database_url,
 )
+from mutt_project.logging import PLAIN_FORMAT
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ENV = os.environ
@@ -298,7 +299,7 @@ LOGGING = {
     "filters": {"request_id": {"()": "mutt_project.logging.RequestIdFilter"}},
     "formatters": {
         "json": {"()": "mutt_project.logging.JsonFormatter"},
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "plain": {"format": PLAIN_FORMAT},
     },
     "handlers": {
         "console": {

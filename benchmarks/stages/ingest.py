@@ -128,7 +128,7 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
             "workers": workers,
             "generator_processes": plan.ingest_processes,
             "threads_per_process": plan.ingest_threads,
-            "worker_class": "sync (closes the connection after each response)",
+            "worker_class": "mutt_project.gunicorn_worker.ThreadWorker (gthread, keep-alive; ADR-004)",
         },
     }
 
