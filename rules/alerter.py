@@ -123,6 +123,7 @@ end
 return added
 """
 PARTITION_CHECK_SECONDS = 6 * 3600
+CONSUMER_SWEEP_SECONDS = 60.0  # how often an alerter removes the consumers killed alerters left in the group
 TRIM_INTERVAL_SECONDS = 1.0
 BACKLOG_CLEAR_SECONDS = 0.1
 # The pipelined alerter's audit writer thread needs the GIL back after each database call. At Python's
@@ -392,6 +393,7 @@ class Alerter:
         self._backlog_clear_until = 0.0
         self._trimmed_at = 0.0
         self._partitions_checked = time.monotonic()
+        self._swept_at = -CONSUMER_SWEEP_SECONDS  # the first step sweeps
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
         streams.ensure_group(self.client, self.stream, streams.ALERTERS_GROUP)
@@ -432,6 +434,25 @@ class Alerter:
             ensure_partitions()
         except Exception:
             logger.warning("could not check the audit log partitions", exc_info=True)
+
+    def forget_dead_consumers(self) -> list[str]:
+        """Now and then, remove from the group the consumers of alerters that are gone: nothing pending, not
+        seen for ``consumer_forget_idle_seconds`` (never this one). Returns their names."""
+        now = time.monotonic()
+        if now - self._swept_at < CONSUMER_SWEEP_SECONDS:
+            return []
+        self._swept_at = now
+        try:
+            removed = streams.forget_idle_consumers(
+                self.client, self.stream, streams.ALERTERS_GROUP,
+                idle_seconds=get_setting("consumer_forget_idle_seconds"), keep=[self.consumer],
+            )  # fmt: skip
+        except redis.RedisError as exc:
+            logger.warning("could not look for consumers of stopped alerters (%s); next sweep retries", exc)
+            return []
+        if removed:
+            logger.info("removed %d idle consumers of stopped alerters", len(removed), extra={"consumers": removed})
+        return removed
 
     def _listen(self) -> None:
         backoff = 0.1
@@ -497,6 +518,7 @@ class Alerter:
         """Do one batch of work; returns the number of entries finished (0 when idle or backing off)."""
         self.refresh_rules(force=not self.rules_loaded)
         self.maintain_partitions()
+        self.forget_dead_consumers()
         if not self.rules_loaded:
             # Matching against an empty snapshot would audit real pages as unhandled: wait for the rules.
             time.sleep(1)
