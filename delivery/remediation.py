@@ -6,11 +6,13 @@
   stream with a fresh set of retries, but only when the shared circuit breaker is closed and a real GET of
   Moogsoft's health URL succeeds (never a fake event). Otherwise the pass is skipped and the reason counted.
 - **Alerter DLQ**: entries shed under load (``shed``; ``database_error`` too, should the alerter ever
-  dead-letter for that) go back to the ingest stream, only while the ingest backlog is below half of
-  ``ingest_max_queue_depth`` and the alert backlog below the alerter's warning level, so that replaying
-  does not bring on the backpressure or shedding that put them there. At most the room left below that
-  half is replayed.
-- Permanent failures (HTTP 4xx, malformed, too many deliveries, processing errors) are never replayed:
+  dead-letter for that) and entries delivered more than ``alerter_max_deliveries`` times (``max_deliveries``:
+  mostly alerters killed or stalled while holding them; a real poison event comes back and, after
+  ``max_poison_retries`` replays, goes to the dead queue) go back to the ingest stream, only while the
+  ingest backlog is below half of ``ingest_max_queue_depth`` and the alert backlog below the alerter's
+  warning level, so that replaying does not bring on the backpressure or shedding that put them there. At
+  most the room left below that half is replayed.
+- Permanent failures (HTTP 4xx, malformed, processing errors) are never replayed:
   they need a person, in the admin.
 - At most ``remediation_batch_size`` entries per queue, oldest first. An entry whose event would be
   replayed more than ``max_poison_retries`` times goes to the dead queue instead (decided atomically with
@@ -46,7 +48,7 @@ ACTOR = Actor.system("remediation")
 # Reasons worth another try without anyone changing anything.
 TRANSIENT_REASONS: dict[str, tuple[str, ...]] = {
     "moog": ("retries_exhausted",),
-    "alerter": ("shed", "database_error"),
+    "alerter": ("shed", "database_error", "max_deliveries"),
 }
 
 PASSES = Counter("mutt_remediation_passes_total", "Remediation passes run.")

@@ -90,6 +90,29 @@ _COPY_COLUMNS = (
     "alert_severity", "syslog_severity", "message", "trap_oid", "source_type", "correlation_id", "raw",
 )  # fmt: skip
 _COPY_SQL = f"COPY rules_eventauditlog ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+# An event dead-lettered before it was matched (delivered too often) is audited as such, with the reason. A
+# row the event already has (audited by an alerter that died before acknowledging it) is left as it is.
+DEAD_LETTERED = "dead_lettered"
+_INSERT_DEAD_SQL = (
+    f"INSERT INTO rules_eventauditlog ({', '.join(_COPY_COLUMNS)}, dead_letter_reason) VALUES %s "  # noqa: S608
+    "ON CONFLICT (event_id, event_time) DO NOTHING"
+)
+_INSERT_DEAD_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s)"
+# When such an event comes back (replayed from the DLQ), its row takes the real outcome: updated, not added
+# (the INSERT ... ON CONFLICT DO NOTHING of a redelivered batch leaves it alone). The reason stays, as the
+# record that the event was dead-lettered once. UPDATE ... FROM tolerates an event twice in the batch.
+_COLUMN_TYPES = {
+    "event_id": "uuid", "event_time": "timestamptz", "received_at": "timestamptz", "rule_id": "bigint",
+    "forwarded": "boolean", "syslog_severity": "smallint", "raw": "json",
+}  # fmt: skip
+_REVIVE_SET = ", ".join(
+    f"{c} = v.{c}" + (f"::{_COLUMN_TYPES[c]}" if c in _COLUMN_TYPES else "") for c in _COPY_COLUMNS[2:]
+)
+_REVIVE_SQL = (
+    f"UPDATE rules_eventauditlog AS a SET {_REVIVE_SET} FROM (VALUES %s) AS v ({', '.join(_COPY_COLUMNS)}) "  # noqa: S608
+    f"WHERE a.handling = '{DEAD_LETTERED}' AND a.event_id = v.event_id::uuid "
+    "AND a.event_time = v.event_time::timestamptz"
+)
 _COPY_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search
 _NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -280,6 +303,7 @@ class _Decoded:
     entry_id: bytes
     event: dict[str, Any]
     raw: bytes  # the entry's JSON as ingest wrote it: stored as the audit row's raw event, not re-encoded
+    dead_letter: tuple[str, str] | None = None  # (reason, error): audit as dead-lettered, do not evaluate
 
 
 @dataclass
@@ -323,6 +347,21 @@ class _Batch:
     outcome: Outcome = field(default_factory=Outcome)
 
 
+def dead_letter_row(item: _Decoded) -> tuple[Any, ...]:
+    """The audit row of an event dead-lettered before evaluation: its own fields, no rule, handling
+    ``dead_lettered``, and the reason (``_INSERT_DEAD_SQL``'s columns). The event is not matched: it may be
+    the very event that made alerters fail."""
+    event = item.event
+    get = event.get
+    reason, error = item.dead_letter or ("", "")
+    return (
+        event["event_id"], event["timestamp"], event["received_at"], event["hostname"], "", None, DEAD_LETTERED,
+        "", False, "", get("syslog_severity"), get("message") or "", get("trap_oid") or "",
+        (get("source_type") or "")[:50], (get("correlation_id") or "")[:128], item.raw.decode(),
+        f"{reason}: {error}"[:200],
+    )  # fmt: skip
+
+
 class _Evaluated:
     """A batch decoded and evaluated: each event with its audit row, alert payload and flood template,
     the entries that are poison, and the audit rows in COPY's text format, ready to send.
@@ -335,6 +374,8 @@ class _Evaluated:
         # (event, audit row, alert payload or None, flood template of an unhandled event or None)
         self.evaluated: list[tuple[_Decoded, tuple[Any, ...], bytes | None, str | None]] = []
         self.poison: list[tuple[bytes, bytes, str, str]] = []
+        # Events dead-lettered before evaluation (delivered too often), with their audit rows.
+        self.dead: list[tuple[_Decoded, tuple[Any, ...]]] = []
         rows: list[tuple[Any, ...]] = []
         for entry_id, fields in entries:
             try:
@@ -345,6 +386,9 @@ class _Evaluated:
                 continue
             if item.__class__ is tuple:
                 self.poison.append(item)
+                continue
+            if item.dead_letter is not None:
+                self.dead.append((item, dead_letter_row(item)))
                 continue
             try:
                 row, alert, template = evaluate(item)
@@ -845,6 +889,12 @@ class Alerter:
             raise
 
     def _write(self, rows: _Evaluated) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
+        audited, refused = self._write_evaluated(rows)
+        if rows.dead:
+            refused = refused + self._write_dead(rows.dead)
+        return audited, refused
+
+    def _write_evaluated(self, rows: _Evaluated) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
         evaluated = rows.evaluated
         if not evaluated:
             return [], []
@@ -868,6 +918,9 @@ class Alerter:
             with connection.cursor() as cursor, connection.wrap_database_errors:
                 values = [_insert_values(row) for _, row, *_ in evaluated]
                 execute_values(cursor.cursor, _INSERT_SQL, values, template=_INSERT_TEMPLATE, page_size=len(values))
+                # A redelivered batch may hold an event replayed from the DLQ: its dead-lettered row takes the
+                # outcome now. A separate statement: a crash in between leaves the entries pending, redone.
+                execute_values(cursor.cursor, _REVIVE_SQL, values, page_size=len(values))
             return evaluated, []
         except (OperationalError, InterfaceError):
             raise
@@ -892,7 +945,47 @@ class Alerter:
                     if not blames_the_data(exc):
                         raise
                     refused.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
+            if kept:
+                with connection.cursor() as cursor, connection.wrap_database_errors:
+                    values = [_insert_values(row) for _, row, *_ in kept]
+                    execute_values(cursor.cursor, _REVIVE_SQL, values, page_size=len(values))
         return kept, refused
+
+    def _write_dead(self, dead: list[tuple[_Decoded, tuple[Any, ...]]]) -> list[tuple[bytes, bytes, str, str]]:
+        """Audit the events dead-lettered before evaluation (``handling`` dead_lettered, with the reason); an
+        event audited already keeps its row. Returns their poison for the DLQ. A row the database refuses
+        for its data leaves its event unaudited: the DLQ entry's error says so."""
+        refusals: dict[bytes, str] = {}
+        try:
+            with connection.cursor() as cursor, connection.wrap_database_errors:
+                values = [_insert_values(row) for _, row in dead]
+                execute_values(cursor.cursor, _INSERT_DEAD_SQL, values, template=_INSERT_DEAD_TEMPLATE)
+        except (OperationalError, InterfaceError):
+            raise
+        except (DatabaseError, ValueError) as exc:
+            if not blames_the_data(exc):
+                raise
+            with transaction.atomic():
+                for item, row in dead:
+                    try:
+                        with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+                            execute_values(
+                                cursor.cursor, _INSERT_DEAD_SQL, [_insert_values(row)], template=_INSERT_DEAD_TEMPLATE
+                            )
+                    except (OperationalError, InterfaceError):
+                        raise
+                    except (DatabaseError, ValueError) as row_exc:
+                        if not blames_the_data(row_exc):
+                            raise
+                        refusals[item.entry_id] = f"{type(row_exc).__name__}: {row_exc}"
+            if refusals:
+                logger.warning("the database refused the audit rows of %d dead-lettered events", len(refusals))
+        poison = []
+        for item, _ in dead:
+            reason, error = item.dead_letter or ("", "")
+            refusal = refusals.get(item.entry_id)
+            poison.append((item.entry_id, item.raw, reason, f"{error}; not audited: {refusal}" if refusal else error))
+        return poison
 
     def _decoder(self, entries: list[tuple[bytes, dict[bytes, bytes]]], *, check_deliveries: bool) -> Any:
         """A function from one entry to its event, or to its poison (entry id, raw payload, reason, error)."""
@@ -918,7 +1011,7 @@ class Alerter:
                 return (entry_id, raw, "malformed", str(exc))
             if counts and counts.get(entry_id, 1) > limit:
                 why = f"delivered {counts[entry_id]} times"
-                return (entry_id, fields[streams.PAYLOAD_FIELD], "max_deliveries", why)
+                return _Decoded(entry_id, event, fields[streams.PAYLOAD_FIELD], ("max_deliveries", why))
             return _Decoded(entry_id, event, fields[streams.PAYLOAD_FIELD])
 
         return decode
