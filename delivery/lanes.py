@@ -26,7 +26,7 @@ from django.db import close_old_connections, connections
 
 from configcenter.runtime import get_setting
 from delivery.forwarder import Forwarder
-from mutt_project import streams
+from mutt_project import outage, streams
 
 logger = logging.getLogger("mutt.forwarder")
 
@@ -69,7 +69,11 @@ class Lanes:
                 idle_seconds=get_setting("consumer_forget_idle_seconds"), keep=ours,
             )  # fmt: skip
         except redis.RedisError as exc:
-            logger.warning("could not look for consumers of stopped forwarders (%s); next sweep retries", exc)
+            reporter = outage.reporter_for(exc)
+            if reporter is None:
+                logger.warning("could not look for consumers of stopped forwarders (%s); next sweep retries", exc)
+            else:
+                reporter.failed(exc)
             return []
         if removed:
             logger.info("removed %d idle consumers of stopped forwarders", len(removed), extra={"consumers": removed})
@@ -118,11 +122,19 @@ class _Lane(threading.Thread):
 
     def run(self) -> None:
         try:
+            down: set[outage.OutageReporter] = set()  # as in the worker loop: one line per outage, not per step
             while not self.stop.is_set():
                 try:
                     sent = self.forwarder.step(block_ms=BLOCK_MS)
-                except Exception:
-                    logger.exception("forwarder lane %s: a step failed; carrying on", self.forwarder.consumer)
+                    while down:
+                        down.pop().recovered()
+                except Exception as exc:
+                    reporter = outage.reporter_for(exc)
+                    if reporter is None:
+                        logger.exception("forwarder lane %s: a step failed; carrying on", self.forwarder.consumer)
+                    else:
+                        reporter.failed(exc, doing="the forwarder holds its alerts")
+                        down.add(reporter)
                     sent = 0
                     self.stop.wait(ERROR_PAUSE_SECONDS)
                 finally:

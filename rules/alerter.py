@@ -59,7 +59,7 @@ from django.db import (
 from psycopg2.extras import execute_values
 
 from configcenter.runtime import get_setting
-from mutt_project import streams
+from mutt_project import outage, streams
 from mutt_project.redis import DeferredCommand, DeferredScript, get_redis, key
 from rules import flood, metrics
 from rules.engine import RuleSet
@@ -281,6 +281,16 @@ def blames_the_data(exc: BaseException) -> bool:
     return code is None or code[:2] in _DATA_ERROR_CLASSES
 
 
+def _warn_or_report(exc: redis.RedisError, message: str) -> None:
+    """A Redis error in housekeeping: Redis unreachable is an outage (one line per state change, see
+    :mod:`mutt_project.outage`); anything else is logged here (``message`` has one ``%s``: the error)."""
+    reporter = outage.reporter_for(exc)
+    if reporter is None:
+        logger.warning(message, exc)
+    else:
+        reporter.failed(exc)
+
+
 def dedup_key(received_at: str) -> str:
     """Alert dedup hash of one hour of receive time: a redelivered event falls in the same bucket."""
     return key("alerted", received_at[:13])
@@ -492,7 +502,7 @@ class Alerter:
                 idle_seconds=get_setting("consumer_forget_idle_seconds"), keep=[self.consumer],
             )  # fmt: skip
         except redis.RedisError as exc:
-            logger.warning("could not look for consumers of stopped alerters (%s); next sweep retries", exc)
+            _warn_or_report(exc, "could not look for consumers of stopped alerters (%s); next sweep retries")
             return []
         if removed:
             logger.info("removed %d idle consumers of stopped alerters", len(removed), extra={"consumers": removed})
@@ -505,12 +515,13 @@ class Alerter:
             try:
                 pubsub.subscribe(rules_channel())
                 self.rules_changed.set()  # changes may have been missed while not subscribed
+                outage.REDIS.recovered()
                 backoff = 0.1
                 while not self._stop.is_set():
                     if pubsub.get_message(timeout=0.5) is not None:
                         self.rules_changed.set()
             except redis.RedisError as exc:
-                logger.warning("rule change subscription lost (%s); retrying in %.1fs", exc, backoff)
+                _warn_or_report(exc, "rule change subscription lost (%s); retrying")
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
@@ -525,13 +536,21 @@ class Alerter:
         started = time.perf_counter()
         try:
             ruleset = build_ruleset()
-        except Exception:
+        except Exception as exc:
             metrics.RELOAD_FAILURES.inc()
-            logger.exception("rule snapshot reload failed; keeping the previous snapshot (%s)", self.ruleset.version)
+            reporter = outage.reporter_for(exc)
+            if reporter is None:
+                logger.exception(
+                    "rule snapshot reload failed; keeping the previous snapshot (%s)", self.ruleset.version
+                )
+            else:  # one line per outage, not one per retry (every second while no snapshot is loaded)
+                held = "no event is matched until the rules load" if not self.rules_loaded else "rules kept as loaded"
+                reporter.failed(exc, doing=f"{held} (snapshot {self.ruleset.version})")
             self.loaded_at = time.monotonic()  # retry at the next periodic reload, or on the next change
             return False
         finally:
             connection.close_if_unusable_or_obsolete()
+        outage.POSTGRESQL.recovered()
         self.ruleset = ruleset
         self.rules_loaded = True
         self.loaded_at = time.monotonic()
@@ -651,6 +670,7 @@ class Alerter:
             audited, refused = self._audit(evaluated)
         except DatabaseError as exc:  # unreachable, or refusing for a reason of its own state
             return self._hold(batch, exc)
+        outage.POSTGRESQL.recovered()
         self._collect(self._send_finish(self._settled(batch, evaluated, audited, refused, started)))
         return len(batch.entries)
 
@@ -701,6 +721,7 @@ class Alerter:
         except DatabaseError as exc:  # unreachable, or refusing for a reason of its own state
             self._hold(writing.batch, exc)
             return
+        outage.POSTGRESQL.recovered()
         self._unfinished = self._settled(writing.batch, writing.evaluated, audited, refused, writing.started)
 
     def _stop_writer(self) -> None:
@@ -725,10 +746,10 @@ class Alerter:
         batch.retry_at = time.monotonic() + delay
         self._held = batch
         metrics.DB_ERRORS.inc()
-        logger.warning(
-            "database unavailable or refusing writes (%s); keeping %d entries, retry in %.1fs",
-            exc, len(batch.entries), delay,
-        )  # fmt: skip
+        # Unreachable, or refusing writes for a reason of its own state: one line when it starts, one a
+        # minute while it lasts (the retries back off to 30 s), one when an audit succeeds again.
+        outage.POSTGRESQL.failed(exc, doing=f"the alerter keeps {len(batch.entries)} entries unacknowledged")
+        logger.debug("audit held: %d entries, retry in %.1fs (%s)", len(batch.entries), delay, exc)
         return 0
 
     def _retry_held(self) -> int:
@@ -748,8 +769,8 @@ class Alerter:
         ids = [entry_id for entry_id, _ in batch.entries]
         try:
             streams.keep_claimed(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer, ids)
-        except redis.RedisError:
-            logger.warning("could not refresh the claim on held entries", exc_info=True)
+        except redis.RedisError as exc:
+            _warn_or_report(exc, "could not refresh the claim on held entries (%s)")
 
     # --- processing ---------------------------------------------------------------------------
 
@@ -1150,9 +1171,10 @@ class Alerter:
             pipe.xlen(self.stream)
             pipe.xlen(self.dlq)
             lag, dlq_depth = pipe.execute()
-        except redis.RedisError:
-            logger.warning("could not trim the ingest stream", exc_info=True)
+        except redis.RedisError as exc:
+            _warn_or_report(exc, "could not trim the ingest stream (%s)")
             return
+        outage.REDIS.recovered()
         metrics.INGEST_LAG.set(lag)
         metrics.DLQ_DEPTH.set(dlq_depth)
 
