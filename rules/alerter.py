@@ -939,9 +939,7 @@ class Alerter:
             with connection.cursor() as cursor, connection.wrap_database_errors:
                 values = [_insert_values(row) for _, row, *_ in evaluated]
                 execute_values(cursor.cursor, _INSERT_SQL, values, template=_INSERT_TEMPLATE, page_size=len(values))
-                # A redelivered batch may hold an event replayed from the DLQ: its dead-lettered row takes the
-                # outcome now. A separate statement: a crash in between leaves the entries pending, redone.
-                execute_values(cursor.cursor, _REVIVE_SQL, values, page_size=len(values))
+            self._revive(values)
             return evaluated, []
         except (OperationalError, InterfaceError):
             raise
@@ -967,10 +965,23 @@ class Alerter:
                         raise
                     refused.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
             if kept:
-                with connection.cursor() as cursor, connection.wrap_database_errors:
-                    values = [_insert_values(row) for _, row, *_ in kept]
-                    execute_values(cursor.cursor, _REVIVE_SQL, values, page_size=len(values))
+                self._revive([_insert_values(row) for _, row, *_ in kept])
         return kept, refused
+
+    def _revive(self, values: list[tuple[str | None, ...]]) -> None:
+        """Give the rows of events dead-lettered earlier and now replayed (in a redelivered batch: their row
+        made the COPY fail) the outcome of this audit. A separate statement after the INSERT: a crash in
+        between leaves the entries pending, and the redone batch updates them. A refusal of the data here
+        (not expected: the INSERT took the same values) leaves those rows as they were, logged."""
+        try:
+            with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+                execute_values(cursor.cursor, _REVIVE_SQL, values, page_size=len(values))
+        except (OperationalError, InterfaceError):
+            raise
+        except (DatabaseError, ValueError) as exc:
+            if not blames_the_data(exc):
+                raise
+            logger.warning("could not update the audit rows of replayed dead-lettered events (%s)", exc)
 
     def _write_dead(self, dead: list[tuple[_Decoded, tuple[Any, ...]]]) -> list[tuple[bytes, bytes, str, str]]:
         """Audit the events dead-lettered before evaluation (``handling`` dead_lettered, with the reason); an
