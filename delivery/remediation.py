@@ -37,7 +37,7 @@ from delivery import dlq, services
 from delivery.breaker import CLOSED, CircuitBreaker
 from delivery.destination import is_local_mock
 from delivery.notify import PoisonReport, notify_poison
-from mutt_project import streams
+from mutt_project import outage, streams
 from mutt_project.audit import Actor
 from mutt_project.context import request_id_scope
 from mutt_project.redis import get_redis, key
@@ -102,6 +102,7 @@ class Remediator:
         self.http = http or urllib3.PoolManager(num_pools=2, maxsize=1, retries=False)
         self.lock_key = key("remediation", "lock")
         self.lock_token = uuid.uuid4().hex
+        self._outages: dict[str, outage.OutageReporter] = {}  # queue -> the outage its last pass failed on
 
     def step(self) -> PassResult:
         """One remediation pass over both queues; one failing queue does not stop the other."""
@@ -115,10 +116,16 @@ class Remediator:
                 for queue, remediate in (("moog", self._remediate_moog), ("alerter", self._remediate_alerter)):
                     try:
                         remediate(result)
-                    except Exception:
+                        self._ended_outage(queue, result)
+                    except Exception as exc:
                         ERRORS.labels(queue).inc()
                         result.failed.append(queue)
-                        logger.exception("remediation of the %s DLQ failed; next pass retries", queue)
+                        reporter = outage.reporter_for(exc)
+                        if reporter is None:
+                            logger.exception("remediation of the %s DLQ failed; next pass retries", queue)
+                        else:  # an outage: one line when it starts, not a traceback per pass
+                            reporter.failed(exc, doing=f"the {queue} DLQ waits for the next pass")
+                            self._outages[queue] = reporter
                 if result.dead:
                     result.notification = notify_poison(self._poison_report(result), http=self.http)
                 self.report_depths()
@@ -126,6 +133,14 @@ class Remediator:
             self._unlock()
         PASSES.inc()
         return result
+
+    def _ended_outage(self, queue: str, result: PassResult) -> None:
+        """A pass over ``queue`` after one that failed on an outage: Redis answered it; the database only
+        did if the pass replayed something (its audit row)."""
+        reporter = self._outages.get(queue)
+        if reporter is outage.REDIS or (reporter is not None and queue in result.replayed):
+            del self._outages[queue]
+            reporter.recovered()
 
     def _lock(self) -> bool:
         # Longer than any pass can take (two probes at the longest timeout), so a crashed pass frees it.
