@@ -356,6 +356,9 @@ register("moog_format", ENUM, "webhook",
          "forwarder", choices=("webhook", "events_api"))
 register("forwarder_claim_idle_seconds", DUR, 60.0, "How long an alert may stay unacknowledged before another "
          "forwarder takes it over (crashed worker).", "forwarder", minimum=1, maximum=3600)
+register("consumer_forget_idle_seconds", DUR, 600.0, "How long a consumer (an alerter or a forwarder lane) with "
+         "nothing pending may stay unseen before it is removed from its group (left by a killed worker).", "alerter",
+         minimum=1, maximum=7 * 86_400)
 register("moog_batch_size", INT, 50, "Alerts per request where the format allows batching.", "forwarder",
          minimum=1, maximum=1000, unit="alerts")
 register("forwarder_concurrency", INT, 3, "Requests to Moogsoft each forwarder process keeps in flight (one "

@@ -25,6 +25,7 @@ import redis
 from django.conf import settings
 
 from configcenter.registry import get_definition
+from mutt_project import outage
 
 logger = logging.getLogger("mutt.config")
 
@@ -91,6 +92,7 @@ def _reload(state: _Runtime) -> Snapshot:
 
     try:
         values = mirror.read()
+        outage.REDIS.recovered()
         source = "redis"
         if values is None:
             # The copy is lost (Redis restarted empty, or the hash was evicted): rebuild from the database.
@@ -102,7 +104,11 @@ def _reload(state: _Runtime) -> Snapshot:
     except Exception as exc:
         state.reload_failures += 1
         if state.snapshot is not None:
-            logger.warning("settings sources unavailable (%s); keeping the last known values", exc)
+            reporter = outage.reporter_for(exc)
+            if reporter is None:
+                logger.warning("settings sources unavailable (%s); keeping the last known values", exc)
+            else:  # one line per outage, not one per reload
+                reporter.failed(exc, doing="settings keep their last known values")
             # Serve the last values; try again after another TTL rather than on every read.
             snapshot = Snapshot(state.snapshot.values, state.snapshot.source)
         else:
@@ -155,6 +161,7 @@ def _subscribe_loop(state: _Runtime) -> None:
             # Anything announced while we were not listening is picked up by this reload.
             _reload_from_thread(state)
             state.subscribed.set()
+            outage.REDIS.recovered()
             backoff = 0.1
             while not state.stop.is_set():
                 message = pubsub.get_message(timeout=0.25)  # short, so a stop is noticed quickly
@@ -165,7 +172,11 @@ def _subscribe_loop(state: _Runtime) -> None:
                     _reconcile_from_thread()
         except redis.RedisError as exc:
             state.subscribed.clear()
-            logger.warning("settings subscription lost (%s); reconnecting in %.1fs", exc, backoff)
+            reporter = outage.reporter_for(exc)
+            if reporter is None:
+                logger.warning("settings subscription lost (%s); reconnecting in %.1fs", exc, backoff)
+            else:  # one line per outage, not one per reconnection attempt
+                reporter.failed(exc, doing="settings changes are picked up once it is back")
             state.stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
         except Exception:

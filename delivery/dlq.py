@@ -87,6 +87,11 @@ class DlqEntry:
         return self.fields.get("error", "")
 
     @property
+    def response(self) -> str:
+        """Moogsoft's response excerpt (Moogsoft entries); empty for the others."""
+        return self.fields.get("response", "")
+
+    @property
     def attempts(self) -> int | None:
         value = self.fields.get("attempts", "")
         return int(value) if value.isdigit() else None

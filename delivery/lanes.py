@@ -19,16 +19,19 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 
 import redis
 from django.db import close_old_connections, connections
 
 from configcenter.runtime import get_setting
 from delivery.forwarder import Forwarder
+from mutt_project import outage, streams
 
 logger = logging.getLogger("mutt.forwarder")
 
 BLOCK_MS = 500  # a lane's blocking read on an empty stream: also how long it may take to stop
+CONSUMER_SWEEP_SECONDS = 60.0  # how often the consumers killed forwarders left in the group are removed
 REST_SECONDS = 0.02  # after a step with nothing to send (breaker open, rate limited)
 ERROR_PAUSE_SECONDS = 1.0
 
@@ -42,11 +45,39 @@ class Lanes:
         self._numbers = itertools.count(2)  # never reused: a stopping lane may still hold its name
         self._running: list[_Lane] = []
         self._stopping: list[_Lane] = []
+        self._swept_at = -CONSUMER_SWEEP_SECONDS  # the first step sweeps
 
     def step(self, block_ms: int = BLOCK_MS) -> int:
         """Match the lanes to the setting, then one step of the first lane; returns what it finished."""
         self.adjust()
+        self.forget_dead_consumers()
         return self.first.step(block_ms=block_ms)
+
+    def forget_dead_consumers(self) -> list[str]:
+        """Now and then, remove from the group the consumers of forwarders that are gone: nothing pending,
+        not seen for ``consumer_forget_idle_seconds`` (never one of this process's lanes). Returns their names.
+        """
+        now = time.monotonic()
+        if now - self._swept_at < CONSUMER_SWEEP_SECONDS:
+            return []
+        self._swept_at = now
+        first = self.first
+        ours = [first.consumer, *(lane.forwarder.consumer for lane in [*self._running, *self._stopping])]
+        try:
+            removed = streams.forget_idle_consumers(
+                first.client, first.stream, first.group,
+                idle_seconds=get_setting("consumer_forget_idle_seconds"), keep=ours,
+            )  # fmt: skip
+        except redis.RedisError as exc:
+            reporter = outage.reporter_for(exc)
+            if reporter is None:
+                logger.warning("could not look for consumers of stopped forwarders (%s); next sweep retries", exc)
+            else:
+                reporter.failed(exc)
+            return []
+        if removed:
+            logger.info("removed %d idle consumers of stopped forwarders", len(removed), extra={"consumers": removed})
+        return removed
 
     def adjust(self) -> None:
         """Start or stop lanes until ``forwarder_concurrency`` requests can be in flight."""
@@ -91,11 +122,19 @@ class _Lane(threading.Thread):
 
     def run(self) -> None:
         try:
+            down: set[outage.OutageReporter] = set()  # as in the worker loop: one line per outage, not per step
             while not self.stop.is_set():
                 try:
                     sent = self.forwarder.step(block_ms=BLOCK_MS)
-                except Exception:
-                    logger.exception("forwarder lane %s: a step failed; carrying on", self.forwarder.consumer)
+                    while down:
+                        down.pop().recovered()
+                except Exception as exc:
+                    reporter = outage.reporter_for(exc)
+                    if reporter is None:
+                        logger.exception("forwarder lane %s: a step failed; carrying on", self.forwarder.consumer)
+                    else:
+                        reporter.failed(exc, doing="the forwarder holds its alerts")
+                        down.add(reporter)
                     sent = 0
                     self.stop.wait(ERROR_PAUSE_SECONDS)
                 finally:

@@ -6,11 +6,13 @@
   stream with a fresh set of retries, but only when the shared circuit breaker is closed and a real GET of
   Moogsoft's health URL succeeds (never a fake event). Otherwise the pass is skipped and the reason counted.
 - **Alerter DLQ**: entries shed under load (``shed``; ``database_error`` too, should the alerter ever
-  dead-letter for that) go back to the ingest stream, only while the ingest backlog is below half of
-  ``ingest_max_queue_depth`` and the alert backlog below the alerter's warning level, so that replaying
-  does not bring on the backpressure or shedding that put them there. At most the room left below that
-  half is replayed.
-- Permanent failures (HTTP 4xx, malformed, too many deliveries, processing errors) are never replayed:
+  dead-letter for that) and entries delivered more than ``alerter_max_deliveries`` times (``max_deliveries``:
+  mostly alerters killed or stalled while holding them; a real poison event comes back and, after
+  ``max_poison_retries`` replays, goes to the dead queue) go back to the ingest stream, only while the
+  ingest backlog is below half of ``ingest_max_queue_depth`` and the alert backlog below the alerter's
+  warning level, so that replaying does not bring on the backpressure or shedding that put them there. At
+  most the room left below that half is replayed.
+- Permanent failures (HTTP 4xx, malformed, processing errors) are never replayed:
   they need a person, in the admin.
 - At most ``remediation_batch_size`` entries per queue, oldest first. An entry whose event would be
   replayed more than ``max_poison_retries`` times goes to the dead queue instead (decided atomically with
@@ -35,7 +37,7 @@ from delivery import dlq, services
 from delivery.breaker import CLOSED, CircuitBreaker
 from delivery.destination import is_local_mock
 from delivery.notify import PoisonReport, notify_poison
-from mutt_project import streams
+from mutt_project import outage, streams
 from mutt_project.audit import Actor
 from mutt_project.context import request_id_scope
 from mutt_project.redis import get_redis, key
@@ -46,7 +48,7 @@ ACTOR = Actor.system("remediation")
 # Reasons worth another try without anyone changing anything.
 TRANSIENT_REASONS: dict[str, tuple[str, ...]] = {
     "moog": ("retries_exhausted",),
-    "alerter": ("shed", "database_error"),
+    "alerter": ("shed", "database_error", "max_deliveries"),
 }
 
 PASSES = Counter("mutt_remediation_passes_total", "Remediation passes run.")
@@ -100,6 +102,7 @@ class Remediator:
         self.http = http or urllib3.PoolManager(num_pools=2, maxsize=1, retries=False)
         self.lock_key = key("remediation", "lock")
         self.lock_token = uuid.uuid4().hex
+        self._outages: dict[str, outage.OutageReporter] = {}  # queue -> the outage its last pass failed on
 
     def step(self) -> PassResult:
         """One remediation pass over both queues; one failing queue does not stop the other."""
@@ -113,10 +116,16 @@ class Remediator:
                 for queue, remediate in (("moog", self._remediate_moog), ("alerter", self._remediate_alerter)):
                     try:
                         remediate(result)
-                    except Exception:
+                        self._ended_outage(queue, result)
+                    except Exception as exc:
                         ERRORS.labels(queue).inc()
                         result.failed.append(queue)
-                        logger.exception("remediation of the %s DLQ failed; next pass retries", queue)
+                        reporter = outage.reporter_for(exc)
+                        if reporter is None:
+                            logger.exception("remediation of the %s DLQ failed; next pass retries", queue)
+                        else:  # an outage: one line when it starts, not a traceback per pass
+                            reporter.failed(exc, doing=f"the {queue} DLQ waits for the next pass")
+                            self._outages[queue] = reporter
                 if result.dead:
                     result.notification = notify_poison(self._poison_report(result), http=self.http)
                 self.report_depths()
@@ -124,6 +133,14 @@ class Remediator:
             self._unlock()
         PASSES.inc()
         return result
+
+    def _ended_outage(self, queue: str, result: PassResult) -> None:
+        """A pass over ``queue`` after one that failed on an outage: Redis answered it; the database only
+        did if the pass replayed something (its audit row)."""
+        reporter = self._outages.get(queue)
+        if reporter is outage.REDIS or (reporter is not None and queue in result.replayed):
+            del self._outages[queue]
+            reporter.recovered()
 
     def _lock(self) -> bool:
         # Longer than any pass can take (two probes at the longest timeout), so a crashed pass frees it.

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from django.http import HttpRequest, HttpResponse
+from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
 from ingest import metrics
@@ -43,6 +44,13 @@ def ingest_view(request: HttpRequest, version: str = CURRENT_VERSION) -> HttpRes
     _version_headers(response, version if version in SERVED_VERSIONS else CURRENT_VERSION)
     metrics.requests(result.status, result.reason).inc()
     metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+    if result.status >= 500:
+        # A refusal the client can retry (503 with Retry-After: backpressure, Redis or the key store
+        # unavailable), not a server error: logged at WARNING, as Django logs the 4xx refusals, rather than
+        # at ERROR. An unexpected error raises above and Django logs it at ERROR, with its traceback.
+        log_response(
+            "%s: %s", response.reason_phrase, request.path, response=response, request=request, level="warning"
+        )
     return response
 
 

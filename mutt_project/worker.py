@@ -3,7 +3,9 @@
 Parse arguments, turn SIGTERM/SIGINT into a flag, optionally serve Prometheus metrics, then loop:
 one unit of work, then rest if there was nothing to do. The unit in hand always finishes before the
 process exits 0; an exception in a unit is logged and the loop goes on (a bug or an outage must not
-kill the worker, whose entries stay pending and are retried). The logic lives in plain classes that
+kill the worker, whose entries stay pending and are retried). A bug is logged with its traceback each
+time; an outage of Redis or PostgreSQL once when it starts, once a minute while it lasts and once when
+it ends (:mod:`mutt_project.outage`). The logic lives in plain classes that
 tests drive directly; subclasses only wire them in.
 """
 
@@ -17,6 +19,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 from prometheus_client import start_http_server
+
+from mutt_project import outage
 
 logger = logging.getLogger("mutt.worker")
 
@@ -69,11 +73,19 @@ class WorkerCommand(BaseCommand):
         self.setup(options)
         logger.info("%s started", self.name)
         idle_since = time.monotonic()
+        down: set[outage.OutageReporter] = set()  # outages seen here, ended by the next unit that succeeds
         while not self.stopping:
             try:
                 did_work = self.work()
-            except Exception:
-                logger.exception("%s: a unit of work failed; carrying on", self.name)
+                while down:
+                    down.pop().recovered()
+            except Exception as exc:
+                reporter = outage.reporter_for(exc)
+                if reporter is None:
+                    logger.exception("%s: a unit of work failed; carrying on", self.name)
+                else:
+                    reporter.failed(exc, doing=f"the {self.name} holds its work")
+                    down.add(reporter)
                 did_work = False
                 time.sleep(1)
             finally:

@@ -59,7 +59,7 @@ from django.db import (
 from psycopg2.extras import execute_values
 
 from configcenter.runtime import get_setting
-from mutt_project import streams
+from mutt_project import outage, streams
 from mutt_project.redis import DeferredCommand, DeferredScript, get_redis, key
 from rules import flood, metrics
 from rules.engine import SEVERITY_FROM_SYSLOG, RuleSet, clip_message
@@ -88,6 +88,29 @@ _COPY_COLUMNS = (
     "alert_severity", "syslog_severity", "message", "trap_oid", "source_type", "correlation_id", "raw",
 )  # fmt: skip
 _COPY_SQL = f"COPY rules_eventauditlog ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+# An event dead-lettered before it was matched (delivered too often) is audited as such, with the reason. A
+# row the event already has (audited by an alerter that died before acknowledging it) is left as it is.
+DEAD_LETTERED = "dead_lettered"
+_INSERT_DEAD_SQL = (
+    f"INSERT INTO rules_eventauditlog ({', '.join(_COPY_COLUMNS)}, dead_letter_reason) VALUES %s "  # noqa: S608
+    "ON CONFLICT (event_id, event_time) DO NOTHING"
+)
+_INSERT_DEAD_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s)"
+# When such an event comes back (replayed from the DLQ), its row takes the real outcome: updated, not added
+# (the INSERT ... ON CONFLICT DO NOTHING of a redelivered batch leaves it alone). The reason stays, as the
+# record that the event was dead-lettered once. UPDATE ... FROM tolerates an event twice in the batch.
+_COLUMN_TYPES = {
+    "event_id": "uuid", "event_time": "timestamptz", "received_at": "timestamptz", "rule_id": "bigint",
+    "forwarded": "boolean", "syslog_severity": "smallint", "raw": "json",
+}  # fmt: skip
+_REVIVE_SET = ", ".join(
+    f"{c} = v.{c}" + (f"::{_COLUMN_TYPES[c]}" if c in _COLUMN_TYPES else "") for c in _COPY_COLUMNS[2:]
+)
+_REVIVE_SQL = (
+    f"UPDATE rules_eventauditlog AS a SET {_REVIVE_SET} FROM (VALUES %s) AS v ({', '.join(_COPY_COLUMNS)}) "  # noqa: S608
+    f"WHERE a.handling = '{DEAD_LETTERED}' AND a.event_id = v.event_id::uuid "
+    "AND a.event_time = v.event_time::timestamptz"
+)
 _COPY_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search
 _NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -121,6 +144,7 @@ end
 return added
 """
 PARTITION_CHECK_SECONDS = 6 * 3600
+CONSUMER_SWEEP_SECONDS = 60.0  # how often an alerter removes the consumers killed alerters left in the group
 TRIM_INTERVAL_SECONDS = 1.0
 BACKLOG_CLEAR_SECONDS = 0.1
 # The pipelined alerter's audit writer thread needs the GIL back after each database call. At Python's
@@ -255,6 +279,16 @@ def blames_the_data(exc: BaseException) -> bool:
     return code is None or code[:2] in _DATA_ERROR_CLASSES
 
 
+def _warn_or_report(exc: redis.RedisError, message: str) -> None:
+    """A Redis error in housekeeping: Redis unreachable is an outage (one line per state change, see
+    :mod:`mutt_project.outage`); anything else is logged here (``message`` has one ``%s``: the error)."""
+    reporter = outage.reporter_for(exc)
+    if reporter is None:
+        logger.warning(message, exc)
+    else:
+        reporter.failed(exc)
+
+
 def dedup_key(received_at: str) -> str:
     """Alert dedup hash of one hour of receive time: a redelivered event falls in the same bucket."""
     return key("alerted", received_at[:13])
@@ -277,6 +311,7 @@ class _Decoded:
     entry_id: bytes
     event: dict[str, Any]
     raw: bytes  # the entry's JSON as ingest wrote it: stored as the audit row's raw event, not re-encoded
+    dead_letter: tuple[str, str] | None = None  # (reason, error): audit as dead-lettered, do not evaluate
 
 
 @dataclass
@@ -320,6 +355,21 @@ class _Batch:
     outcome: Outcome = field(default_factory=Outcome)
 
 
+def dead_letter_row(item: _Decoded) -> tuple[Any, ...]:
+    """The audit row of an event dead-lettered before evaluation: its own fields, no rule, handling
+    ``dead_lettered``, and the reason (``_INSERT_DEAD_SQL``'s columns). The event is not matched: it may be
+    the very event that made alerters fail."""
+    event = item.event
+    get = event.get
+    reason, error = item.dead_letter or ("", "")
+    return (
+        event["event_id"], event["timestamp"], event["received_at"], event["hostname"], "", None, DEAD_LETTERED,
+        "", False, "", get("syslog_severity"), get("message") or "", get("trap_oid") or "",
+        (get("source_type") or "")[:50], (get("correlation_id") or "")[:128], item.raw.decode(),
+        f"{reason}: {error}"[:200],
+    )  # fmt: skip
+
+
 class _Evaluated:
     """A batch decoded and evaluated: each event with its audit row, alert payload and flood template,
     the entries that are poison, and the audit rows in COPY's text format, ready to send.
@@ -332,6 +382,8 @@ class _Evaluated:
         # (event, audit row, alert payload or None, flood template of an unhandled event or None)
         self.evaluated: list[tuple[_Decoded, tuple[Any, ...], bytes | None, str | None]] = []
         self.poison: list[tuple[bytes, bytes, str, str]] = []
+        # Events dead-lettered before evaluation (delivered too often), with their audit rows.
+        self.dead: list[tuple[_Decoded, tuple[Any, ...]]] = []
         rows: list[tuple[Any, ...]] = []
         for entry_id, fields in entries:
             try:
@@ -342,6 +394,9 @@ class _Evaluated:
                 continue
             if item.__class__ is tuple:
                 self.poison.append(item)
+                continue
+            if item.dead_letter is not None:
+                self.dead.append((item, dead_letter_row(item)))
                 continue
             try:
                 row, alert, template = evaluate(item)
@@ -391,6 +446,7 @@ class Alerter:
         self._backlog_clear_until = 0.0
         self._trimmed_at = 0.0
         self._partitions_checked = time.monotonic()
+        self._swept_at = -CONSUMER_SWEEP_SECONDS  # the first step sweeps
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
         streams.ensure_group(self.client, self.stream, streams.ALERTERS_GROUP)
@@ -432,6 +488,25 @@ class Alerter:
         except Exception:
             logger.warning("could not check the audit log partitions", exc_info=True)
 
+    def forget_dead_consumers(self) -> list[str]:
+        """Now and then, remove from the group the consumers of alerters that are gone: nothing pending, not
+        seen for ``consumer_forget_idle_seconds`` (never this one). Returns their names."""
+        now = time.monotonic()
+        if now - self._swept_at < CONSUMER_SWEEP_SECONDS:
+            return []
+        self._swept_at = now
+        try:
+            removed = streams.forget_idle_consumers(
+                self.client, self.stream, streams.ALERTERS_GROUP,
+                idle_seconds=get_setting("consumer_forget_idle_seconds"), keep=[self.consumer],
+            )  # fmt: skip
+        except redis.RedisError as exc:
+            _warn_or_report(exc, "could not look for consumers of stopped alerters (%s); next sweep retries")
+            return []
+        if removed:
+            logger.info("removed %d idle consumers of stopped alerters", len(removed), extra={"consumers": removed})
+        return removed
+
     def _listen(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
@@ -439,12 +514,13 @@ class Alerter:
             try:
                 pubsub.subscribe(rules_channel())
                 self.rules_changed.set()  # changes may have been missed while not subscribed
+                outage.REDIS.recovered()
                 backoff = 0.1
                 while not self._stop.is_set():
                     if pubsub.get_message(timeout=0.5) is not None:
                         self.rules_changed.set()
             except redis.RedisError as exc:
-                logger.warning("rule change subscription lost (%s); retrying in %.1fs", exc, backoff)
+                _warn_or_report(exc, "rule change subscription lost (%s); retrying")
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
@@ -459,13 +535,21 @@ class Alerter:
         started = time.perf_counter()
         try:
             ruleset = build_ruleset()
-        except Exception:
+        except Exception as exc:
             metrics.RELOAD_FAILURES.inc()
-            logger.exception("rule snapshot reload failed; keeping the previous snapshot (%s)", self.ruleset.version)
+            reporter = outage.reporter_for(exc)
+            if reporter is None:
+                logger.exception(
+                    "rule snapshot reload failed; keeping the previous snapshot (%s)", self.ruleset.version
+                )
+            else:  # one line per outage, not one per retry (every second while no snapshot is loaded)
+                held = "no event is matched until the rules load" if not self.rules_loaded else "rules kept as loaded"
+                reporter.failed(exc, doing=f"{held} (snapshot {self.ruleset.version})")
             self.loaded_at = time.monotonic()  # retry at the next periodic reload, or on the next change
             return False
         finally:
             connection.close_if_unusable_or_obsolete()
+        outage.POSTGRESQL.recovered()
         self.ruleset = ruleset
         self.rules_loaded = True
         self.loaded_at = time.monotonic()
@@ -496,6 +580,7 @@ class Alerter:
         """Do one batch of work; returns the number of entries finished (0 when idle or backing off)."""
         self.refresh_rules(force=not self.rules_loaded)
         self.maintain_partitions()
+        self.forget_dead_consumers()
         if not self.rules_loaded:
             # Matching against an empty snapshot would audit real pages as unhandled: wait for the rules.
             time.sleep(1)
@@ -584,6 +669,7 @@ class Alerter:
             audited, refused = self._audit(evaluated)
         except DatabaseError as exc:  # unreachable, or refusing for a reason of its own state
             return self._hold(batch, exc)
+        outage.POSTGRESQL.recovered()
         self._collect(self._send_finish(self._settled(batch, evaluated, audited, refused, started)))
         return len(batch.entries)
 
@@ -634,6 +720,7 @@ class Alerter:
         except DatabaseError as exc:  # unreachable, or refusing for a reason of its own state
             self._hold(writing.batch, exc)
             return
+        outage.POSTGRESQL.recovered()
         self._unfinished = self._settled(writing.batch, writing.evaluated, audited, refused, writing.started)
 
     def _stop_writer(self) -> None:
@@ -658,10 +745,10 @@ class Alerter:
         batch.retry_at = time.monotonic() + delay
         self._held = batch
         metrics.DB_ERRORS.inc()
-        logger.warning(
-            "database unavailable or refusing writes (%s); keeping %d entries, retry in %.1fs",
-            exc, len(batch.entries), delay,
-        )  # fmt: skip
+        # Unreachable, or refusing writes for a reason of its own state: one line when it starts, one a
+        # minute while it lasts (the retries back off to 30 s), one when an audit succeeds again.
+        outage.POSTGRESQL.failed(exc, doing=f"the alerter keeps {len(batch.entries)} entries unacknowledged")
+        logger.debug("audit held: %d entries, retry in %.1fs (%s)", len(batch.entries), delay, exc)
         return 0
 
     def _retry_held(self) -> int:
@@ -681,8 +768,8 @@ class Alerter:
         ids = [entry_id for entry_id, _ in batch.entries]
         try:
             streams.keep_claimed(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer, ids)
-        except redis.RedisError:
-            logger.warning("could not refresh the claim on held entries", exc_info=True)
+        except redis.RedisError as exc:
+            _warn_or_report(exc, "could not refresh the claim on held entries (%s)")
 
     # --- processing ---------------------------------------------------------------------------
 
@@ -823,6 +910,12 @@ class Alerter:
             raise
 
     def _write(self, rows: _Evaluated) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
+        audited, refused = self._write_evaluated(rows)
+        if rows.dead:
+            refused = refused + self._write_dead(rows.dead)
+        return audited, refused
+
+    def _write_evaluated(self, rows: _Evaluated) -> tuple[list[Any], list[tuple[bytes, bytes, str, str]]]:
         evaluated = rows.evaluated
         if not evaluated:
             return [], []
@@ -846,6 +939,7 @@ class Alerter:
             with connection.cursor() as cursor, connection.wrap_database_errors:
                 values = [_insert_values(row) for _, row, *_ in evaluated]
                 execute_values(cursor.cursor, _INSERT_SQL, values, template=_INSERT_TEMPLATE, page_size=len(values))
+            self._revive(values)
             return evaluated, []
         except (OperationalError, InterfaceError):
             raise
@@ -870,7 +964,60 @@ class Alerter:
                     if not blames_the_data(exc):
                         raise
                     refused.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
+            if kept:
+                self._revive([_insert_values(row) for _, row, *_ in kept])
         return kept, refused
+
+    def _revive(self, values: list[tuple[str | None, ...]]) -> None:
+        """Give the rows of events dead-lettered earlier and now replayed (in a redelivered batch: their row
+        made the COPY fail) the outcome of this audit. A separate statement after the INSERT: a crash in
+        between leaves the entries pending, and the redone batch updates them. A refusal of the data here
+        (not expected: the INSERT took the same values) leaves those rows as they were, logged."""
+        try:
+            with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+                execute_values(cursor.cursor, _REVIVE_SQL, values, page_size=len(values))
+        except (OperationalError, InterfaceError):
+            raise
+        except (DatabaseError, ValueError) as exc:
+            if not blames_the_data(exc):
+                raise
+            logger.warning("could not update the audit rows of replayed dead-lettered events (%s)", exc)
+
+    def _write_dead(self, dead: list[tuple[_Decoded, tuple[Any, ...]]]) -> list[tuple[bytes, bytes, str, str]]:
+        """Audit the events dead-lettered before evaluation (``handling`` dead_lettered, with the reason); an
+        event audited already keeps its row. Returns their poison for the DLQ. A row the database refuses
+        for its data leaves its event unaudited: the DLQ entry's error says so."""
+        refusals: dict[bytes, str] = {}
+        try:
+            with connection.cursor() as cursor, connection.wrap_database_errors:
+                values = [_insert_values(row) for _, row in dead]
+                execute_values(cursor.cursor, _INSERT_DEAD_SQL, values, template=_INSERT_DEAD_TEMPLATE)
+        except (OperationalError, InterfaceError):
+            raise
+        except (DatabaseError, ValueError) as exc:
+            if not blames_the_data(exc):
+                raise
+            with transaction.atomic():
+                for item, row in dead:
+                    try:
+                        with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+                            execute_values(
+                                cursor.cursor, _INSERT_DEAD_SQL, [_insert_values(row)], template=_INSERT_DEAD_TEMPLATE
+                            )
+                    except (OperationalError, InterfaceError):
+                        raise
+                    except (DatabaseError, ValueError) as row_exc:
+                        if not blames_the_data(row_exc):
+                            raise
+                        refusals[item.entry_id] = f"{type(row_exc).__name__}: {row_exc}"
+            if refusals:
+                logger.warning("the database refused the audit rows of %d dead-lettered events", len(refusals))
+        poison = []
+        for item, _ in dead:
+            reason, error = item.dead_letter or ("", "")
+            refusal = refusals.get(item.entry_id)
+            poison.append((item.entry_id, item.raw, reason, f"{error}; not audited: {refusal}" if refusal else error))
+        return poison
 
     def _decoder(self, entries: list[tuple[bytes, dict[bytes, bytes]]], *, check_deliveries: bool) -> Any:
         """A function from one entry to its event, or to its poison (entry id, raw payload, reason, error)."""
@@ -896,7 +1043,7 @@ class Alerter:
                 return (entry_id, raw, "malformed", str(exc))
             if counts and counts.get(entry_id, 1) > limit:
                 why = f"delivered {counts[entry_id]} times"
-                return (entry_id, fields[streams.PAYLOAD_FIELD], "max_deliveries", why)
+                return _Decoded(entry_id, event, fields[streams.PAYLOAD_FIELD], ("max_deliveries", why))
             return _Decoded(entry_id, event, fields[streams.PAYLOAD_FIELD])
 
         return decode
@@ -1037,9 +1184,10 @@ class Alerter:
             pipe.xlen(self.stream)
             pipe.xlen(self.dlq)
             lag, dlq_depth = pipe.execute()
-        except redis.RedisError:
-            logger.warning("could not trim the ingest stream", exc_info=True)
+        except redis.RedisError as exc:
+            _warn_or_report(exc, "could not trim the ingest stream (%s)")
             return
+        outage.REDIS.recovered()
         metrics.INGEST_LAG.set(lag)
         metrics.DLQ_DEPTH.set(dlq_depth)
 

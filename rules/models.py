@@ -270,6 +270,13 @@ class EventAuditLog(models.Model):
     source_type = models.CharField(max_length=50, blank=True)
     correlation_id = models.CharField(max_length=128, blank=True)
     raw = RawEventField()
+    dead_letter_reason = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Why the event went to the alerter DLQ unmatched (handling 'dead_lettered'); kept when a replay "
+        "audits it later.",
+    )
 
     class Meta:
         managed = False

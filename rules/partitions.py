@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime
 from django.db import connection
 from django.db.utils import DatabaseError
 
+from mutt_project import outage
+
 logger = logging.getLogger("mutt.partitions")
 
 TABLE = "rules_eventauditlog"
@@ -46,5 +48,9 @@ def ensure_partitions(months_ahead: int = 2, today: date | None = None) -> list[
                 )
             created.append(name)
         except DatabaseError as exc:
+            reporter = outage.reporter_for(exc)
+            if reporter is not None:  # unreachable: the other months would fail alike; one line says it
+                reporter.failed(exc, doing="audit partitions not checked")
+                break
             logger.warning("could not create partition %s: %s", name, exc)
     return created

@@ -119,8 +119,7 @@ def test_a_failed_health_probe_skips_the_moog_dlq(moog, remediator, redis_client
 
 def test_permanent_failures_are_never_replayed(moog, remediator, redis_client):
     permanent = [add_moog_entry(redis_client, reason=r, status=400)[0] for r in ("http_400", "http_404", "malformed")]
-    permanent_alerter = [add_alerter_entry(redis_client, reason=r)[0] for r in ("malformed", "max_deliveries",
-                                                                               "processing_error")]  # fmt: skip
+    permanent_alerter = [add_alerter_entry(redis_client, reason=r)[0] for r in ("malformed", "processing_error")]
     for _ in range(3):
         result = remediator.step()
         assert (result.replayed, result.skipped) == ({}, {})

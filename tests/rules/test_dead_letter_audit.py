@@ -1,0 +1,175 @@
+"""An entry past the delivery limit is audited as dead-lettered, and a replay (service, admin or remediation)
+audits and alerts it once: its audit row is updated, never duplicated."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.urls import reverse
+
+from delivery import services as dlq_services
+from delivery.models import DlqAction
+from delivery.remediation import Remediator
+from mutt_project import streams
+from mutt_project.audit import Actor
+from rules import services
+from rules.alerter import Alerter, _Batch
+from rules.models import AlertRule, EventAuditLog
+from tests.support.events import make_event, push, read_stream
+from tests.support.waiting import apply_setting
+
+OPS = Actor.cli("ops")
+
+
+@pytest.fixture
+def link_rule(db):
+    return services.create(
+        AlertRule, actor=OPS, name="link down", match_type="contains", match_string="changed state to down",
+        priority=10, team_assignment="network-ops", severity="major",
+    )  # fmt: skip
+
+
+def drain(alerter: Alerter, rounds: int = 20) -> int:
+    total = 0
+    for _ in range(rounds):
+        done = alerter.step(block_ms=10)
+        total += done
+        if not done and alerter.idle:
+            break
+    return total
+
+
+def make_poison(client, event: dict) -> Alerter:
+    """Deliver ``event``'s entry to an alerter that dies holding it; returns the alerter whose steps take it
+    over and find it past the limit (``alerter_max_deliveries`` 1)."""
+    apply_setting("alerter_claim_idle_seconds", 1)
+    apply_setting("alerter_max_deliveries", 1)
+    survivor = Alerter("survivor")
+    push(client, [event])
+    client.xreadgroup(streams.ALERTERS_GROUP, "killed", {streams.ingest_stream(): ">"}, count=10)
+    time.sleep(1.1)
+    return survivor
+
+
+def dlq_entries(client) -> list[tuple[str, dict[bytes, bytes]]]:
+    return [(entry_id.decode(), fields) for entry_id, fields in client.xrange(streams.dlq_stream("alerter"))]
+
+
+def assert_processed_once(client, event: dict, rule: AlertRule) -> None:
+    rows = list(EventAuditLog.objects.filter(event_id=event["event_id"]))
+    assert len(rows) == 1, "the dead-lettered row is updated, not duplicated"
+    row = rows[0]
+    assert (row.handling, row.rule_id, row.forwarded, row.team) == ("page_and_ticket", rule.pk, True, "network-ops")
+    assert row.dead_letter_reason == "max_deliveries: delivered 2 times", "kept: it was dead-lettered once"
+    alerts = [a["event_id"] for a in read_stream(client, streams.alerts_stream())]
+    assert alerts == [event["event_id"]], "alerted once"
+    assert client.xlen(streams.dlq_stream("alerter")) == 0
+    assert client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_entry_past_the_delivery_limit_is_audited_as_dead_lettered_with_the_reason(
+    redis_client, clean_pipeline, link_rule
+):
+    event = make_event()
+    other = make_event(hostname="edge-rtr-02")
+    survivor = make_poison(redis_client, event)
+    push(redis_client, [other])
+    assert drain(survivor) == 2
+    [(_, fields)] = dlq_entries(redis_client)
+    assert (fields[b"reason"], fields[b"error"]) == (b"max_deliveries", b"delivered 2 times")
+    assert streams.decode(fields)["event_id"] == event["event_id"]
+    row = EventAuditLog.objects.get(event_id=event["event_id"])
+    assert (row.handling, row.dead_letter_reason, row.rule_id, row.forwarded) == (
+        "dead_lettered", "max_deliveries: delivered 2 times", None, False,
+    )  # fmt: skip
+    assert (row.hostname, row.message, row.raw) == (event["hostname"], event["message"], event)
+    assert EventAuditLog.objects.get(event_id=other["event_id"]).handling == "page_and_ticket"
+    assert [a["event_id"] for a in read_stream(redis_client, streams.alerts_stream())] == [other["event_id"]]
+    assert redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_audited_before_its_alerter_died_keeps_its_row_when_dead_lettered(
+    redis_client, clean_pipeline, link_rule
+):
+    # The killed alerter committed the audit row but never acknowledged the entry.
+    event = make_event()
+    stalled = Alerter("stalled")
+    push(redis_client, [event])
+    stalled.refresh_rules(force=True)
+    entries = stalled._read_new(block_ms=10)
+    stalled._audit(stalled._rows(_Batch(entries)))  # audited, then "killed": no alert, no acknowledgement
+    time.sleep(1.1)
+    apply_setting("alerter_claim_idle_seconds", 1)
+    apply_setting("alerter_max_deliveries", 1)
+    drain(Alerter("survivor"))
+    stalled.stop()
+    row = EventAuditLog.objects.get(event_id=event["event_id"])
+    assert (row.handling, row.dead_letter_reason) == ("page_and_ticket", "")
+    assert [fields[b"reason"] for _, fields in dlq_entries(redis_client)] == [b"max_deliveries"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_service_replays_it_and_it_is_audited_and_alerted_once(redis_client, clean_pipeline, link_rule):
+    event = make_event()
+    survivor = make_poison(redis_client, event)
+    assert drain(survivor) == 1
+    [(entry_id, _)] = dlq_entries(redis_client)
+    report = dlq_services.replay_entries(
+        actor=OPS, queue="alerter", entry_ids=[entry_id], reason="alerters were being killed; replaying"
+    )
+    assert report.replayed == [entry_id]
+    assert drain(survivor) == 1
+    assert_processed_once(redis_client, event, link_rule)
+    action = DlqAction.objects.get()
+    assert (action.actor, action.queue, action.action, action.count) == ("cli:ops", "alerter", "replay", 1)
+    assert action.details["event_ids"] == {entry_id: event["event_id"]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_replays_it_and_it_is_audited_and_alerted_once(
+    redis_client, clean_pipeline, link_rule, admin_client_alice
+):
+    event = make_event()
+    survivor = make_poison(redis_client, event)
+    assert drain(survivor) == 1
+    [(entry_id, _)] = dlq_entries(redis_client)
+    page = admin_client_alice.get(reverse("admin:delivery_dlq_queues") + "?queue=alerter").content.decode()
+    assert entry_id in page
+    done = admin_client_alice.post(
+        reverse("admin:delivery_dlq_act", args=["alerter"]),
+        {"action": "replay", "ids": [entry_id], "apply": "1", "reason": "INC-7 chaos run"},
+        follow=True,
+    )
+    assert "Replay on the alerter queue: 1 replayed." in done.content.decode()
+    assert drain(survivor) == 1
+    assert_processed_once(redis_client, event, link_rule)
+    assert DlqAction.objects.get().actor == "user:alice"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_remediation_replays_it_and_it_is_audited_and_alerted_once(redis_client, clean_pipeline, link_rule):
+    event = make_event()
+    survivor = make_poison(redis_client, event)
+    assert drain(survivor) == 1
+    result = Remediator(client=redis_client).step()
+    assert result.replayed == {"alerter": 1}
+    assert drain(survivor) == 1
+    assert_processed_once(redis_client, event, link_rule)
+    assert DlqAction.objects.get().actor == "system:remediation"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replayed_event_arriving_twice_in_one_batch_is_audited_once(redis_client, clean_pipeline, link_rule):
+    event = make_event()
+    survivor = make_poison(redis_client, event)
+    assert drain(survivor) == 1
+    assert len(dlq_entries(redis_client)) == 1
+    redis_client.delete(streams.dlq_stream("alerter"))
+    push(redis_client, [event, event])  # e.g. replayed while a sender also sent it again
+    assert drain(survivor) == 2
+    assert EventAuditLog.objects.filter(event_id=event["event_id"]).count() == 1
+    assert EventAuditLog.objects.get(event_id=event["event_id"]).handling == "page_and_ticket"
+    assert len(read_stream(redis_client, streams.alerts_stream())) == 1
