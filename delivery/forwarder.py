@@ -16,7 +16,10 @@
    success, idempotency records, acknowledgement (a failed call leaves them on record for the next);
    408/429/5xx/timeout/connection error → breaker failure, and each alert is scheduled for a retry
    (full-jitter backoff, or Retry-After) and acknowledged in one atomic step, or dead-lettered once
-   ``moog_max_retries`` is used up; other 4xx → dead-lettered at once with status and response.
+   ``moog_max_retries`` is used up; 401/403 → MOOG_API_KEY is read again and the request sent once more
+   with its other value (NEXT), which the process keeps using once Moogsoft takes it; refused again, it is
+   an outage: breaker failure and retries that use up no attempt, so a key rotated on one side only never
+   dead-letters an alert; other 4xx → dead-lettered at once with status and response.
 
 So a steady stream costs one Redis call per request, whatever the batch size.
 """
@@ -37,7 +40,9 @@ import redis
 from prometheus_client import Counter, Gauge, Histogram
 
 from configcenter.registry import get_definition
+from configcenter.rotation import ordered_values, remember_accepted
 from configcenter.runtime import current_snapshot, get_setting
+from configcenter.secrets import refresh_secrets
 from delivery.breaker import CircuitBreaker
 from delivery.destination import local_mock_url
 from delivery.gate import GateResult, StepScripts
@@ -54,6 +59,10 @@ DELIVERED_TTL = 86_400  # long enough to cover any redelivery after a crash
 HEADERS_SECONDS = 1.0  # how long the request headers (with the credential) are reused
 TRIM_INTERVAL = 1.0  # seconds between two trims of the alert stream (a safety net, see Forwarder._trim)
 RETRYABLE_STATUSES = frozenset({408, 429})
+# Moogsoft refusing the credential is an outage of the destination (a key rotated on one side only), not a
+# fault of the alerts: it opens the breaker and holds alerts like a 503, and uses up none of their retries.
+AUTH_STATUSES = frozenset({401, 403})
+MOOG_SECRET = "MOOG_API_KEY"  # noqa: S105 (the secret's name, not a value)
 
 REQUESTS = Counter(
     "mutt_forwarder_requests_total", "Requests to Moogsoft by outcome and reason.", ["outcome", "reason"]
@@ -116,6 +125,8 @@ class Result:
     status: int | None = None
     retry_after: float | None = None
     excerpt: str = ""
+    # The destination failed, not the alerts (authentication refused): a retry that uses up no attempt.
+    holds: bool = False
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -132,7 +143,8 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def classify(status: int | None, error: TransportError | None = None, headers: Any = None, body: bytes = b"") -> Result:
-    """Any 2xx delivered; 408, 429, 5xx, timeouts and connection errors retryable; other 4xx permanent."""
+    """Any 2xx delivered; 408, 429, 5xx, timeouts and connection errors retryable; 401 and 403 retryable
+    without using up an attempt (see AUTH_STATUSES); other 4xx permanent."""
     if error is not None:
         return Result("retry", error.reason, excerpt=str(error)[:500])
     status = status or 0
@@ -142,6 +154,8 @@ def classify(status: int | None, error: TransportError | None = None, headers: A
     retry_after = parse_retry_after(headers.get("Retry-After") if headers is not None else None)
     if status in RETRYABLE_STATUSES or status >= 500:
         return Result("retry", f"http_{status}", status, retry_after, excerpt)
+    if status in AUTH_STATUSES:
+        return Result("retry", f"http_{status}", status, retry_after, excerpt, holds=True)
     return Result("permanent", f"http_{status}", status, None, excerpt)
 
 
@@ -181,7 +195,8 @@ class Forwarder:
         self._unrecorded: list[tuple[bytes, dict[str, Any]]] = []  # delivered (2xx), not yet recorded
         self._delivered_prefix = delivered_key("")
         self.settings = StepSettings()  # renewed at the start of every step
-        self._header_cache: tuple[float, tuple[str, dict[str, str]], SecretHeaders] | None = None
+        # (valid until, (format, content headers), headers, the credential value they carry)
+        self._header_cache: tuple[float, tuple[str, dict[str, str]], SecretHeaders, str] | None = None
         self._last_claim = 0.0
         self._last_trim = 0.0
         streams.ensure_group(self.client, self.stream, self.group)
@@ -355,21 +370,9 @@ class Forwarder:
                 return 0
             request = build_request([alert for _, alert in items], fmt)
         headers = self._headers(fmt, request.headers)
-        timeout = self.settings["moog_timeout"]
-        started = time.perf_counter()
-        try:
-            response = self.http.post(
-                moog_url(self.settings["moog_url"]),
-                request.body,
-                headers,
-                timeout=timeout,
-                connect_timeout=min(timeout, 5.0),
-            )
-            result = classify(response.status, headers=response.headers, body=response.body)
-        except TransportError as exc:
-            result = classify(None, exc)
-        REQUEST_SECONDS.observe(time.perf_counter() - started)
-        _requests_counter(result.outcome, result.reason).inc()
+        result = self._post(request.body, headers)
+        if result.status in AUTH_STATUSES:
+            result = self._post_with_other_key(fmt, request.body, request.headers, result)
         if result.outcome == "delivered":
             self._mark_delivered(items)  # records the success with the breaker in the same call
         else:
@@ -380,6 +383,51 @@ class Forwarder:
                 self._dead_letter([(entry_id, alert, result) for entry_id, alert in items])
         self._trim()
         return len(items)
+
+    def _post(self, body: bytes, headers: SecretHeaders) -> Result:
+        """One POST to Moogsoft, timed and counted by outcome."""
+        timeout = self.settings["moog_timeout"]
+        started = time.perf_counter()
+        try:
+            response = self.http.post(
+                moog_url(self.settings["moog_url"]),
+                body,
+                headers,
+                timeout=timeout,
+                connect_timeout=min(timeout, 5.0),
+            )
+            result = classify(response.status, headers=response.headers, body=response.body)
+        except TransportError as exc:
+            result = classify(None, exc)
+        REQUEST_SECONDS.observe(time.perf_counter() - started)
+        _requests_counter(result.outcome, result.reason).inc()
+        return result
+
+    def _post_with_other_key(self, fmt: str, body: bytes, content: dict[str, str], refused: Result) -> Result:
+        """Moogsoft refused the credential (401/403): read MOOG_API_KEY again and send once more with its
+        other value (NEXT during a rotation, or a value rotated in meanwhile). When Moogsoft takes it, this
+        process uses that value from now on; when it refuses it too, or there is none, ``refused`` stands."""
+        rejected = self._header_cache[3] if self._header_cache is not None else ""
+        refresh_secrets(MOOG_SECRET)
+        self._header_cache = None
+        others = [value for value in ordered_values(MOOG_SECRET) if value != rejected]
+        if not others:
+            logger.warning(
+                "Moogsoft refused the credential and MOOG_API_KEY has no other value; holding alerts",
+                extra={"status": refused.status},
+            )
+            return refused
+        headers = auth_headers(fmt, others[0])
+        headers.update(content)
+        result = self._post(body, headers)
+        if result.status in AUTH_STATUSES:
+            logger.warning(
+                "Moogsoft refused both values of MOOG_API_KEY; holding alerts", extra={"status": result.status}
+            )
+        elif result.outcome == "delivered":
+            remember_accepted(MOOG_SECRET, others[0])  # no value is logged, only that it changed
+            logger.warning("Moogsoft refused one value of MOOG_API_KEY and accepted the other; using that one")
+        return result
 
     def _trim(self) -> None:
         """Every path deletes what it acknowledges, so the stream's length is already the backlog the
@@ -392,13 +440,16 @@ class Forwarder:
     def _headers(self, fmt: str, content: dict[str, str]) -> SecretHeaders:
         """Authentication and content headers, the same mapping for up to a second: the credential is
         looked up (and its header built) once a second rather than for every request, and the transport
-        encodes an unchanged mapping only once. A rotated credential is in use within that second."""
+        encodes an unchanged mapping only once. The value Moogsoft accepted last in this process is used
+        first (see _post_with_other_key); a rotated credential is in use within that second."""
         now = time.monotonic()
         cached = self._header_cache
         if cached is None or now >= cached[0] or cached[1] != (fmt, content):
-            headers = auth_headers(fmt)  # a masking mapping: its repr never shows the key
+            values = ordered_values(MOOG_SECRET)
+            secret = values[0] if values else ""
+            headers = auth_headers(fmt, secret)  # a masking mapping: its repr never shows the key
             headers.update(content)
-            self._header_cache = cached = (now + HEADERS_SECONDS, (fmt, content), headers)
+            self._header_cache = cached = (now + HEADERS_SECONDS, (fmt, content), headers, secret)
         return cached[2]
 
     def _drop_unmappable(
@@ -430,12 +481,13 @@ class Forwarder:
         now = time.time()
         scheduled: list[tuple[float, bytes, bytes]] = []
         exhausted: list[tuple[bytes, dict[str, Any], Result]] = []
+        used = 0 if result.holds else 1  # Moogsoft refusing our credential is not the alerts' fault
         for entry_id, alert in items:
-            attempts = int(alert.get("attempts", 0)) + 1
+            attempts = int(alert.get("attempts", 0)) + used
             if attempts > max_retries:
                 exhausted.append((entry_id, {**alert, "attempts": attempts}, _exhausted(result)))
                 continue
-            delay = result.retry_after if result.retry_after is not None else backoff_delay(attempts, base, cap)
+            delay = result.retry_after if result.retry_after is not None else backoff_delay(max(attempts, 1), base, cap)
             member = orjson.dumps({**alert, "attempts": attempts, "last_error": result.reason})
             scheduled.append((now + min(delay, cap), member, entry_id))
         self.retries.schedule_and_ack(scheduled)

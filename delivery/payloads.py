@@ -309,9 +309,10 @@ def auth_headers(fmt: str, secret: str | None = None) -> SecretHeaders:
     * ``webhook``: HTTP Basic, the LAM's ``basic_auth_static`` scheme. ``MOOG_API_KEY`` holds
       ``user:password``, or only a password for the user ``mutt``.
 
-    No credential configured: no headers (the local mock_moog needs none). A sender rejected with 401
-    calls again with ``secret=get_credential("MOOG_API_KEY").next`` to use a rotated key. Never log the
-    values; the returned mapping masks them in its repr.
+    No credential configured: no headers (the local mock_moog needs none). The forwarder passes the value
+    Moogsoft accepted last and, refused with 401/403, re-reads the secret and calls again with the other
+    value (delivery.forwarder.Forwarder._post_with_other_key). Never log the values; the returned mapping
+    masks them in its repr.
     """
     moog_format = parse_format(fmt)
     if secret is None:
