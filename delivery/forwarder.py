@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 import redis
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from configcenter.registry import get_definition
 from configcenter.rotation import ordered_values, remember_accepted
@@ -49,6 +49,7 @@ from delivery.gate import GateResult, StepScripts
 from delivery.payloads import PayloadError, SecretHeaders, auth_headers, build_request
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import RetrySchedule, backoff_delay
+from delivery.status import COLLECTOR  # noqa: F401  (imported: this worker's /metrics exports the state)
 from delivery.transport import Transport, TransportError
 from mutt_project import streams
 from mutt_project.redis import get_redis, key
@@ -75,8 +76,6 @@ DELIVERED = Counter("mutt_forwarder_alerts_delivered_total", "Alerts Moogsoft ac
 SKIPPED = Counter("mutt_forwarder_alerts_already_delivered_total", "Redelivered alerts not sent again.")
 RETRIES = Counter("mutt_forwarder_retries_scheduled_total", "Alerts scheduled for a delayed retry.")
 DEAD_LETTERED = Counter("mutt_forwarder_dead_lettered_total", "Alerts moved to the Moogsoft DLQ.", ["reason"])
-RETRY_DEPTH = Gauge("mutt_forwarder_retry_schedule_depth", "Alerts waiting for a retry.")
-DLQ_DEPTH = Gauge("mutt_forwarder_dlq_depth", "Entries in the Moogsoft dead-letter queue.")
 
 
 _REQUEST_COUNTERS: dict[tuple[str, str], Any] = {}
@@ -530,10 +529,6 @@ class Forwarder:
         groups = {g["name"].decode(): g for g in self.client.xinfo_groups(self.stream)}
         pending = groups.get(self.group, {}).get("pending", 0)
         return pending == 0 and streams.backlog(self.client, self.stream) == 0
-
-    def report_depths(self) -> None:
-        RETRY_DEPTH.set(self.retries.depth())
-        DLQ_DEPTH.set(self.client.xlen(self.dlq))
 
 
 def _exhausted(result: Result) -> Result:
