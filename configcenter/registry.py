@@ -286,8 +286,9 @@ register("moog_health_url", SettingType.STR, "",
 register("moog_format", ENUM, "webhook",
          "Payload format: 'webhook' (Enterprise REST/Webhook LAM events) or 'events_api' (Cloud Events API).",
          "forwarder", choices=("webhook", "events_api"))
-register("forwarder_claim_idle_seconds", DUR, 60.0, "How long an alert may stay unacknowledged before another "
-         "forwarder takes it over (crashed worker).", "forwarder", minimum=1, maximum=3600)
+register("forwarder_claim_idle_seconds", DUR, 60.0, "The takeover delay: how long an alert may stay "
+         "unacknowledged before another forwarder takes it over (crashed worker) and sends it, marked resent "
+         "when the crash came mid-request. Longer than moog_timeout.", "forwarder", minimum=1, maximum=3600)
 register("moog_batch_size", INT, 50, "Alerts per request where the format allows batching.", "forwarder",
          minimum=1, maximum=1000, unit="alerts")
 register("forwarder_concurrency", INT, 3, "Requests to Moogsoft each forwarder process keeps in flight (one "
@@ -308,6 +309,8 @@ RELATIONS.extend([
     Relation("alerter_queue_warn_threshold", "alerter_queue_shed_threshold", strict=True,
              why="the warning must come before shedding"),
     Relation("moog_retry_base_delay", "moog_retry_max_delay", why="the first delay cannot exceed the longest"),
+    Relation("moog_timeout", "forwarder_claim_idle_seconds", strict=True,
+             why="a request still waiting for Moogsoft must not be taken over and sent again"),
     Relation("ingest_max_batch", "ingest_max_queue_depth", why="a batch larger than the queue could never be accepted"),
 ])
 # fmt: on

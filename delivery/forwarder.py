@@ -1,4 +1,4 @@
-"""The forwarder: alert stream → Moogsoft, exactly once in effect, whatever Moogsoft does.
+"""The forwarder: alert stream → Moogsoft, at least once, every copy identifiable, whatever Moogsoft does.
 
 ``Forwarder.step()`` does one unit of work; ``run_forwarder`` loops over it, in as many lanes as
 ``forwarder_concurrency`` asks (delivery/lanes.py). Per step:
@@ -8,10 +8,12 @@
    one half-open probe, or wait (while open, nothing is attempted, read or taken, and no retry is used
    up); alerts already in hand are checked against their idempotency records (those already delivered
    are acknowledged without sending), and the next batch is read ahead; the shared rate limit grants a
-   request or says how long to wait (the alerts stay in hand meanwhile);
+   request or says how long to wait (the alerts stay in hand meanwhile); granted, the alerts about to
+   be sent are recorded as in flight (their stream entry ids), in the same call;
 2. every few seconds the gate reads nothing and alerts of a stalled forwarder are taken over instead;
    when there are none, or the gate found the stream empty, a blocking read awaits the next alert;
-3. one POST over a kept-alive connection (delivery/transport.py); then, by outcome:
+3. one POST over a kept-alive connection (delivery/transport.py), once every alert in it is recorded as
+   in flight (those the gate did not record, in one more call); then, by outcome:
    2xx → the gate of the next step runs at once, and its first part records this delivery: breaker
    success, idempotency records, acknowledgement (a failed call leaves them on record for the next);
    408/429/5xx/timeout/connection error → breaker failure, and each alert is scheduled for a retry
@@ -22,6 +24,14 @@
    dead-letters an alert; other 4xx → dead-lettered at once with status and response.
 
 So a steady stream costs one Redis call per request, whatever the batch size.
+
+What holds: every alert reaches Moogsoft at least once, and an alert is never sent again once its
+delivery is recorded (its idempotency record). What cannot hold is exactly once: a POST that Moogsoft
+may have accepted cannot be taken back, and a forwarder killed between the POST and recording it leaves
+those alerts pending. Another forwarder takes them over after ``forwarder_claim_idle_seconds`` (the
+takeover delay) and, finding their in-flight record, sends them again marked ``resent`` (same event id)
+and counts them in ``mutt_forwarder_alerts_resent_total{after="takeover"}``; a retry after a timeout is
+marked and counted the same way (``after="timeout"``). The window is one request per lane.
 """
 
 from __future__ import annotations
@@ -75,6 +85,12 @@ REQUEST_SECONDS = Histogram(
 DELIVERED = Counter("mutt_forwarder_alerts_delivered_total", "Alerts Moogsoft accepted.")
 SKIPPED = Counter("mutt_forwarder_alerts_already_delivered_total", "Redelivered alerts not sent again.")
 RETRIES = Counter("mutt_forwarder_retries_scheduled_total", "Alerts scheduled for a delayed retry.")
+RESENT = Counter(
+    "mutt_forwarder_alerts_resent_total",
+    "Alerts sent again, marked resent, although an earlier POST of them may have reached Moogsoft: after "
+    "a takeover of a forwarder that died mid-request, or after a timeout.",
+    ["after"],
+)
 DEAD_LETTERED = Counter("mutt_forwarder_dead_lettered_total", "Alerts moved to the Moogsoft DLQ.", ["reason"])
 
 
@@ -91,6 +107,11 @@ def _requests_counter(outcome: str, reason: str) -> Any:
 
 def delivered_key(event_id: str) -> str:
     return key("delivered", event_id)
+
+
+def inflight_key(event_id: str) -> str:
+    """The in-flight record of an alert: the stream entry id of its POST not yet confirmed (gate.py)."""
+    return key("inflight", event_id)
 
 
 def moog_url(configured: str | None = None) -> str:
@@ -193,6 +214,7 @@ class Forwarder:
         self._gate_ahead: GateResult | None = None
         self._unrecorded: list[tuple[bytes, dict[str, Any]]] = []  # delivered (2xx), not yet recorded
         self._delivered_prefix = delivered_key("")
+        self._inflight_prefix = inflight_key("")
         self.settings = StepSettings()  # renewed at the start of every step
         # (valid until, (format, content headers), headers, the credential value they carry)
         self._header_cache: tuple[float, tuple[str, dict[str, str]], SecretHeaders, str] | None = None
@@ -235,7 +257,7 @@ class Forwarder:
         if wait > 0:
             self._held = _merge(_Held(items, time.monotonic() + wait), self._held)
             return 0
-        return self._send(items)
+        return self._send(items, gate.in_flight)
 
     def _gate(self, *, read_ahead: bool = True) -> GateResult:
         """One script call: record the last 2xx, then due retries, breaker, idempotency of the alerts in
@@ -251,9 +273,10 @@ class Forwarder:
             period=settings["moog_rate_period"],
             now=time.time(),
             read=read,
-            held=[(entry_id, self._delivered_key(alert.get("event_id", ""))) for entry_id, alert in held],
-            delivered=[(entry_id, self._delivered_key(alert["event_id"])) for entry_id, alert in self._unrecorded],
+            held=[self._record_keys(entry_id, alert.get("event_id", "")) for entry_id, alert in held],
+            delivered=[self._record_keys(entry_id, alert["event_id"]) for entry_id, alert in self._unrecorded],
             ttl=DELIVERED_TTL,
+            batch=batch_size,
         )
         self._unrecorded = []
         if gate.recorded is not None:
@@ -266,8 +289,31 @@ class Forwarder:
 
     def _read(self, limit: int, block_ms: int, *, claim: bool) -> list[tuple[bytes, dict[str, Any]]]:
         """Alerts of a stalled forwarder (when ``claim``), else new ones (blocking), not yet delivered."""
-        items = self._claim_abandoned(limit) if claim else []
-        return self._drop_delivered(self._accept(items or self._read_new(limit, block_ms)))
+        claimed = self._claim_abandoned(limit) if claim else []
+        if claimed:
+            return self._mark_resent(self._drop_delivered(self._accept(claimed)))
+        return self._drop_delivered(self._accept(self._read_new(limit, block_ms)))
+
+    def _mark_resent(self, items: list[tuple[bytes, dict[str, Any]]]) -> list[tuple[bytes, dict[str, Any]]]:
+        """Alerts taken over from a stalled forwarder: those whose in-flight record names this very entry
+        were being POSTed when it stopped, and Moogsoft may have taken them. They are sent again (a POST
+        cannot be taken back, and one that may have failed must not be lost), marked ``resent`` and
+        counted, so Moogsoft and operators can tell the copy from a new alert."""
+        if not items:
+            return items
+        pipe = self.client.pipeline(transaction=False)
+        for _, alert in items:
+            pipe.get(self._inflight_prefix + str(alert.get("event_id", "")))
+        records = pipe.execute()
+        marked = [
+            (entry_id, {**alert, "resent": True} if record == entry_id else alert)
+            for (entry_id, alert), record in zip(items, records, strict=True)
+        ]
+        resent = sum(1 for record, (entry_id, _) in zip(records, items, strict=True) if record == entry_id)
+        if resent:
+            RESENT.labels("takeover").inc(resent)
+            logger.warning("alerts taken over mid-request are sent again, marked resent", extra={"count": resent})
+        return marked
 
     def _accept(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[bytes, dict[str, Any]]]:
         """Decoded alerts; entries that are not alerts (poison) go to the DLQ."""
@@ -357,9 +403,14 @@ class Forwarder:
     def _delivered_key(self, event_id: str) -> str:
         return self._delivered_prefix + event_id
 
+    def _record_keys(self, entry_id: bytes, event_id: str) -> tuple[bytes, str, str]:
+        return entry_id, self._delivered_prefix + event_id, self._inflight_prefix + event_id
+
     # --- sending ------------------------------------------------------------------------------
 
-    def _send(self, items: list[tuple[bytes, dict[str, Any]]]) -> int:
+    def _send(self, items: list[tuple[bytes, dict[str, Any]]], in_flight: frozenset[bytes] = frozenset()) -> int:
+        """POST ``items`` once they are all recorded as in flight (the gate recorded ``in_flight``), then
+        record the outcome: delivered, scheduled for a retry, or dead-lettered."""
         fmt = self.settings["moog_format"]
         try:
             request = build_request([alert for _, alert in items], fmt)
@@ -368,6 +419,7 @@ class Forwarder:
             if not items:
                 return 0
             request = build_request([alert for _, alert in items], fmt)
+        self._record_in_flight([item for item in items if item[0] not in in_flight])
         headers = self._headers(fmt, request.headers)
         result = self._post(request.body, headers)
         if result.status in AUTH_STATUSES:
@@ -382,6 +434,16 @@ class Forwarder:
                 self._dead_letter([(entry_id, alert, result) for entry_id, alert in items])
         self._trim()
         return len(items)
+
+    def _record_in_flight(self, items: list[tuple[bytes, dict[str, Any]]]) -> None:
+        """Record alerts the gate did not record as in flight (read and sent in one step: the first batch,
+        a blocking read, a takeover): one more round trip, off the steady stream's path."""
+        if not items:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id, alert in items:
+            pipe.set(self._inflight_prefix + str(alert.get("event_id", "")), entry_id, ex=DELIVERED_TTL)
+        pipe.execute()
 
     def _post(self, body: bytes, headers: SecretHeaders) -> Result:
         """One POST to Moogsoft, timed and counted by outcome."""
@@ -481,16 +543,20 @@ class Forwarder:
         scheduled: list[tuple[float, bytes, bytes]] = []
         exhausted: list[tuple[bytes, dict[str, Any], Result]] = []
         used = 0 if result.holds else 1  # Moogsoft refusing our credential is not the alerts' fault
+        # A request that timed out may have been taken: its retry is a copy, marked as such.
+        resent = {"resent": True} if result.reason == "timeout" else {}
         for entry_id, alert in items:
             attempts = int(alert.get("attempts", 0)) + used
             if attempts > max_retries:
                 exhausted.append((entry_id, {**alert, "attempts": attempts}, _exhausted(result)))
                 continue
             delay = result.retry_after if result.retry_after is not None else backoff_delay(max(attempts, 1), base, cap)
-            member = orjson.dumps({**alert, "attempts": attempts, "last_error": result.reason})
+            member = orjson.dumps({**alert, "attempts": attempts, "last_error": result.reason, **resent})
             scheduled.append((now + min(delay, cap), member, entry_id))
         self.retries.schedule_and_ack(scheduled)
         RETRIES.inc(len(scheduled))
+        if resent and scheduled:
+            RESENT.labels("timeout").inc(len(scheduled))
         if exhausted:
             self._dead_letter(exhausted)
         logger.warning(

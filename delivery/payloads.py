@@ -9,6 +9,9 @@ unknown, warning, minor, major, critical); authentication is the ``apiKey`` head
 The alert payload is what the alerter puts on the alert stream (``rules.alerter`` for rule alerts,
 ``rules.flood.meta_alert`` for floods). Every Moogsoft event carries the MUTT correlation id (webhook
 ``external_id``; Cloud tag ``correlation_id``) so an operator can follow one event from ingest to Moogsoft.
+An alert sent again although an earlier copy may have reached Moogsoft (a forwarder died mid-request, or
+a request timed out) carries ``resent``: webhook ``custom_info.resent`` true, Cloud tag ``resent``
+"true"; its event id is the same as the first copy's.
 Bodies never contain a secret: :func:`auth_headers` returns the credential separately, for the sender only.
 """
 
@@ -96,6 +99,7 @@ class CustomInfo(TypedDict):
     event_id: str
     correlation_id: str
     details: dict[str, Any]
+    resent: bool  # an earlier copy may have reached Moogsoft (same event_id)
 
 
 # "class" is a Python keyword, hence the functional TypedDict syntax.
@@ -204,6 +208,7 @@ def to_webhook_event(alert: Mapping[str, Any], *, location: str | None = None) -
             "event_id": required["event_id"],
             "correlation_id": _correlation_id(alert),
             "details": dict(alert.get("details") or {}),
+            "resent": bool(alert.get("resent")),
         },
     }
 
@@ -219,6 +224,7 @@ def to_cloud_event(alert: Mapping[str, Any]) -> CloudEvent:
         "event_id": required["event_id"],
         "correlation_id": _correlation_id(alert),
         "trap_oid": alert.get("trap_oid"),
+        "resent": "true" if alert.get("resent") else None,
     }
     return {
         "source": required["hostname"],

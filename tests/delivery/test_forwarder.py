@@ -162,6 +162,7 @@ def test_an_alert_redelivered_after_delivery_is_not_sent_again(moog, redis_clien
 
 @pytest.mark.timeout(180)
 def test_a_killed_forwarder_loses_nothing(moog, redis_client, child_env):
+    apply_setting("moog_timeout", 0.5)
     apply_setting("forwarder_claim_idle_seconds", 1)
     apply_setting("moog_batch_size", 10)
     moog.configure(latency_ms=20)

@@ -100,3 +100,55 @@ def test_a_key_rotated_at_moogsoft_mid_stream_loses_nothing_and_dead_letters_not
     assert "new-key" not in text, "no key in the log"
     events: list[dict[str, Any]] = moog.events()
     assert {record["auth"] for record in events} == {"basic"}
+
+
+@pytest.mark.timeout(180)
+def test_a_forwarder_killed_mid_request_leaves_its_copies_marked_resent_and_counted(
+    moog, redis_client, child_env, tmp_path
+):
+    from prometheus_client import REGISTRY
+
+    from delivery.forwarder import Forwarder
+    from tests.delivery.support import deliver_all
+
+    apply_setting("moog_timeout", 4)
+    apply_setting("forwarder_claim_idle_seconds", 5)
+    apply_setting("moog_batch_size", 10)
+    apply_setting("forwarder_concurrency", 3)
+    moog.configure(latency_ms=2000)  # every POST is in flight for two seconds
+    alerts = [make_alert(signature=f"h:{i}:") for i in range(90)]
+    push_alerts(redis_client, alerts)
+    log = tmp_path / "forwarder.log"
+    doomed = start_forwarder(child_env, "doomed", log)
+    try:
+        # The first round of requests was answered and a second is in flight: kill the process now.
+        assert wait_for(lambda: moog.state.requests >= 4, timeout=60), log.read_text()
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+    time.sleep(2.5)  # mock_moog accepts what was in flight, although nobody waits for the answer
+    moog.configure(latency_ms=0)
+    before = REGISTRY.get_sample_value("mutt_forwarder_alerts_resent_total", {"after": "takeover"}) or 0.0
+    survivor = Forwarder("survivor")
+    deliver_all(survivor, timeout=60)
+    survivor.close()
+    counted = (REGISTRY.get_sample_value("mutt_forwarder_alerts_resent_total", {"after": "takeover"}) or 0) - before
+
+    copies: dict[str, list[dict[str, Any]]] = {}
+    for record in moog.events():  # in the order mock_moog recorded them
+        copies.setdefault(record["event"]["custom_info"]["event_id"], []).append(record["event"])
+    assert set(copies) == {alert["event_id"] for alert in alerts}, "nothing lost"
+    repeated = {event_id for event_id, sent in copies.items() if len(sent) > 1}
+    assert repeated, "the kill came mid-request: what was in flight arrived, unconfirmed"
+    for event_id in repeated:
+        first, *again = copies[event_id]
+        assert first["custom_info"]["resent"] is False
+        assert all(copy["custom_info"]["resent"] is True for copy in again), "every copy is marked"
+        assert {copy["custom_info"]["event_id"] for copy in again} == {event_id}, "the same id as the first"
+    marked = {event_id for event_id, sent in copies.items() if any(e["custom_info"]["resent"] for e in sent)}
+    assert repeated <= marked
+    assert counted == len(marked), "each resent alert is counted"
+    assert len(marked) <= 10 * 3, "only what was in flight: one batch per lane"
+    assert redis_client.xlen(streams.dlq_stream("moog")) == 0

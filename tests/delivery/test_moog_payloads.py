@@ -74,6 +74,7 @@ def test_a_rule_alert_maps_to_a_webhook_lam_event():
             "event_id": "0b7e6c1a-3f7e-4a3c-9d55-2a2b9e4c1f00",
             "correlation_id": "c0ffee00c0ffee00c0ffee00c0ffee00",
             "details": {},
+            "resent": False,
         },
     }
 
@@ -133,6 +134,7 @@ def test_a_flood_meta_alert_maps_to_both_formats():
                 ],
                 "sample": "port 3 flap",
             },
+            "resent": False,
         },
     }
     assert to_cloud_event(alert) == {
