@@ -286,6 +286,9 @@ register("moog_health_url", SettingType.STR, "",
 register("moog_format", ENUM, "webhook",
          "Payload format: 'webhook' (Enterprise REST/Webhook LAM events) or 'events_api' (Cloud Events API).",
          "forwarder", choices=("webhook", "events_api"))
+register("moog_class_from", ENUM, "team", "What Moogsoft's 'class' carries: 'team' (the alert's team, as in the "
+         "earlier MUTT) or 'source_type' (syslog, snmp_trap, ...). See ADR-005.", "forwarder",
+         choices=("team", "source_type"))
 register("forwarder_claim_idle_seconds", DUR, 60.0, "The takeover delay: how long an alert may stay "
          "unacknowledged before another forwarder takes it over (crashed worker) and sends it, marked resent "
          "when the crash came mid-request. Longer than moog_timeout.", "forwarder", minimum=1, maximum=3600)

@@ -411,14 +411,14 @@ class Forwarder:
     def _send(self, items: list[tuple[bytes, dict[str, Any]]], in_flight: frozenset[bytes] = frozenset()) -> int:
         """POST ``items`` once they are all recorded as in flight (the gate recorded ``in_flight``), then
         record the outcome: delivered, scheduled for a retry, or dead-lettered."""
-        fmt = self.settings["moog_format"]
+        fmt, class_from = self.settings["moog_format"], self.settings["moog_class_from"]
         try:
-            request = build_request([alert for _, alert in items], fmt)
+            request = build_request([alert for _, alert in items], fmt, class_from=class_from)
         except PayloadError:
             items = self._drop_unmappable(items, fmt)
             if not items:
                 return 0
-            request = build_request([alert for _, alert in items], fmt)
+            request = build_request([alert for _, alert in items], fmt, class_from=class_from)
         self._record_in_flight([item for item in items if item[0] not in in_flight])
         headers = self._headers(fmt, request.headers)
         result = self._post(request.body, headers)

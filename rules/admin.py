@@ -14,6 +14,7 @@ from django.urls import URLPattern, path
 
 from mutt_project.admin_audit import AuditedAdmin, confirm_with_reason
 from rules import services
+from rules.alerts import rule_alert
 from rules.engine import InvalidRule
 from rules.models import AlertRule, DevHost, DeviceTeam, EventAuditLog, SyslogSeverity
 from rules.snapshot import build_ruleset
@@ -25,6 +26,9 @@ class RuleTesterForm(forms.Form):
     trap_oid = forms.CharField(required=False, max_length=255, label="Trap OID")
     syslog_severity = forms.TypedChoiceField(
         required=False, choices=[("", "(none)"), *SyslogSeverity.choices], coerce=int, empty_value=None
+    )
+    variables = forms.JSONField(
+        required=False, label="Varbinds", help_text='Trap varbinds as ingest takes them, e.g. {"ifIndex": 3}.'
     )
 
     def clean(self) -> dict[str, Any]:
@@ -65,6 +69,7 @@ class AlertRuleAdmin(_ServiceBound):
         (None, {"fields": ["name", "description", "is_active", "priority"]}),
         ("What matches", {"fields": ["match_type", "match_string", "trap_oid", "syslog_severity"]}),
         ("What happens", {"fields": ["prod_handling", "dev_handling", "team_assignment", "severity"]}),
+        ("Moogsoft", {"fields": ["signature_fields"]}),
         ("Audit", {"fields": ["change_reason"]}),
     ]
     change_list_template = "admin/rules/alertrule/change_list.html"
@@ -105,6 +110,7 @@ class AlertRuleAdmin(_ServiceBound):
             raise PermissionDenied
         form = RuleTesterForm(request.POST or None)
         result = None
+        alert: dict[str, Any] | None = None
         error = ""
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
@@ -118,15 +124,40 @@ class AlertRuleAdmin(_ServiceBound):
                 )
             except InvalidRule as exc:  # only possible if the database holds a rule saved around validation
                 error = str(exc)
+            if result is not None and result.rule is not None:
+                alert = tester_alert(data, result)
         context = {
             **self.admin_site.each_context(request),
             "title": "Rule tester",
             "opts": self.model._meta,
             "form": form,
             "result": result,
+            "alert": alert,
             "error": error,
         }
         return TemplateResponse(request, "admin/rules/rule_tester.html", context)
+
+
+def tester_alert(data: dict[str, Any], result: Any) -> dict[str, Any]:
+    """The alert the winning rule would raise for the tester's event (signature, description), built by the
+    alerter's own function."""
+    event = {
+        "event_id": "(tester)",
+        "hostname": data["hostname"],
+        "message": data.get("message") or "",
+        "trap_oid": data.get("trap_oid") or "",
+        "source_type": "snmp_trap" if data.get("trap_oid") else "syslog",
+        "variables": data.get("variables"),
+        "timestamp": "",
+    }
+    return rule_alert(
+        event,
+        result.rule,
+        team=result.team,
+        severity=result.rule.severity,
+        handling=result.handling,
+        environment=result.environment,
+    )
 
 
 @admin.register(DevHost)

@@ -62,6 +62,7 @@ from configcenter.runtime import get_setting
 from mutt_project import streams
 from mutt_project.redis import DeferredCommand, DeferredScript, get_redis, key
 from rules import flood, metrics
+from rules.alerts import rule_alert
 from rules.engine import RuleSet
 from rules.partitions import ensure_partitions
 from rules.services import rules_channel
@@ -940,22 +941,7 @@ class Alerter:
         )  # fmt: skip
         if not alerting:
             return row, None, None
-        alert = {
-            "kind": "rule",
-            "event_id": event["event_id"],
-            "correlation_id": correlation_id,
-            "hostname": hostname,
-            "rule_id": rule.id,
-            "team": team,
-            "severity": severity or "indeterminate",
-            "handling": handling,
-            "environment": environment,
-            "description": (message or rule.description)[:2000],
-            "event_time": event["timestamp"],
-            "trap_oid": trap_oid,
-            "source_type": source_type,
-            "signature": f"{hostname}:{rule.id}:{trap_oid}",
-        }
+        alert = rule_alert(event, rule, team=team, severity=severity, handling=handling, environment=environment)
         return row, orjson.dumps(alert), None
 
     def _publish_and_ack(self, alerts: list[tuple[str, str, bytes]], ack_ids: list[bytes]) -> int:

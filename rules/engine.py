@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import ahocorasick
 import re2
 
+from rules.signature import DEFAULT_FIELDS as DEFAULT_SIGNATURE_FIELDS
+
 logger = logging.getLogger(__name__)
 
 CONTAINS = "contains"
@@ -77,6 +79,8 @@ class RuleSpec:
     team_assignment: str = ""
     severity: str = ""
     description: str = ""
+    name: str = ""
+    signature_fields: tuple[str, ...] = DEFAULT_SIGNATURE_FIELDS  # see rules/signature.py
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from simple_history.models import HistoricalRecords
 
 from mutt_project.audit import AuditedHistory
 from rules.engine import regex_error
+from rules.signature import parse_fields as parse_signature_fields
 
 _OID = re.compile(r"^\d+(\.\d+)*$")
 _HOSTNAME = re.compile(r"^[a-z0-9_.:\-]+$", re.IGNORECASE)
@@ -116,6 +117,16 @@ class AlertRule(models.Model):
     severity = models.CharField(
         max_length=20, choices=AlertSeverity.choices, blank=True, help_text="Moogsoft severity of the alert."
     )
+    signature_fields = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text=(
+            "What makes two events one Moogsoft alert: comma-separated fields among hostname, rule, trap_oid, "
+            "source_type, message, interface and var:<varbind name or OID>. Empty: hostname, rule, trap_oid, "
+            "interface (the interface from an IF-MIB varbind or the message's 'Interface X'; left out when "
+            "the event names none), so each interface of a device is its own alert."
+        ),
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -133,7 +144,7 @@ class AlertRule(models.Model):
         self.match_string = self.match_string.strip()
         self.trap_oid = normalise_oid(self.trap_oid)
         self.team_assignment = self.team_assignment.strip()
-        errors: dict[str, str] = {}
+        errors: dict[str, str] = self._clean_signature_fields()
         if self.match_type in (MatchType.CONTAINS, MatchType.REGEX):
             if not self.match_string:
                 errors["match_string"] = f"A {self.match_type} rule needs a match string."
@@ -152,6 +163,17 @@ class AlertRule(models.Model):
                 errors["match_string"] = "An oid_prefix rule matches the trap OID; leave match_string empty."
         if errors:
             raise ValidationError(errors)
+
+    def _clean_signature_fields(self) -> dict[str, str]:
+        """Normalise the signature fields (empty stays empty: the default); the error naming the field."""
+        if not self.signature_fields.strip():
+            self.signature_fields = ""
+            return {}
+        try:
+            self.signature_fields = ", ".join(parse_signature_fields(self.signature_fields))
+        except ValueError as exc:
+            return {"signature_fields": f"{str(exc)[:1].upper()}{str(exc)[1:]}."}
+        return {}
 
 
 class DevHost(models.Model):
