@@ -33,8 +33,9 @@ def test_webhook_format_maps_every_field(moog, redis_client):
     (event,) = recorded(moog)
     assert event["signature"] == alert["signature"]
     assert (event["source_id"], event["source"], event["external_id"]) == (
-        "core-rtr-01", "core-rtr-01", alert["correlation_id"],
+        "core-rtr-01", "core-rtr-01", alert["event_id"],
     )  # fmt: skip
+    assert event["custom_info"]["correlation_id"] == alert["correlation_id"]
     assert (event["severity"], event["manager"], event["agent_time"]) == (5, "MUTT", 1795687200)
     assert event["description"] == alert["description"]
     assert event["custom_info"]["event_id"] == alert["event_id"]
