@@ -109,9 +109,9 @@ def delivered_key(event_id: str) -> str:
     return key("delivered", event_id)
 
 
-def inflight_key(event_id: str) -> str:
-    """The in-flight record of an alert: the stream entry id of its POST not yet confirmed (gate.py)."""
-    return key("inflight", event_id)
+def inflight_key(destination: str = "moog") -> str:
+    """The in-flight record: a hash whose fields are the stream entry ids of POSTs not yet confirmed."""
+    return key("inflight", destination)
 
 
 def moog_url(configured: str | None = None) -> str:
@@ -206,6 +206,7 @@ class Forwarder:
             stream=self.stream,
             group=self.group,
             consumer=self.consumer,
+            inflight_key=inflight_key(),
         )
         # One keep-alive connection is enough; it never retries on its own (retries are ours, scheduled,
         # and counted).
@@ -214,7 +215,7 @@ class Forwarder:
         self._gate_ahead: GateResult | None = None
         self._unrecorded: list[tuple[bytes, dict[str, Any]]] = []  # delivered (2xx), not yet recorded
         self._delivered_prefix = delivered_key("")
-        self._inflight_prefix = inflight_key("")
+        self._inflight = inflight_key()
         self.settings = StepSettings()  # renewed at the start of every step
         # (valid until, (format, content headers), headers, the credential value they carry)
         self._header_cache: tuple[float, tuple[str, dict[str, str]], SecretHeaders, str] | None = None
@@ -273,8 +274,8 @@ class Forwarder:
             period=settings["moog_rate_period"],
             now=time.time(),
             read=read,
-            held=[self._record_keys(entry_id, alert.get("event_id", "")) for entry_id, alert in held],
-            delivered=[self._record_keys(entry_id, alert["event_id"]) for entry_id, alert in self._unrecorded],
+            held=[(entry_id, self._delivered_key(alert.get("event_id", ""))) for entry_id, alert in held],
+            delivered=[(entry_id, self._delivered_key(alert["event_id"])) for entry_id, alert in self._unrecorded],
             ttl=DELIVERED_TTL,
             batch=batch_size,
         )
@@ -295,21 +296,22 @@ class Forwarder:
         return self._drop_delivered(self._accept(self._read_new(limit, block_ms)))
 
     def _mark_resent(self, items: list[tuple[bytes, dict[str, Any]]]) -> list[tuple[bytes, dict[str, Any]]]:
-        """Alerts taken over from a stalled forwarder: those whose in-flight record names this very entry
-        were being POSTed when it stopped, and Moogsoft may have taken them. They are sent again (a POST
-        cannot be taken back, and one that may have failed must not be lost), marked ``resent`` and
-        counted, so Moogsoft and operators can tell the copy from a new alert."""
+        """Alerts taken over from a stalled forwarder: those whose entries are on the in-flight record were
+        being POSTed when it stopped, and Moogsoft may have taken them. They are sent again (a POST cannot
+        be taken back, and one that may have failed must not be lost), marked ``resent`` and counted, so
+        Moogsoft and operators can tell the copy from a new alert."""
         if not items:
             return items
+        ids = [entry_id for entry_id, _ in items]
         pipe = self.client.pipeline(transaction=False)
-        for _, alert in items:
-            pipe.get(self._inflight_prefix + str(alert.get("event_id", "")))
-        records = pipe.execute()
+        pipe.hmget(self._inflight, ids)
+        pipe.hdel(self._inflight, *ids)  # this forwarder records them again before its own POST
+        records = pipe.execute()[0]
         marked = [
-            (entry_id, {**alert, "resent": True} if record == entry_id else alert)
+            (entry_id, {**alert, "resent": True} if record is not None else alert)
             for (entry_id, alert), record in zip(items, records, strict=True)
         ]
-        resent = sum(1 for record, (entry_id, _) in zip(records, items, strict=True) if record == entry_id)
+        resent = sum(1 for record in records if record is not None)
         if resent:
             RESENT.labels("takeover").inc(resent)
             logger.warning("alerts taken over mid-request are sent again, marked resent", extra={"count": resent})
@@ -403,9 +405,6 @@ class Forwarder:
     def _delivered_key(self, event_id: str) -> str:
         return self._delivered_prefix + event_id
 
-    def _record_keys(self, entry_id: bytes, event_id: str) -> tuple[bytes, str, str]:
-        return entry_id, self._delivered_prefix + event_id, self._inflight_prefix + event_id
-
     # --- sending ------------------------------------------------------------------------------
 
     def _send(self, items: list[tuple[bytes, dict[str, Any]]], in_flight: frozenset[bytes] = frozenset()) -> int:
@@ -438,12 +437,8 @@ class Forwarder:
     def _record_in_flight(self, items: list[tuple[bytes, dict[str, Any]]]) -> None:
         """Record alerts the gate did not record as in flight (read and sent in one step: the first batch,
         a blocking read, a takeover): one more round trip, off the steady stream's path."""
-        if not items:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for entry_id, alert in items:
-            pipe.set(self._inflight_prefix + str(alert.get("event_id", "")), entry_id, ex=DELIVERED_TTL)
-        pipe.execute()
+        if items:
+            self.client.hset(self._inflight, mapping=dict.fromkeys((entry_id for entry_id, _ in items), 1))
 
     def _post(self, body: bytes, headers: SecretHeaders) -> Result:
         """One POST to Moogsoft, timed and counted by outcome."""
@@ -554,6 +549,8 @@ class Forwarder:
             member = orjson.dumps({**alert, "attempts": attempts, "last_error": result.reason, **resent})
             scheduled.append((now + min(delay, cap), member, entry_id))
         self.retries.schedule_and_ack(scheduled)
+        # Answered (or timed out and now marked resent): no longer in flight. Off the steady path.
+        self.client.hdel(self._inflight, *(entry_id for entry_id, _ in items))
         RETRIES.inc(len(scheduled))
         if resent and scheduled:
             RESENT.labels("timeout").inc(len(scheduled))
@@ -584,7 +581,9 @@ class Forwarder:
                 },
             )
             DEAD_LETTERED.labels(result.reason).inc()
-        streams.ack_and_delete(pipe, self.stream, self.group, [entry_id for entry_id, _, _ in entries])
+        ids = [entry_id for entry_id, _, _ in entries]
+        streams.ack_and_delete(pipe, self.stream, self.group, ids)
+        pipe.hdel(self._inflight, *ids)
         pipe.execute()
         logger.error("alerts moved to the Moogsoft DLQ", extra={"count": len(entries), "reason": entries[0][2].reason})
 

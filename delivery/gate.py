@@ -16,10 +16,11 @@ gate script does all of it atomically, in this order:
    gate checks them. Reading one batch ahead is what lets a steady stream cost one call per request;
 6. when there is something to send, one token of the shared rate limit is taken;
 7. when the token was granted, the held alerts about to be sent (up to the batch size, one for a probe)
-   are recorded as in flight: ``inflight:<event id>`` holds the stream entry id being sent. Recording the
-   delivery in step 1 deletes that record again. A forwarder that takes over a stalled one's entries
-   finds the record of an entry whose POST may have reached Moogsoft unconfirmed, and marks the alert
-   as resent (delivery/forwarder.py). Done here, the record costs no extra round trip.
+   are recorded as in flight: their stream entry ids (one per attempt: a retry is a new entry) become
+   fields of one hash, ``inflight:<destination>``. Recording the delivery in step 1 removes them again.
+   A forwarder that takes over a stalled one's entries finds those whose POST may have reached Moogsoft
+   unconfirmed, and marks their alerts as resent (delivery/forwarder.py). Done here, the record costs no
+   extra round trip, and one hash (one HSET and one HDEL per request) costs Redis less than a key each.
 
 The gate runs once per request, so its call is made on a connection the forwarder keeps (taken from the
 client's pool, given back on close) rather than through redis-py's command path, whose pool checkout,
@@ -51,8 +52,8 @@ RELEASE_LIMIT = 1000
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 # KEYS: breaker hash, rate-limit bucket, retry schedule, alert stream, then the idempotency keys of the
-# alerts just delivered, then those of the alerts held (n keys in all), then the in-flight keys of the
-# same alerts in the same order (KEYS[i + n] goes with KEYS[i]). ARGV: breaker timeout, rate limit, rate
+# alerts just delivered, then those of the alerts held (n keys in all), then the in-flight hash. ARGV:
+# breaker timeout, rate limit, rate
 # period, now (epoch s, the clock of the retry schedule's scores), most retries to release, group,
 # consumer, count to read (0: read nothing), idempotency record TTL (s), how many alerts were just
 # delivered, then the entry ids in the order of their keys (ARGV[i + 6] is the entry of KEYS[i]), then
@@ -69,14 +70,15 @@ _GATE = (
     + """
 local t = redis_now()
 local stream, group, delivered = KEYS[4], ARGV[6], tonumber(ARGV[10])
-local n = (#KEYS - 4) / 2
+local n = #KEYS - 5
+local inflight = KEYS[#KEYS]
 local before, after = '', ''
 if delivered > 0 then
   before, after = breaker_record(KEYS[1], true, 0, t)
   for i = 5, 4 + delivered do
     redis.call('SET', KEYS[i], 1, 'EX', ARGV[9])
-    redis.call('DEL', KEYS[i + n])
   end
+  redis.call('HDEL', inflight, unpack(ARGV, 11, 10 + delivered))
   redis.call('XACK', stream, group, unpack(ARGV, 11, 10 + delivered))
   redis.call('XDEL', stream, unpack(ARGV, 11, 10 + delivered))
 end
@@ -111,11 +113,14 @@ local marked = {}
 if wait == '0' and sending > 0 then
   local batch = tonumber(ARGV[11 + n])
   if decision == 'probe' then batch = 1 end
+  local fields = {}
   for j = 1, math.min(batch, #unsent) do
-    local i = unsent[j]
-    redis.call('SET', KEYS[i + n], ARGV[i + 6], 'EX', ARGV[9])
-    marked[j] = ARGV[i + 6]
+    local id = ARGV[unsent[j] + 6]
+    marked[j] = id
+    fields[2 * j - 1] = id
+    fields[2 * j] = '1'
   end
+  redis.call('HSET', inflight, unpack(fields))
 end
 return {decision, state, released, wait, done, entries, before, after, marked}
 """
@@ -160,8 +165,10 @@ class StepScripts:
         stream: str,
         group: str,
         consumer: str,
+        inflight_key: str,
     ) -> None:
         self.breaker_key = breaker_key
+        self.inflight_key = inflight_key
         self.bucket_key = bucket_key
         self.schedule_key = schedule_key
         self.stream = stream
@@ -178,19 +185,19 @@ class StepScripts:
         period: float,
         now: float,
         read: int,
-        held: Sequence[tuple[bytes, str, str]] = (),
-        delivered: Sequence[tuple[bytes, str, str]] = (),
+        held: Sequence[tuple[bytes, str]] = (),
+        delivered: Sequence[tuple[bytes, str]] = (),
         ttl: int = 0,
         batch: int = 1,
     ) -> GateResult:
         """Finish ``delivered`` (2xx), then ask for the next request. ``held`` and ``delivered`` are
-        (entry id, idempotency key, in-flight key) triples; ``ttl`` is the records' lifetime in seconds;
+        (entry id, idempotency key) pairs; ``ttl`` is the idempotency records' lifetime in seconds;
         ``batch`` the most held alerts the next request sends (recorded in flight when it may go)."""
         pairs = [*delivered, *held]
-        keys = [self.breaker_key, self.bucket_key, self.schedule_key, self.stream]
-        keys += [k for _, k, _ in pairs] + [k for _, _, k in pairs]
+        keys = [self.breaker_key, self.bucket_key, self.schedule_key, self.stream, *(k for _, k in pairs)]
+        keys.append(self.inflight_key)
         args = [timeout, limit, period, now, RELEASE_LIMIT, self.group, self.consumer, read, ttl, len(delivered)]
-        args += [entry_id for entry_id, _, _ in pairs]
+        args += [entry_id for entry_id, _ in pairs]
         args.append(batch)
         decision, state, released, wait, done, entries, before, after, marked = self._gate.run(keys, args)
         return GateResult(
