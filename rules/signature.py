@@ -30,7 +30,8 @@ MAX_FIELDS = 10
 # IF-MIB: ifIndex, ifDescr (ifTable) and ifName (ifXTable) columns; a varbind's OID adds the instance.
 _INTERFACE_OIDS = ("1.3.6.1.2.1.2.2.1.1", "1.3.6.1.2.1.2.2.1.2", "1.3.6.1.2.1.31.1.1.1.1")
 _INTERFACE_NAMES = ("ifindex", "ifname", "ifdescr")
-# "Interface Gi0/1," / "interface GigabitEthernet1/0/24" / "port 3": the name runs to a space or comma.
+# "Interface Gi0/1," / "interface GigabitEthernet1/0/24" / "port 3": the name runs to a space or comma and
+# holds a digit (so "interface is down" names none).
 _INTERFACE_IN_MESSAGE = re.compile(r"\b(?:[Ii]nterface|[Pp]ort)\s+([A-Za-z0-9][\w/.:-]*)")
 _MESSAGE_SCAN = 500  # the interface is named near the start; never scan a huge message whole
 _RENDERED_VARBINDS = 10
@@ -94,7 +95,8 @@ def interface_of(message: str, variables: Any) -> str:
         if lowered.startswith(_INTERFACE_NAMES) or name.lstrip(".").startswith(_INTERFACE_OIDS):
             return _text(value)
     found = _INTERFACE_IN_MESSAGE.search(message, 0, _MESSAGE_SCAN)
-    return found.group(1).rstrip(".,:;") if found else ""
+    name = found.group(1).rstrip(".,:;") if found else ""
+    return name if any(char.isdigit() for char in name) else ""
 
 
 def varbind_value(variables: Any, wanted: str) -> str:
