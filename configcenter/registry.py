@@ -354,8 +354,12 @@ register("moog_health_url", SettingType.URL, "",
 register("moog_format", ENUM, "webhook",
          "Payload format: 'webhook' (Enterprise REST/Webhook LAM events) or 'events_api' (Cloud Events API).",
          "forwarder", choices=("webhook", "events_api"))
-register("forwarder_claim_idle_seconds", DUR, 60.0, "How long an alert may stay unacknowledged before another "
-         "forwarder takes it over (crashed worker).", "forwarder", minimum=1, maximum=3600)
+register("moog_class_from", ENUM, "team", "What Moogsoft's 'class' carries: 'team' (the alert's team, as in the "
+         "earlier MUTT) or 'source_type' (syslog, snmp_trap, ...). See ADR-005.", "forwarder",
+         choices=("team", "source_type"))
+register("forwarder_claim_idle_seconds", DUR, 60.0, "The takeover delay: how long an alert may stay "
+         "unacknowledged before another forwarder takes it over (crashed worker) and sends it, marked resent "
+         "when the crash came mid-request. Longer than moog_timeout.", "forwarder", minimum=1, maximum=3600)
 register("consumer_forget_idle_seconds", DUR, 600.0, "How long a consumer (an alerter or a forwarder lane) with "
          "nothing pending may stay unseen before it is removed from its group (left by a killed worker).", "alerter",
          minimum=1, maximum=7 * 86_400)
@@ -379,6 +383,8 @@ RELATIONS.extend([
     Relation("alerter_queue_warn_threshold", "alerter_queue_shed_threshold", strict=True,
              why="the warning must come before shedding"),
     Relation("moog_retry_base_delay", "moog_retry_max_delay", why="the first delay cannot exceed the longest"),
+    Relation("moog_timeout", "forwarder_claim_idle_seconds", strict=True,
+             why="a request still waiting for Moogsoft must not be taken over and sent again"),
     Relation("ingest_max_batch", "ingest_max_queue_depth", why="a batch larger than the queue could never be accepted"),
 ])
 # fmt: on

@@ -84,6 +84,18 @@ def connect_with_credential(
     raise rejections[-1]
 
 
+def ordered_values(name: str) -> list[str]:
+    """The credential's values to try, the one a server accepted last in this process first.
+
+    For callers that authenticate per request rather than per connection (the forwarder's HTTP calls)."""
+    return _accepted_first(name, get_credential(name))
+
+
+def remember_accepted(name: str, value: str) -> None:
+    """Record that a server accepted ``value`` of ``name``: this process tries it first from now on."""
+    _remember(name, get_credential(name), value)
+
+
 def forget_accepted() -> None:
     """Forget which values servers accepted (settings changed, or a test starts afresh)."""
     with _accepted_lock:

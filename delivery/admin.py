@@ -201,18 +201,9 @@ class DlqActionAdmin(admin.ModelAdmin):
         return sorted(set(KNOWN_REASONS[queue]) | seen)
 
 
-def delivery_status(client: Any) -> dict[str, Any]:
-    """The shared circuit breaker and the retry schedule, as operators need to see them."""
-    from datetime import UTC, datetime
+def delivery_status(client: Any) -> Any:
+    """The shared circuit breaker, the retry schedule and the alerts held or unread, read from Redis now
+    (never a gauge of this process, which does not forward)."""
+    from delivery.status import read_state
 
-    from delivery.breaker import CircuitBreaker
-    from delivery.retry import schedule_key
-
-    breaker = CircuitBreaker(client).snapshot()
-    opened = datetime.fromtimestamp(breaker.opened_at, UTC) if breaker.opened_at else None
-    return {
-        "breaker_state": breaker.state,
-        "breaker_failures": breaker.failures,
-        "breaker_opened_at": opened,
-        "retry_scheduled": client.zcard(schedule_key()),
-    }
+    return read_state(client)

@@ -13,14 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from mutt_project.redis import key
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 STATE_CODES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
-STATE = Gauge("mutt_forwarder_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["destination"])
+# The state's gauge, mutt_forwarder_breaker_state, is read from Redis at scrape time (delivery/status.py):
+# a gauge set here would show only what one process last saw, and zero in a process that never forwards.
 TRANSITIONS = Counter(
     "mutt_forwarder_breaker_transitions_total", "Circuit breaker state changes.", ["destination", "to"]
 )
@@ -110,15 +111,17 @@ class Snapshot:
     opened_at: float | None
 
 
+def breaker_key(destination: str = "moog") -> str:
+    return key("breaker", destination)
+
+
 class CircuitBreaker:
     def __init__(self, client: redis.Redis, destination: str = "moog") -> None:
         self.client = client
         self.destination = destination
-        self.key = key("breaker", destination)
+        self.key = breaker_key(destination)
         self._acquire = client.register_script(_ACQUIRE)
         self._record = client.register_script(_RECORD)
-        self._state_gauge = STATE.labels(destination)
-        self._shown: str | None = None
 
     def acquire(self, timeout: float) -> str:
         """ "go", "probe" (you are the one half-open attempt) or "wait" (do not attempt now)."""
@@ -136,19 +139,12 @@ class CircuitBreaker:
     # Scripts that run the breaker's Lua inside a larger step (delivery/gate.py) report through these.
 
     def observe_acquire(self, decision: str, state: str) -> None:
-        self._show(state)
         if decision == "probe" and state == HALF_OPEN:
             TRANSITIONS.labels(self.destination, HALF_OPEN).inc()
 
     def observe_record(self, old: str, new: str) -> None:
-        self._show(new)
         if old != new:
             TRANSITIONS.labels(self.destination, new).inc()
-
-    def _show(self, state: str) -> None:
-        if state != self._shown:  # once per change this object sees, not once per request
-            self._state_gauge.set(STATE_CODES[state])
-            self._shown = state
 
     def snapshot(self) -> Snapshot:
         raw = {k.decode(): v.decode() for k, v in self.client.hgetall(self.key).items()}

@@ -1,4 +1,4 @@
-"""The forwarder: alert stream → Moogsoft, exactly once in effect, whatever Moogsoft does.
+"""The forwarder: alert stream → Moogsoft, at least once, every copy identifiable, whatever Moogsoft does.
 
 ``Forwarder.step()`` does one unit of work; ``run_forwarder`` loops over it, in as many lanes as
 ``forwarder_concurrency`` asks (delivery/lanes.py). Per step:
@@ -8,17 +8,30 @@
    one half-open probe, or wait (while open, nothing is attempted, read or taken, and no retry is used
    up); alerts already in hand are checked against their idempotency records (those already delivered
    are acknowledged without sending), and the next batch is read ahead; the shared rate limit grants a
-   request or says how long to wait (the alerts stay in hand meanwhile);
+   request or says how long to wait (the alerts stay in hand meanwhile); granted, the alerts about to
+   be sent are recorded as in flight (their stream entry ids), in the same call;
 2. every few seconds the gate reads nothing and alerts of a stalled forwarder are taken over instead;
    when there are none, or the gate found the stream empty, a blocking read awaits the next alert;
-3. one POST over a kept-alive connection (delivery/transport.py); then, by outcome:
+3. one POST over a kept-alive connection (delivery/transport.py), once every alert in it is recorded as
+   in flight (those the gate did not record, in one more call); then, by outcome:
    2xx → the gate of the next step runs at once, and its first part records this delivery: breaker
    success, idempotency records, acknowledgement (a failed call leaves them on record for the next);
    408/429/5xx/timeout/connection error → breaker failure, and each alert is scheduled for a retry
    (full-jitter backoff, or Retry-After) and acknowledged in one atomic step, or dead-lettered once
-   ``moog_max_retries`` is used up; other 4xx → dead-lettered at once with status and response.
+   ``moog_max_retries`` is used up; 401/403 → MOOG_API_KEY is read again and the request sent once more
+   with its other value (NEXT), which the process keeps using once Moogsoft takes it; refused again, it is
+   an outage: breaker failure and retries that use up no attempt, so a key rotated on one side only never
+   dead-letters an alert; other 4xx → dead-lettered at once with status and response.
 
 So a steady stream costs one Redis call per request, whatever the batch size.
+
+What holds: every alert reaches Moogsoft at least once, and an alert is never sent again once its
+delivery is recorded (its idempotency record). What cannot hold is exactly once: a POST that Moogsoft
+may have accepted cannot be taken back, and a forwarder killed between the POST and recording it leaves
+those alerts pending. Another forwarder takes them over after ``forwarder_claim_idle_seconds`` (the
+takeover delay) and, finding their in-flight record, sends them again marked ``resent`` (same event id)
+and counts them in ``mutt_forwarder_alerts_resent_total{after="takeover"}``; a retry after a timeout is
+marked and counted the same way (``after="timeout"``). The window is one request per lane.
 """
 
 from __future__ import annotations
@@ -34,16 +47,19 @@ from typing import Any
 
 import orjson
 import redis
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from configcenter.registry import get_definition
+from configcenter.rotation import ordered_values, remember_accepted
 from configcenter.runtime import current_snapshot, get_setting
+from configcenter.secrets import refresh_secrets
 from delivery.breaker import CircuitBreaker
 from delivery.destination import local_mock_url
 from delivery.gate import GateResult, StepScripts
 from delivery.payloads import PayloadError, SecretHeaders, auth_headers, build_request
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import RetrySchedule, backoff_delay
+from delivery.status import COLLECTOR  # noqa: F401  (imported: this worker's /metrics exports the state)
 from delivery.transport import Transport, TransportError
 from mutt_project import streams
 from mutt_project.redis import get_redis, key
@@ -54,6 +70,10 @@ DELIVERED_TTL = 86_400  # long enough to cover any redelivery after a crash
 HEADERS_SECONDS = 1.0  # how long the request headers (with the credential) are reused
 TRIM_INTERVAL = 1.0  # seconds between two trims of the alert stream (a safety net, see Forwarder._trim)
 RETRYABLE_STATUSES = frozenset({408, 429})
+# Moogsoft refusing the credential is an outage of the destination (a key rotated on one side only), not a
+# fault of the alerts: it opens the breaker and holds alerts like a 503, and uses up none of their retries.
+AUTH_STATUSES = frozenset({401, 403})
+MOOG_SECRET = "MOOG_API_KEY"  # noqa: S105 (the secret's name, not a value)
 
 REQUESTS = Counter(
     "mutt_forwarder_requests_total", "Requests to Moogsoft by outcome and reason.", ["outcome", "reason"]
@@ -65,9 +85,13 @@ REQUEST_SECONDS = Histogram(
 DELIVERED = Counter("mutt_forwarder_alerts_delivered_total", "Alerts Moogsoft accepted.")
 SKIPPED = Counter("mutt_forwarder_alerts_already_delivered_total", "Redelivered alerts not sent again.")
 RETRIES = Counter("mutt_forwarder_retries_scheduled_total", "Alerts scheduled for a delayed retry.")
+RESENT = Counter(
+    "mutt_forwarder_alerts_resent_total",
+    "Alerts sent again, marked resent, although an earlier POST of them may have reached Moogsoft: after "
+    "a takeover of a forwarder that died mid-request, or after a timeout.",
+    ["after"],
+)
 DEAD_LETTERED = Counter("mutt_forwarder_dead_lettered_total", "Alerts moved to the Moogsoft DLQ.", ["reason"])
-RETRY_DEPTH = Gauge("mutt_forwarder_retry_schedule_depth", "Alerts waiting for a retry.")
-DLQ_DEPTH = Gauge("mutt_forwarder_dlq_depth", "Entries in the Moogsoft dead-letter queue.")
 
 
 _REQUEST_COUNTERS: dict[tuple[str, str], Any] = {}
@@ -83,6 +107,11 @@ def _requests_counter(outcome: str, reason: str) -> Any:
 
 def delivered_key(event_id: str) -> str:
     return key("delivered", event_id)
+
+
+def inflight_key(destination: str = "moog") -> str:
+    """The in-flight record: a hash whose fields are the stream entry ids of POSTs not yet confirmed."""
+    return key("inflight", destination)
 
 
 def moog_url(configured: str | None = None) -> str:
@@ -116,6 +145,8 @@ class Result:
     status: int | None = None
     retry_after: float | None = None
     excerpt: str = ""
+    # The destination failed, not the alerts (authentication refused): a retry that uses up no attempt.
+    holds: bool = False
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -132,7 +163,8 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def classify(status: int | None, error: TransportError | None = None, headers: Any = None, body: bytes = b"") -> Result:
-    """Any 2xx delivered; 408, 429, 5xx, timeouts and connection errors retryable; other 4xx permanent."""
+    """Any 2xx delivered; 408, 429, 5xx, timeouts and connection errors retryable; 401 and 403 retryable
+    without using up an attempt (see AUTH_STATUSES); other 4xx permanent."""
     if error is not None:
         return Result("retry", error.reason, excerpt=str(error)[:500])
     status = status or 0
@@ -142,6 +174,8 @@ def classify(status: int | None, error: TransportError | None = None, headers: A
     retry_after = parse_retry_after(headers.get("Retry-After") if headers is not None else None)
     if status in RETRYABLE_STATUSES or status >= 500:
         return Result("retry", f"http_{status}", status, retry_after, excerpt)
+    if status in AUTH_STATUSES:
+        return Result("retry", f"http_{status}", status, retry_after, excerpt, holds=True)
     return Result("permanent", f"http_{status}", status, None, excerpt)
 
 
@@ -172,6 +206,7 @@ class Forwarder:
             stream=self.stream,
             group=self.group,
             consumer=self.consumer,
+            inflight_key=inflight_key(),
         )
         # One keep-alive connection is enough; it never retries on its own (retries are ours, scheduled,
         # and counted).
@@ -180,8 +215,10 @@ class Forwarder:
         self._gate_ahead: GateResult | None = None
         self._unrecorded: list[tuple[bytes, dict[str, Any]]] = []  # delivered (2xx), not yet recorded
         self._delivered_prefix = delivered_key("")
+        self._inflight = inflight_key()
         self.settings = StepSettings()  # renewed at the start of every step
-        self._header_cache: tuple[float, tuple[str, dict[str, str]], SecretHeaders] | None = None
+        # (valid until, (format, content headers), headers, the credential value they carry)
+        self._header_cache: tuple[float, tuple[str, dict[str, str]], SecretHeaders, str] | None = None
         self._last_claim = 0.0
         self._last_trim = 0.0
         streams.ensure_group(self.client, self.stream, self.group)
@@ -221,7 +258,7 @@ class Forwarder:
         if wait > 0:
             self._held = _merge(_Held(items, time.monotonic() + wait), self._held)
             return 0
-        return self._send(items)
+        return self._send(items, gate.in_flight)
 
     def _gate(self, *, read_ahead: bool = True) -> GateResult:
         """One script call: record the last 2xx, then due retries, breaker, idempotency of the alerts in
@@ -240,6 +277,7 @@ class Forwarder:
             held=[(entry_id, self._delivered_key(alert.get("event_id", ""))) for entry_id, alert in held],
             delivered=[(entry_id, self._delivered_key(alert["event_id"])) for entry_id, alert in self._unrecorded],
             ttl=DELIVERED_TTL,
+            batch=batch_size,
         )
         self._unrecorded = []
         if gate.recorded is not None:
@@ -252,8 +290,32 @@ class Forwarder:
 
     def _read(self, limit: int, block_ms: int, *, claim: bool) -> list[tuple[bytes, dict[str, Any]]]:
         """Alerts of a stalled forwarder (when ``claim``), else new ones (blocking), not yet delivered."""
-        items = self._claim_abandoned(limit) if claim else []
-        return self._drop_delivered(self._accept(items or self._read_new(limit, block_ms)))
+        claimed = self._claim_abandoned(limit) if claim else []
+        if claimed:
+            return self._mark_resent(self._drop_delivered(self._accept(claimed)))
+        return self._drop_delivered(self._accept(self._read_new(limit, block_ms)))
+
+    def _mark_resent(self, items: list[tuple[bytes, dict[str, Any]]]) -> list[tuple[bytes, dict[str, Any]]]:
+        """Alerts taken over from a stalled forwarder: those whose entries are on the in-flight record were
+        being POSTed when it stopped, and Moogsoft may have taken them. They are sent again (a POST cannot
+        be taken back, and one that may have failed must not be lost), marked ``resent`` and counted, so
+        Moogsoft and operators can tell the copy from a new alert."""
+        if not items:
+            return items
+        ids = [entry_id for entry_id, _ in items]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self._inflight, ids)
+        pipe.hdel(self._inflight, *ids)  # this forwarder records them again before its own POST
+        records = pipe.execute()[0]
+        marked = [
+            (entry_id, {**alert, "resent": True} if record is not None else alert)
+            for (entry_id, alert), record in zip(items, records, strict=True)
+        ]
+        resent = sum(1 for record in records if record is not None)
+        if resent:
+            RESENT.labels("takeover").inc(resent)
+            logger.warning("alerts taken over mid-request are sent again, marked resent", extra={"count": resent})
+        return marked
 
     def _accept(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[bytes, dict[str, Any]]]:
         """Decoded alerts; entries that are not alerts (poison) go to the DLQ."""
@@ -345,31 +407,22 @@ class Forwarder:
 
     # --- sending ------------------------------------------------------------------------------
 
-    def _send(self, items: list[tuple[bytes, dict[str, Any]]]) -> int:
-        fmt = self.settings["moog_format"]
+    def _send(self, items: list[tuple[bytes, dict[str, Any]]], in_flight: frozenset[bytes] = frozenset()) -> int:
+        """POST ``items`` once they are all recorded as in flight (the gate recorded ``in_flight``), then
+        record the outcome: delivered, scheduled for a retry, or dead-lettered."""
+        fmt, class_from = self.settings["moog_format"], self.settings["moog_class_from"]
         try:
-            request = build_request([alert for _, alert in items], fmt)
+            request = build_request([alert for _, alert in items], fmt, class_from=class_from)
         except PayloadError:
             items = self._drop_unmappable(items, fmt)
             if not items:
                 return 0
-            request = build_request([alert for _, alert in items], fmt)
+            request = build_request([alert for _, alert in items], fmt, class_from=class_from)
+        self._record_in_flight([item for item in items if item[0] not in in_flight])
         headers = self._headers(fmt, request.headers)
-        timeout = self.settings["moog_timeout"]
-        started = time.perf_counter()
-        try:
-            response = self.http.post(
-                moog_url(self.settings["moog_url"]),
-                request.body,
-                headers,
-                timeout=timeout,
-                connect_timeout=min(timeout, 5.0),
-            )
-            result = classify(response.status, headers=response.headers, body=response.body)
-        except TransportError as exc:
-            result = classify(None, exc)
-        REQUEST_SECONDS.observe(time.perf_counter() - started)
-        _requests_counter(result.outcome, result.reason).inc()
+        result = self._post(request.body, headers)
+        if result.status in AUTH_STATUSES:
+            result = self._post_with_other_key(fmt, request.body, request.headers, result)
         if result.outcome == "delivered":
             self._mark_delivered(items)  # records the success with the breaker in the same call
         else:
@@ -380,6 +433,57 @@ class Forwarder:
                 self._dead_letter([(entry_id, alert, result) for entry_id, alert in items])
         self._trim()
         return len(items)
+
+    def _record_in_flight(self, items: list[tuple[bytes, dict[str, Any]]]) -> None:
+        """Record alerts the gate did not record as in flight (read and sent in one step: the first batch,
+        a blocking read, a takeover): one more round trip, off the steady stream's path."""
+        if items:
+            self.client.hset(self._inflight, mapping=dict.fromkeys((entry_id for entry_id, _ in items), 1))
+
+    def _post(self, body: bytes, headers: SecretHeaders) -> Result:
+        """One POST to Moogsoft, timed and counted by outcome."""
+        timeout = self.settings["moog_timeout"]
+        started = time.perf_counter()
+        try:
+            response = self.http.post(
+                moog_url(self.settings["moog_url"]),
+                body,
+                headers,
+                timeout=timeout,
+                connect_timeout=min(timeout, 5.0),
+            )
+            result = classify(response.status, headers=response.headers, body=response.body)
+        except TransportError as exc:
+            result = classify(None, exc)
+        REQUEST_SECONDS.observe(time.perf_counter() - started)
+        _requests_counter(result.outcome, result.reason).inc()
+        return result
+
+    def _post_with_other_key(self, fmt: str, body: bytes, content: dict[str, str], refused: Result) -> Result:
+        """Moogsoft refused the credential (401/403): read MOOG_API_KEY again and send once more with its
+        other value (NEXT during a rotation, or a value rotated in meanwhile). When Moogsoft takes it, this
+        process uses that value from now on; when it refuses it too, or there is none, ``refused`` stands."""
+        rejected = self._header_cache[3] if self._header_cache is not None else ""
+        refresh_secrets(MOOG_SECRET)
+        self._header_cache = None
+        others = [value for value in ordered_values(MOOG_SECRET) if value != rejected]
+        if not others:
+            logger.warning(
+                "Moogsoft refused the credential and MOOG_API_KEY has no other value; holding alerts",
+                extra={"status": refused.status},
+            )
+            return refused
+        headers = auth_headers(fmt, others[0])
+        headers.update(content)
+        result = self._post(body, headers)
+        if result.status in AUTH_STATUSES:
+            logger.warning(
+                "Moogsoft refused both values of MOOG_API_KEY; holding alerts", extra={"status": result.status}
+            )
+        elif result.outcome == "delivered":
+            remember_accepted(MOOG_SECRET, others[0])  # no value is logged, only that it changed
+            logger.warning("Moogsoft refused one value of MOOG_API_KEY and accepted the other; using that one")
+        return result
 
     def _trim(self) -> None:
         """Every path deletes what it acknowledges, so the stream's length is already the backlog the
@@ -392,13 +496,16 @@ class Forwarder:
     def _headers(self, fmt: str, content: dict[str, str]) -> SecretHeaders:
         """Authentication and content headers, the same mapping for up to a second: the credential is
         looked up (and its header built) once a second rather than for every request, and the transport
-        encodes an unchanged mapping only once. A rotated credential is in use within that second."""
+        encodes an unchanged mapping only once. The value Moogsoft accepted last in this process is used
+        first (see _post_with_other_key); a rotated credential is in use within that second."""
         now = time.monotonic()
         cached = self._header_cache
         if cached is None or now >= cached[0] or cached[1] != (fmt, content):
-            headers = auth_headers(fmt)  # a masking mapping: its repr never shows the key
+            values = ordered_values(MOOG_SECRET)
+            secret = values[0] if values else ""
+            headers = auth_headers(fmt, secret)  # a masking mapping: its repr never shows the key
             headers.update(content)
-            self._header_cache = cached = (now + HEADERS_SECONDS, (fmt, content), headers)
+            self._header_cache = cached = (now + HEADERS_SECONDS, (fmt, content), headers, secret)
         return cached[2]
 
     def _drop_unmappable(
@@ -430,16 +537,23 @@ class Forwarder:
         now = time.time()
         scheduled: list[tuple[float, bytes, bytes]] = []
         exhausted: list[tuple[bytes, dict[str, Any], Result]] = []
+        used = 0 if result.holds else 1  # Moogsoft refusing our credential is not the alerts' fault
+        # A request that timed out may have been taken: its retry is a copy, marked as such.
+        resent = {"resent": True} if result.reason == "timeout" else {}
         for entry_id, alert in items:
-            attempts = int(alert.get("attempts", 0)) + 1
+            attempts = int(alert.get("attempts", 0)) + used
             if attempts > max_retries:
                 exhausted.append((entry_id, {**alert, "attempts": attempts}, _exhausted(result)))
                 continue
-            delay = result.retry_after if result.retry_after is not None else backoff_delay(attempts, base, cap)
-            member = orjson.dumps({**alert, "attempts": attempts, "last_error": result.reason})
+            delay = result.retry_after if result.retry_after is not None else backoff_delay(max(attempts, 1), base, cap)
+            member = orjson.dumps({**alert, "attempts": attempts, "last_error": result.reason, **resent})
             scheduled.append((now + min(delay, cap), member, entry_id))
         self.retries.schedule_and_ack(scheduled)
+        # Answered (or timed out and now marked resent): no longer in flight. Off the steady path.
+        self.client.hdel(self._inflight, *(entry_id for entry_id, _ in items))
         RETRIES.inc(len(scheduled))
+        if resent and scheduled:
+            RESENT.labels("timeout").inc(len(scheduled))
         if exhausted:
             self._dead_letter(exhausted)
         logger.warning(
@@ -467,7 +581,9 @@ class Forwarder:
                 },
             )
             DEAD_LETTERED.labels(result.reason).inc()
-        streams.ack_and_delete(pipe, self.stream, self.group, [entry_id for entry_id, _, _ in entries])
+        ids = [entry_id for entry_id, _, _ in entries]
+        streams.ack_and_delete(pipe, self.stream, self.group, ids)
+        pipe.hdel(self._inflight, *ids)
         pipe.execute()
         logger.error("alerts moved to the Moogsoft DLQ", extra={"count": len(entries), "reason": entries[0][2].reason})
 
@@ -478,10 +594,6 @@ class Forwarder:
         groups = {g["name"].decode(): g for g in self.client.xinfo_groups(self.stream)}
         pending = groups.get(self.group, {}).get("pending", 0)
         return pending == 0 and streams.backlog(self.client, self.stream) == 0
-
-    def report_depths(self) -> None:
-        RETRY_DEPTH.set(self.retries.depth())
-        DLQ_DEPTH.set(self.client.xlen(self.dlq))
 
 
 def _exhausted(result: Result) -> Result:

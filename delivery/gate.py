@@ -14,7 +14,13 @@ gate script does all of it atomically, in this order:
 5. up to the asked count of new entries is read (XREADGROUP without BLOCK: a script cannot block; the
    forwarder blocks outside when the stream is empty). They are the next request's alerts: the next
    gate checks them. Reading one batch ahead is what lets a steady stream cost one call per request;
-6. when there is something to send, one token of the shared rate limit is taken.
+6. when there is something to send, one token of the shared rate limit is taken;
+7. when the token was granted, the held alerts about to be sent (up to the batch size, one for a probe)
+   are recorded as in flight: their stream entry ids (one per attempt: a retry is a new entry) become
+   fields of one hash, ``inflight:<destination>``. Recording the delivery in step 1 removes them again.
+   A forwarder that takes over a stalled one's entries finds those whose POST may have reached Moogsoft
+   unconfirmed, and marks their alerts as resent (delivery/forwarder.py). Done here, the record costs no
+   extra round trip, and one hash (one HSET and one HDEL per request) costs Redis less than a key each.
 
 The gate runs once per request, so its call is made on a connection the forwarder keeps (taken from the
 client's pool, given back on close) rather than through redis-py's command path, whose pool checkout,
@@ -46,13 +52,15 @@ RELEASE_LIMIT = 1000
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 # KEYS: breaker hash, rate-limit bucket, retry schedule, alert stream, then the idempotency keys of the
-# alerts just delivered, then those of the alerts held. ARGV: breaker timeout, rate limit, rate period,
-# now (epoch s, the clock of the retry schedule's scores), most retries to release, group, consumer,
-# count to read (0: read nothing), idempotency record TTL (s), how many alerts were just delivered, then
-# the entry ids in the order of their keys (ARGV[i + 6] is the entry of KEYS[i]).
+# alerts just delivered, then those of the alerts held (n keys in all), then the in-flight hash. ARGV:
+# breaker timeout, rate limit, rate
+# period, now (epoch s, the clock of the retry schedule's scores), most retries to release, group,
+# consumer, count to read (0: read nothing), idempotency record TTL (s), how many alerts were just
+# delivered, then the entry ids in the order of their keys (ARGV[i + 6] is the entry of KEYS[i]), then
+# the most held alerts the next request sends (the batch size).
 # Returns {decision, breaker state, retries released, rate-limit wait ("0": granted or nothing to send),
 # {held entry ids already delivered (now acknowledged and deleted)}, {entries read}, breaker state
-# before and after recording the delivery ("" when there was none)}.
+# before and after recording the delivery ("" when there was none), {held entry ids recorded in flight}}.
 _GATE = (
     CLOCK_LUA
     + RECORD_LUA
@@ -62,20 +70,23 @@ _GATE = (
     + """
 local t = redis_now()
 local stream, group, delivered = KEYS[4], ARGV[6], tonumber(ARGV[10])
+local n = #KEYS - 5
+local inflight = KEYS[#KEYS]
 local before, after = '', ''
 if delivered > 0 then
   before, after = breaker_record(KEYS[1], true, 0, t)
   for i = 5, 4 + delivered do
     redis.call('SET', KEYS[i], 1, 'EX', ARGV[9])
   end
+  redis.call('HDEL', inflight, unpack(ARGV, 11, 10 + delivered))
   redis.call('XACK', stream, group, unpack(ARGV, 11, 10 + delivered))
   redis.call('XDEL', stream, unpack(ARGV, 11, 10 + delivered))
 end
 local released = release_due(KEYS[3], stream, ARGV[4], tonumber(ARGV[5]))
 local decision, state = breaker_acquire(KEYS[1], tonumber(ARGV[1]), t)
-if decision == 'wait' then return {decision, state, released, '0', {}, {}, before, after} end
-local done, sending = {}, 0
-for i = 5 + delivered, #KEYS do
+if decision == 'wait' then return {decision, state, released, '0', {}, {}, before, after, {}} end
+local done, sending, unsent = {}, 0, {}
+for i = 5 + delivered, 4 + n do
   local id = ARGV[i + 6]
   if redis.call('EXISTS', KEYS[i]) == 1 then
     redis.call('XACK', stream, group, id)
@@ -83,6 +94,7 @@ for i = 5 + delivered, #KEYS do
     done[#done + 1] = id
   else
     sending = sending + 1
+    unsent[#unsent + 1] = i
   end
 end
 local count = tonumber(ARGV[8])
@@ -97,7 +109,20 @@ if count > 0 then
 end
 local wait = '0'
 if sending + #entries > 0 then wait = bucket_take(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), 1, t) end
-return {decision, state, released, wait, done, entries, before, after}
+local marked = {}
+if wait == '0' and sending > 0 then
+  local batch = tonumber(ARGV[11 + n])
+  if decision == 'probe' then batch = 1 end
+  local fields = {}
+  for j = 1, math.min(batch, #unsent) do
+    local id = ARGV[unsent[j] + 6]
+    marked[j] = id
+    fields[2 * j - 1] = id
+    fields[2 * j] = '1'
+  end
+  redis.call('HSET', inflight, unpack(fields))
+end
+return {decision, state, released, wait, done, entries, before, after, marked}
 """
 )
 
@@ -122,6 +147,7 @@ class GateResult:
     done: frozenset[bytes]  # held entries already delivered: acknowledged and deleted by the gate
     entries: list[Entry]  # entries read by the gate (their idempotency records are not checked yet)
     recorded: tuple[str, str] | None  # breaker state before and after recording a delivery, if any
+    in_flight: frozenset[bytes] = frozenset()  # held entries recorded as in flight (about to be sent)
 
 
 class StepScripts:
@@ -139,8 +165,10 @@ class StepScripts:
         stream: str,
         group: str,
         consumer: str,
+        inflight_key: str,
     ) -> None:
         self.breaker_key = breaker_key
+        self.inflight_key = inflight_key
         self.bucket_key = bucket_key
         self.schedule_key = schedule_key
         self.stream = stream
@@ -160,14 +188,18 @@ class StepScripts:
         held: Sequence[tuple[bytes, str]] = (),
         delivered: Sequence[tuple[bytes, str]] = (),
         ttl: int = 0,
+        batch: int = 1,
     ) -> GateResult:
         """Finish ``delivered`` (2xx), then ask for the next request. ``held`` and ``delivered`` are
-        (entry id, idempotency key) pairs; ``ttl`` is the idempotency records' lifetime in seconds."""
+        (entry id, idempotency key) pairs; ``ttl`` is the idempotency records' lifetime in seconds;
+        ``batch`` the most held alerts the next request sends (recorded in flight when it may go)."""
         pairs = [*delivered, *held]
         keys = [self.breaker_key, self.bucket_key, self.schedule_key, self.stream, *(k for _, k in pairs)]
+        keys.append(self.inflight_key)
         args = [timeout, limit, period, now, RELEASE_LIMIT, self.group, self.consumer, read, ttl, len(delivered)]
         args += [entry_id for entry_id, _ in pairs]
-        decision, state, released, wait, done, entries, before, after = self._gate.run(keys, args)
+        args.append(batch)
+        decision, state, released, wait, done, entries, before, after, marked = self._gate.run(keys, args)
         return GateResult(
             decision=decision.decode(),
             state=state.decode(),
@@ -176,6 +208,7 @@ class StepScripts:
             done=frozenset(done),
             entries=[(entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in entries],
             recorded=(before.decode(), after.decode()) if delivered else None,
+            in_flight=frozenset(marked),
         )
 
     def give_back(self, held: Sequence[tuple[bytes, bytes]]) -> int:

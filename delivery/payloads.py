@@ -7,8 +7,16 @@ Moogsoft's integers (0 clear … 5 critical); authentication is HTTP Basic (see 
 unknown, warning, minor, major, critical); authentication is the ``apiKey`` header.
 
 The alert payload is what the alerter puts on the alert stream (``rules.alerter`` for rule alerts,
-``rules.flood.meta_alert`` for floods). Every Moogsoft event carries the MUTT correlation id (webhook
-``external_id``; Cloud tag ``correlation_id``) so an operator can follow one event from ingest to Moogsoft.
+``rules.flood.meta_alert`` for floods). Every Moogsoft event carries its MUTT event id (webhook
+``external_id`` and ``custom_info.event_id``; Cloud tag ``event_id``), one per event and the same for
+every copy of it, and the ingest request's correlation id (``custom_info.correlation_id``; Cloud tag
+``correlation_id``) so an operator can follow one event from ingest to Moogsoft. ``class`` is the team,
+as in the earlier MUTT, or the source type (setting ``moog_class_from``); the rule's name, and a trap's
+varbinds (webhook ``custom_info.details.varbinds``; Cloud tags ``varbind.<name>``) travel too. See
+docs/adr/ADR-005-moogsoft-event-fields.md.
+An alert sent again although an earlier copy may have reached Moogsoft (a forwarder died mid-request, or
+a request timed out) carries ``resent``: webhook ``custom_info.resent`` true, Cloud tag ``resent``
+"true"; its event id is the same as the first copy's.
 Bodies never contain a secret: :func:`auth_headers` returns the credential separately, for the sender only.
 """
 
@@ -25,10 +33,15 @@ from typing import Any, NotRequired, TypedDict
 
 import orjson
 
+from rules.signature import varbinds
+
 MANAGER = "MUTT"
 AGENT = "MUTT"
 USER_AGENT = "MUTT/1 (+delivery)"
 DEFAULT_CLASS = "network"
+# What Moogsoft's ``class`` carries (setting moog_class_from): the team (the earlier MUTT) or the source type.
+CLASS_FROM = ("team", "source_type")
+MAX_VARBIND_TAGS = 20  # Cloud tags are flat text: the first varbinds of a trap, not a whole MIB walk
 FLOOD_TYPE = "unmatched-flood"
 # The Basic-auth user name when MOOG_API_KEY holds only a password (no "user:" part).
 DEFAULT_BASIC_USER = "mutt"
@@ -84,7 +97,9 @@ class Alert(TypedDict):
     trap_oid: str
     source_type: str
     signature: str
+    rule_name: NotRequired[str]
     details: NotRequired[dict[str, Any]]
+    resent: NotRequired[bool]
 
 
 class CustomInfo(TypedDict):
@@ -92,10 +107,12 @@ class CustomInfo(TypedDict):
     handling: str
     environment: str
     rule_id: int | None
+    rule_name: str
     trap_oid: str
     event_id: str
     correlation_id: str
     details: dict[str, Any]
+    resent: bool  # an earlier copy may have reached Moogsoft (same event_id)
 
 
 # "class" is a Python keyword, hence the functional TypedDict syntax.
@@ -179,36 +196,40 @@ def epoch_seconds(value: str) -> int:
     return int(moment.timestamp())
 
 
-def to_webhook_event(alert: Mapping[str, Any], *, location: str | None = None) -> WebhookEvent:
+def to_webhook_event(
+    alert: Mapping[str, Any], *, location: str | None = None, class_from: str = "team"
+) -> WebhookEvent:
     """The REST/Webhook LAM event of ``alert``."""
     required = _required(alert)
     return {
         "signature": required["signature"],
         "source_id": required["hostname"],
-        "external_id": _correlation_id(alert),
+        "external_id": required["event_id"],
         "manager": MANAGER,
         "source": required["hostname"],
-        "class": _event_class(alert),
+        "class": _event_class(alert, class_from),
         "agent": AGENT,
         "agent_location": location if location is not None else agent_location(),
         "type": event_type(alert),
         "severity": SEVERITY_LEVELS[moog_severity(alert)],
-        "description": str(alert.get("description") or ""),
+        "description": _description(alert),
         "agent_time": required["time"],
         "custom_info": {
             "team": str(alert.get("team") or ""),
             "handling": str(alert.get("handling") or ""),
             "environment": str(alert.get("environment") or ""),
             "rule_id": alert.get("rule_id"),
+            "rule_name": str(alert.get("rule_name") or ""),
             "trap_oid": str(alert.get("trap_oid") or ""),
             "event_id": required["event_id"],
             "correlation_id": _correlation_id(alert),
             "details": dict(alert.get("details") or {}),
+            "resent": bool(alert.get("resent")),
         },
     }
 
 
-def to_cloud_event(alert: Mapping[str, Any]) -> CloudEvent:
+def to_cloud_event(alert: Mapping[str, Any], *, class_from: str = "team") -> CloudEvent:
     """The Cloud Events API event of ``alert``."""
     required = _required(alert)
     tags = {
@@ -216,26 +237,31 @@ def to_cloud_event(alert: Mapping[str, Any]) -> CloudEvent:
         "environment": alert.get("environment"),
         "handling": alert.get("handling"),
         "rule_id": alert.get("rule_id"),
+        "rule_name": alert.get("rule_name"),
         "event_id": required["event_id"],
         "correlation_id": _correlation_id(alert),
         "trap_oid": alert.get("trap_oid"),
+        "resent": "true" if alert.get("resent") else None,
+        **_varbind_tags(alert),
     }
     return {
         "source": required["hostname"],
         "check": event_type(alert),
         "severity": CLOUD_SEVERITIES[moog_severity(alert)],
-        "description": str(alert.get("description") or ""),
+        "description": _description(alert),
         "dedupe_key": required["signature"],
         "time": required["time"],
-        "class": _event_class(alert),
+        "class": _event_class(alert, class_from),
         "manager": MANAGER,
         # Cloud tags are flat text pairs; empty ones (no rule, no OID) are left out rather than sent blank.
         "tags": {name: str(value) for name, value in tags.items() if value not in (None, "")},
     }
 
 
-def to_event(alert: Mapping[str, Any], fmt: str) -> WebhookEvent | CloudEvent:
-    return to_webhook_event(alert) if parse_format(fmt) == MoogFormat.WEBHOOK else to_cloud_event(alert)
+def to_event(alert: Mapping[str, Any], fmt: str, *, class_from: str = "team") -> WebhookEvent | CloudEvent:
+    if parse_format(fmt) == MoogFormat.WEBHOOK:
+        return to_webhook_event(alert, class_from=class_from)
+    return to_cloud_event(alert, class_from=class_from)
 
 
 # --- requests -------------------------------------------------------------------------------------
@@ -249,8 +275,9 @@ def parse_format(fmt: str) -> MoogFormat:
         raise ValueError(f"unknown Moogsoft format {fmt!r}; expected one of {choices}") from None
 
 
-def build_request(alerts: Sequence[Mapping[str, Any]], fmt: str) -> MoogRequest:
-    """One request carrying every alert in ``alerts`` (the caller keeps it within ``moog_batch_size``).
+def build_request(alerts: Sequence[Mapping[str, Any]], fmt: str, *, class_from: str = "team") -> MoogRequest:
+    """One request carrying every alert in ``alerts`` (the caller keeps it within ``moog_batch_size``);
+    ``class_from``: what Moogsoft's ``class`` carries, ``team`` or ``source_type``.
 
     Raises PayloadError naming the event id of the first alert that cannot be mapped.
     """
@@ -259,9 +286,11 @@ def build_request(alerts: Sequence[Mapping[str, Any]], fmt: str) -> MoogRequest:
     moog_format = parse_format(fmt)
     if moog_format == MoogFormat.WEBHOOK:
         location = agent_location()
-        body = orjson.dumps({"events": [to_webhook_event(alert, location=location) for alert in alerts]})
+        body = orjson.dumps(
+            {"events": [to_webhook_event(alert, location=location, class_from=class_from) for alert in alerts]}
+        )
     else:
-        body = orjson.dumps([to_cloud_event(alert) for alert in alerts])
+        body = orjson.dumps([to_cloud_event(alert, class_from=class_from) for alert in alerts])
     headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
     return MoogRequest(moog_format, body, headers, tuple(str(alert["event_id"]) for alert in alerts))
 
@@ -309,9 +338,10 @@ def auth_headers(fmt: str, secret: str | None = None) -> SecretHeaders:
     * ``webhook``: HTTP Basic, the LAM's ``basic_auth_static`` scheme. ``MOOG_API_KEY`` holds
       ``user:password``, or only a password for the user ``mutt``.
 
-    No credential configured: no headers (the local mock_moog needs none). A sender rejected with 401
-    calls again with ``secret=get_credential("MOOG_API_KEY").next`` to use a rotated key. Never log the
-    values; the returned mapping masks them in its repr.
+    No credential configured: no headers (the local mock_moog needs none). The forwarder passes the value
+    Moogsoft accepted last and, refused with 401/403, re-reads the secret and calls again with the other
+    value (delivery.forwarder.Forwarder._post_with_other_key). Never log the values; the returned mapping
+    masks them in its repr.
     """
     moog_format = parse_format(fmt)
     if secret is None:
@@ -356,5 +386,23 @@ def _correlation_id(alert: Mapping[str, Any]) -> str:
     return str(alert.get("correlation_id") or alert.get("event_id") or "")
 
 
-def _event_class(alert: Mapping[str, Any]) -> str:
-    return str(alert.get("source_type") or DEFAULT_CLASS)
+def _event_class(alert: Mapping[str, Any], class_from: str) -> str:
+    """The team (the earlier MUTT's meaning, the default) or the source type, else ``network``."""
+    value = alert.get("source_type") if class_from == "source_type" else alert.get("team")
+    return str(value or DEFAULT_CLASS)
+
+
+def _description(alert: Mapping[str, Any]) -> str:
+    # The alerter never queues an empty description; an alert queued by an older version may have one.
+    return str(alert.get("description") or alert.get("rule_name") or event_type(alert))
+
+
+def _varbind_tags(alert: Mapping[str, Any]) -> dict[str, Any]:
+    details = alert.get("details")
+    found = varbinds(details.get("varbinds")) if isinstance(details, Mapping) else iter(())
+    tags: dict[str, Any] = {}
+    for name, value in found:
+        if len(tags) == MAX_VARBIND_TAGS:
+            break
+        tags[f"varbind.{name}"] = value if isinstance(value, str | int | float) else orjson.dumps(value).decode()
+    return tags

@@ -47,7 +47,8 @@ logger = logging.getLogger("mutt.remediation")
 ACTOR = Actor.system("remediation")
 # Reasons worth another try without anyone changing anything.
 TRANSIENT_REASONS: dict[str, tuple[str, ...]] = {
-    "moog": ("retries_exhausted",),
+    # http_401/403: entries dead-lettered before a refused credential was treated as an outage
+    "moog": ("retries_exhausted", "http_401", "http_403"),
     "alerter": ("shed", "database_error", "max_deliveries"),
 }
 

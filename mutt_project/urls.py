@@ -4,9 +4,9 @@ from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
-from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from delivery.status import metrics_view
 from ingest.urls import api_urlpatterns as ingest_api_urlpatterns
 from ingest.urls import legacy_urlpatterns as ingest_legacy_urlpatterns
 from mutt_project import health
@@ -39,8 +39,9 @@ api_patterns = [
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    # Prometheus scrape endpoint; gunicorn workers share one view of it via multiprocess files.
-    path("metrics", ExportToDjangoView, name="metrics"),
+    # Prometheus scrape endpoint; gunicorn workers share one view of it via multiprocess files, and the
+    # delivery state (breaker, retries, held alerts) is read from Redis at each scrape.
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     re_path(r"^api/(?P<version>v[0-9]+)/", include(api_patterns)),
     path("", include(ingest_legacy_urlpatterns)),

@@ -52,6 +52,7 @@ class AlertRuleAdmin(_ServiceBound):
         (None, {"fields": ["name", "description", "is_active", "priority"]}),
         ("What matches", {"fields": ["match_type", "match_string", "trap_oid", "syslog_severity"]}),
         ("What happens", {"fields": ["prod_handling", "dev_handling", "team_assignment", "severity"]}),
+        ("Moogsoft", {"fields": ["signature_fields"]}),
         ("Audit", {"fields": ["change_reason"]}),
     ]
     change_list_template = "admin/rules/alertrule/change_list.html"
@@ -108,6 +109,7 @@ class AlertRuleAdmin(_ServiceBound):
             raise PermissionDenied
         form = RuleTesterForm(request.POST or None)
         result = None
+        alert: dict[str, Any] | None = None
         error = ""
         tested: dict[str, Any] = {}
         if request.method == "POST" and form.is_valid():
@@ -115,12 +117,14 @@ class AlertRuleAdmin(_ServiceBound):
                 result, tested = evaluate_event(build_ruleset(), form.cleaned_data["event"])
             except InvalidRule as exc:  # only possible if the database holds a rule saved around validation
                 error = str(exc)
+            alert = tested.get("alert")
         context = {
             **self.admin_site.each_context(request),
             "title": "Rule tester",
             "opts": self.model._meta,
             "form": form,
             "result": result,
+            "alert": alert,
             "error": error,
             "tested": tested,
             "severity_default": SEVERITY_DEFAULT_TEXT,

@@ -62,6 +62,7 @@ from configcenter.runtime import get_setting
 from mutt_project import outage, streams
 from mutt_project.redis import DeferredCommand, DeferredScript, get_redis, key
 from rules import flood, metrics
+from rules.alerts import rule_alert
 from rules.engine import SEVERITY_FROM_SYSLOG, RuleSet, clip_message
 from rules.partitions import ensure_partitions
 from rules.services import rules_channel
@@ -470,12 +471,18 @@ class Alerter:
                     self._run(_Batch(entries))
                     self.flush()
         finally:
-            self._publish_later.close()
-            self._count_later.close()
-            self._reader.close()
-            self._stop.set()
-            self._stop_writer()
+            self.close()
         streams.forget_consumer_if_done(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer)
+
+    def close(self) -> None:
+        """Give the kept Redis connections back to the pool and end the writer thread, without finishing
+        anything: what is unacknowledged stays pending for a takeover. ``stop`` finishes first, then
+        closes; closing twice is harmless."""
+        self._publish_later.close()
+        self._count_later.close()
+        self._reader.close()
+        self._stop.set()
+        self._stop_writer()
 
     def maintain_partitions(self) -> None:
         """Create coming months' partitions now and then (not only at start), so long-running alerters
@@ -1089,22 +1096,7 @@ class Alerter:
         )  # fmt: skip
         if not alerting:
             return row, None, None
-        alert = {
-            "kind": "rule",
-            "event_id": event["event_id"],
-            "correlation_id": correlation_id,
-            "hostname": hostname,
-            "rule_id": rule.id,
-            "team": team,
-            "severity": severity or "indeterminate",
-            "handling": handling,
-            "environment": environment,
-            "description": (message or rule.description)[:2000],
-            "event_time": event["timestamp"],
-            "trap_oid": trap_oid,
-            "source_type": source_type,
-            "signature": f"{hostname}:{rule.id}:{trap_oid}",
-        }
+        alert = rule_alert(event, rule, team=team, severity=severity, handling=handling, environment=environment)
         return row, orjson.dumps(alert), None
 
     def _publish_and_ack(self, alerts: list[tuple[str, str, bytes]], ack_ids: list[bytes]) -> int:

@@ -29,6 +29,7 @@ import ahocorasick
 import re2
 
 from rules.hosts import HostTable
+from rules.signature import DEFAULT_FIELDS as DEFAULT_SIGNATURE_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ class RuleSpec:
     team_assignment: str = ""
     severity: str = ""
     description: str = ""
+    name: str = ""
+    signature_fields: tuple[str, ...] = DEFAULT_SIGNATURE_FIELDS  # see rules/signature.py
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from configcenter.runtime import get_setting
 from mutt_project.audit import AuditedHistory
 from rules.engine import SEVERITY_DEFAULT_TEXT, regex_error, regex_program_size
 from rules.hosts import GLOB_CHARS
+from rules.signature import parse_fields as parse_signature_fields
 
 _OID = re.compile(r"^\d+(\.\d+)*$")
 _HOSTNAME = re.compile(r"^[a-z0-9_.:\-*?]+$", re.IGNORECASE)
@@ -133,6 +134,16 @@ class AlertRule(models.Model):
         blank=True,
         help_text=f"Moogsoft severity of the alert; empty: {SEVERITY_DEFAULT_TEXT}.",
     )
+    signature_fields = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text=(
+            "What makes two events one Moogsoft alert: comma-separated fields among hostname, rule, trap_oid, "
+            "source_type, message, interface and var:<varbind name or OID>. Empty: hostname, rule, trap_oid, "
+            "interface (the interface from an IF-MIB varbind or the message's 'Interface X'; left out when "
+            "the event names none), so each interface of a device is its own alert."
+        ),
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -150,7 +161,7 @@ class AlertRule(models.Model):
         # match_string is kept as typed: a space is part of a substring or an RE2 pattern ("^ ").
         self.trap_oid = normalise_oid(self.trap_oid)
         self.team_assignment = self.team_assignment.strip()
-        errors: dict[str, str] = {}
+        errors: dict[str, str] = self._clean_signature_fields()
         if self.match_type in (MatchType.CONTAINS, MatchType.REGEX):
             if not self.match_string.strip():
                 errors["match_string"] = f"A {self.match_type} rule needs a match string (not only spaces)."
@@ -179,6 +190,17 @@ class AlertRule(models.Model):
             self.match_string = ""
         if errors:
             raise ValidationError(errors)
+
+    def _clean_signature_fields(self) -> dict[str, str]:
+        """Normalise the signature fields (empty stays empty: the default); the error naming the field."""
+        if not self.signature_fields.strip():
+            self.signature_fields = ""
+            return {}
+        try:
+            self.signature_fields = ", ".join(parse_signature_fields(self.signature_fields))
+        except ValueError as exc:
+            return {"signature_fields": f"{str(exc)[:1].upper()}{str(exc)[1:]}."}
+        return {}
 
 
 class DevHost(models.Model):

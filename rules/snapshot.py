@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rules.engine import RuleSet, RuleSpec
 from rules.models import AlertRule, DevHost, DeviceTeam
+from rules.signature import DEFAULT_FIELDS, parse_fields
 
 _SPEC_FIELDS = (
     "id",
@@ -17,7 +18,17 @@ _SPEC_FIELDS = (
     "team_assignment",
     "severity",
     "description",
+    "name",
+    "signature_fields",
 )
+
+
+def signature_fields(text: str) -> tuple[str, ...]:
+    """A rule's parsed signature fields; the default for text that no longer parses (validated on save)."""
+    try:
+        return parse_fields(text)
+    except ValueError:
+        return DEFAULT_FIELDS
 
 
 def build_ruleset() -> RuleSet:
@@ -27,6 +38,7 @@ def build_ruleset() -> RuleSet:
     newest = ""
     for row in rows:
         newest = max(newest, row.pop("updated_at").isoformat())
+        row["signature_fields"] = signature_fields(row["signature_fields"])
         specs.append(RuleSpec(**row))
     return RuleSet.compile(
         specs,

@@ -14,6 +14,7 @@ from configcenter.runtime import get_setting
 from ingest import schema
 from ingest.schema import CanonicalEvent
 from mutt_project.context import get_request_id
+from rules.alerts import rule_alert
 from rules.cost import regex_cost_seconds
 from rules.engine import (
     SEVERITY_FROM_SYSLOG,
@@ -50,6 +51,9 @@ class RuleTesterForm(forms.Form):
     trap_oid = forms.CharField(required=False, strip=False, max_length=1000, label="Trap OID")
     syslog_severity = forms.TypedChoiceField(
         required=False, choices=[("", "(none)"), *SyslogSeverity.choices], coerce=int, empty_value=None
+    )
+    variables = forms.JSONField(
+        required=False, label="Varbinds", help_text='Trap varbinds as ingest takes them, e.g. {"ifIndex": 3}.'
     )
     event_json = forms.CharField(
         required=False,
@@ -94,6 +98,7 @@ class RuleTesterForm(forms.Form):
             "message": message,
             "trap_oid": data.get("trap_oid") or None,
             "syslog_severity": data.get("syslog_severity"),
+            "variables": data.get("variables"),
         }
 
 
@@ -137,4 +142,13 @@ def evaluate_event(ruleset: RuleSet, event: CanonicalEvent) -> tuple[MatchResult
     if result.rule is not None:
         tested["severity"] = alert_severity(result.rule.severity, syslog_severity)
         tested["severity_source"] = _severity_source(result.rule.severity, syslog_severity)
+        # The alert the alerter would queue (signature, description), built by the alerter's own function.
+        tested["alert"] = rule_alert(
+            event,
+            result.rule,
+            team=result.team,
+            severity=tested["severity"],
+            handling=result.handling,
+            environment=result.environment,
+        )
     return result, tested

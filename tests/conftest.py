@@ -6,6 +6,7 @@ and deletes its keys at the end; pytest-django creates and drops the test databa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -158,3 +159,28 @@ def private_tmp():
     folder = Path(tempfile.mkdtemp(prefix="mutt-test-"))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _close_alerters(monkeypatch):
+    """Give back the Redis connections of every alerter a test made and did not stop.
+
+    An alerter keeps a few connections out of the shared pool (the read sent ahead, the publish and
+    count scripts); a test that only steps one would leave them taken, and the pool (100 connections)
+    runs dry some hundred tests later with "Too many connections" in an unrelated test.
+    """
+    from rules.alerter import Alerter
+
+    made: list[Alerter] = []
+    original = Alerter.__init__
+
+    def recording_init(self, *args, **kwargs):
+        made.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Alerter, "__init__", recording_init)
+    yield
+    for alerter in made:
+        # A test that broke its alerter on purpose: giving the connections back is all that matters here.
+        with contextlib.suppress(Exception):
+            alerter.close()

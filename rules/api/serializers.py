@@ -22,6 +22,7 @@ class AlertRuleSerializer(ReasonSerializerMixin, serializers.ModelSerializer):
             "dev_handling",
             "team_assignment",
             "severity",
+            "signature_fields",
             "is_active",
             "created_at",
             "updated_at",

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from delivery.breaker import CircuitBreaker
+from delivery.forwarder import inflight_key
 from delivery.mock_moog import MockMoog
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import schedule_key
@@ -16,7 +17,12 @@ from tests.support.waiting import apply_setting
 
 @pytest.fixture
 def moog(clean_pipeline, redis_client) -> Iterator[MockMoog]:
-    delivery_keys = [schedule_key(), CircuitBreaker(redis_client).key, SharedRateLimit(redis_client).key]
+    delivery_keys = [
+        schedule_key(),
+        CircuitBreaker(redis_client).key,
+        SharedRateLimit(redis_client).key,
+        inflight_key(),
+    ]
     redis_client.delete(*delivery_keys)
     for name in redis_client.scan_iter(match=f"{streams.alerts_stream().rsplit(':', 2)[0]}:delivered:*"):
         redis_client.delete(name)

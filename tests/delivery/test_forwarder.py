@@ -15,7 +15,7 @@ import redis
 from configcenter.runtime import get_setting
 from configcenter.secrets import reset_secrets
 from delivery.breaker import CLOSED, OPEN, CircuitBreaker
-from delivery.forwarder import Forwarder, delivered_key
+from delivery.forwarder import Forwarder, delivered_key, inflight_key
 from delivery.retry import schedule_key
 from mutt_project import streams
 from tests.delivery.support import deliver_all, recorded
@@ -33,8 +33,9 @@ def test_webhook_format_maps_every_field(moog, redis_client):
     (event,) = recorded(moog)
     assert event["signature"] == alert["signature"]
     assert (event["source_id"], event["source"], event["external_id"]) == (
-        "core-rtr-01", "core-rtr-01", alert["correlation_id"],
+        "core-rtr-01", "core-rtr-01", alert["event_id"],
     )  # fmt: skip
+    assert event["custom_info"]["correlation_id"] == alert["correlation_id"]
     assert (event["severity"], event["manager"], event["agent_time"]) == (5, "MUTT", 1795687200)
     assert event["description"] == alert["description"]
     assert event["custom_info"]["event_id"] == alert["event_id"]
@@ -162,6 +163,7 @@ def test_an_alert_redelivered_after_delivery_is_not_sent_again(moog, redis_clien
 
 @pytest.mark.timeout(180)
 def test_a_killed_forwarder_loses_nothing(moog, redis_client, child_env):
+    apply_setting("moog_timeout", 0.5)
     apply_setting("forwarder_claim_idle_seconds", 1)
     apply_setting("moog_batch_size", 10)
     moog.configure(latency_ms=20)
@@ -317,3 +319,27 @@ def test_a_delivery_whose_recording_failed_is_recorded_later_not_sent_again(moog
     assert redis_client.xpending(streams.alerts_stream(), streams.FORWARDERS_GROUP)["pending"] == 0
     deliver_all(forwarder)
     assert len(recorded(moog)) == 1
+
+
+def test_the_in_flight_record_covers_each_post_and_is_cleared_whatever_the_answer(moog, redis_client, monkeypatch):
+    apply_setting("moog_batch_size", 5)
+    apply_setting("circuit_breaker_threshold", 100)
+    alerts = [make_alert(signature=f"h:{i}:") for i in range(20)]
+    push_alerts(redis_client, alerts)
+    forwarder = Forwarder("f1")
+    seen: list[set[bytes]] = []
+    post = forwarder.http.post
+
+    def observed(url, body, headers, **kwargs):
+        seen.append(set(redis_client.hkeys(inflight_key())))  # what a takeover would find right now
+        return post(url, body, headers, **kwargs)
+
+    monkeypatch.setattr(forwarder.http, "post", observed)
+    moog.configure(status=500, times=1)
+    forwarder.step(block_ms=10)
+    moog.configure(status=400, times=1)
+    deliver_all(forwarder)
+    assert len(seen) >= 5
+    assert all(len(fields) == len(seen[0]) == 5 for fields in seen[:4]), "every alert of a batch, before its POST"
+    assert redis_client.hlen(inflight_key()) == 0, "confirmed after a 2xx, a retry or the DLQ alike"
+    assert redis_client.xlen(streams.dlq_stream("moog")) == 5, "the batch refused with 400"

@@ -115,7 +115,7 @@ def test_mutt_requests_in_both_formats_are_recorded_as_sent():
         webhook, cloud = connection.get("/events")[1]["events"]
         connection.close()
     assert webhook["format"] == "webhook"
-    assert (webhook["event"]["external_id"], webhook["event"]["severity"]) == ("corr-1", 5)
+    assert (webhook["event"]["external_id"], webhook["event"]["severity"]) == ("e-1", 5)  # the event id
     assert cloud["format"] == "events_api"
     assert (cloud["event"]["tags"]["correlation_id"], cloud["event"]["severity"]) == ("corr-1", "critical")
 

@@ -32,6 +32,7 @@ def rule_alert(**overrides: Any) -> dict[str, Any]:
         "correlation_id": "c0ffee00c0ffee00c0ffee00c0ffee00",
         "hostname": "core-rtr-01",
         "rule_id": 42,
+        "rule_name": "Interface down",
         "team": "netops",
         "severity": "major",
         "handling": "page_and_ticket",
@@ -55,10 +56,10 @@ def test_a_rule_alert_maps_to_a_webhook_lam_event():
     assert to_webhook_event(rule_alert(), location="mutt-pod-1") == {
         "signature": "core-rtr-01:42:1.3.6.1.6.3.1.1.5.3",
         "source_id": "core-rtr-01",
-        "external_id": "c0ffee00c0ffee00c0ffee00c0ffee00",
+        "external_id": "0b7e6c1a-3f7e-4a3c-9d55-2a2b9e4c1f00",  # the event id: one per event, not per request
         "manager": "MUTT",
         "source": "core-rtr-01",
-        "class": "snmp_trap",
+        "class": "netops",  # the team, as in the earlier MUTT (setting moog_class_from)
         "agent": "MUTT",
         "agent_location": "mutt-pod-1",
         "type": "rule-42",
@@ -70,10 +71,12 @@ def test_a_rule_alert_maps_to_a_webhook_lam_event():
             "handling": "page_and_ticket",
             "environment": "prod",
             "rule_id": 42,
+            "rule_name": "Interface down",
             "trap_oid": "1.3.6.1.6.3.1.1.5.3",
             "event_id": "0b7e6c1a-3f7e-4a3c-9d55-2a2b9e4c1f00",
             "correlation_id": "c0ffee00c0ffee00c0ffee00c0ffee00",
             "details": {},
+            "resent": False,
         },
     }
 
@@ -86,13 +89,14 @@ def test_a_rule_alert_maps_to_a_cloud_events_api_event():
         "description": "%LINK-3-UPDOWN: Interface Gi0/1, changed state to down",
         "dedupe_key": "core-rtr-01:42:1.3.6.1.6.3.1.1.5.3",
         "time": EPOCH,
-        "class": "snmp_trap",
+        "class": "netops",
         "manager": "MUTT",
         "tags": {
             "team": "netops",
             "environment": "prod",
             "handling": "page_and_ticket",
             "rule_id": "42",
+            "rule_name": "Interface down",
             "event_id": "0b7e6c1a-3f7e-4a3c-9d55-2a2b9e4c1f00",
             "correlation_id": "c0ffee00c0ffee00c0ffee00c0ffee00",
             "trap_oid": "1.3.6.1.6.3.1.1.5.3",
@@ -109,7 +113,7 @@ def test_a_flood_meta_alert_maps_to_both_formats():
         "external_id": flood_id,
         "manager": "MUTT",
         "source": "edge-sw-07",
-        "class": "mutt",
+        "class": "network-ops",
         "agent": "MUTT",
         "agent_location": "mutt-pod-1",
         "type": "unmatched-flood",
@@ -121,6 +125,7 @@ def test_a_flood_meta_alert_maps_to_both_formats():
             "handling": "page_and_ticket",
             "environment": "",
             "rule_id": None,
+            "rule_name": "",
             "trap_oid": "",
             "event_id": flood_id,
             "correlation_id": flood_id,
@@ -133,6 +138,7 @@ def test_a_flood_meta_alert_maps_to_both_formats():
                 ],
                 "sample": "port 3 flap",
             },
+            "resent": False,
         },
     }
     assert to_cloud_event(alert) == {
@@ -142,7 +148,7 @@ def test_a_flood_meta_alert_maps_to_both_formats():
         "description": "250 unmatched events from edge-sw-07 in 300s; top: 200 x port <n> flapping; 50 x fan <n> slow",
         "dedupe_key": "edge-sw-07::unmatched-flood",
         "time": EPOCH,
-        "class": "mutt",
+        "class": "network-ops",
         "manager": "MUTT",
         # No rule, no OID, no environment: those tags are left out rather than sent empty.
         "tags": {
@@ -203,8 +209,28 @@ def test_an_alert_without_correlation_id_is_traced_by_its_event_id():
     assert to_cloud_event(alert)["tags"]["correlation_id"] == alert["event_id"]
 
 
-def test_class_defaults_to_network_without_a_source_type():
-    assert to_webhook_event(rule_alert(source_type=""))["class"] == "network"
+def test_class_is_the_team_or_the_source_type_as_the_setting_says():
+    assert to_webhook_event(rule_alert())["class"] == "netops"
+    assert to_webhook_event(rule_alert(), class_from="source_type")["class"] == "snmp_trap"
+    assert to_cloud_event(rule_alert(), class_from="source_type")["class"] == "snmp_trap"
+    assert to_webhook_event(rule_alert(team=""))["class"] == "network"
+    assert to_webhook_event(rule_alert(source_type=""), class_from="source_type")["class"] == "network"
+
+
+def test_each_event_of_a_batch_has_its_own_external_id_and_trap_varbinds_reach_the_details():
+    varbinds = {"1.3.6.1.2.1.2.2.1.1.3": 3, "ifOperStatus": 2}
+    first = rule_alert(event_id="e-1", details={"varbinds": varbinds})
+    second = rule_alert(event_id="e-2")  # same request (correlation id), another event
+    body = orjson.loads(build_request([first, second], "webhook").body)
+    assert [event["external_id"] for event in body["events"]] == ["e-1", "e-2"]
+    assert body["events"][0]["custom_info"]["details"] == {"varbinds": varbinds}
+    tags = to_cloud_event(first)["tags"]
+    assert (tags["varbind.1.3.6.1.2.1.2.2.1.1.3"], tags["varbind.ifOperStatus"]) == ("3", "2")
+
+
+def test_a_description_is_never_empty():
+    assert to_webhook_event(rule_alert(description=""))["description"] == "Interface down"
+    assert to_cloud_event(rule_alert(description="", rule_name=""))["description"] == "rule-42"
 
 
 def test_the_agent_location_defaults_to_this_host(monkeypatch):

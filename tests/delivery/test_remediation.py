@@ -117,6 +117,15 @@ def test_a_failed_health_probe_skips_the_moog_dlq(moog, remediator, redis_client
     assert redis_client.xlen(streams.alerts_stream()) == 0
 
 
+def test_alerts_dead_lettered_for_a_refused_key_are_replayed(moog, remediator, redis_client):
+    """Before a refused Moogsoft key counted as an outage, alerts went to the DLQ as http_401/403."""
+    entries = [add_moog_entry(redis_client, reason=r, status=int(r[5:]))[0] for r in ("http_401", "http_403")]
+    result = remediator.step()
+    assert result.replayed == {"moog": 2}
+    assert dlq_ids(redis_client, "moog") == []
+    assert DlqAction.objects.get().entry_ids == entries
+
+
 def test_permanent_failures_are_never_replayed(moog, remediator, redis_client):
     permanent = [add_moog_entry(redis_client, reason=r, status=400)[0] for r in ("http_400", "http_404", "malformed")]
     permanent_alerter = [add_alerter_entry(redis_client, reason=r)[0] for r in ("malformed", "processing_error")]

@@ -72,7 +72,7 @@ def test_matched_events_are_audited_alerted_and_acknowledged(redis_client, clean
     alerts = read_stream(redis_client, streams.alerts_stream())
     assert sorted(a["event_id"] for a in alerts) == sorted(e["event_id"] for e in events)
     alert = next(a for a in alerts if a["event_id"] == events[0]["event_id"])
-    assert alert["signature"] == f"core-rtr-00:{link_rule.pk}:"
+    assert alert["signature"] == f"core-rtr-00:{link_rule.pk}::Gi0/1", "the default signature names the interface"
     assert (alert["rule_id"], alert["team"], alert["severity"], alert["handling"]) == (
         link_rule.pk, "network-ops", "major", "page_and_ticket",
     )  # fmt: skip

@@ -15,8 +15,6 @@ from django.core.management.base import CommandParser
 from delivery.lanes import Lanes
 from mutt_project.worker import WorkerCommand
 
-DEPTH_REPORT_SECONDS = 5.0
-
 
 class Command(WorkerCommand):
     help = "Deliver queued alerts to Moogsoft (a long-running worker)."
@@ -28,13 +26,10 @@ class Command(WorkerCommand):
 
     def setup(self, options: dict[str, Any]) -> None:
         self.lanes = Lanes(options["consumer"])
-        self.last_report = 0.0
 
     def work(self) -> bool:
-        now = time.monotonic()
-        if now - self.last_report > DEPTH_REPORT_SECONDS:
-            self.lanes.first.report_depths()
-            self.last_report = now
+        # The retry and DLQ depths and the breaker state are read from Redis when /metrics is scraped
+        # (delivery/status.py), not reported from here.
         return self.lanes.step() > 0
 
     def rest(self) -> None:
