@@ -577,7 +577,18 @@ class Alerter:
     # --- the step -----------------------------------------------------------------------------
 
     def step(self, block_ms: int | None = None) -> int:
-        """Do one batch of work; returns the number of entries finished (0 when idle or backing off)."""
+        """Do one batch of work; returns the number of entries finished (0 when idle or backing off).
+
+        If Redis lost the group (restarted empty), it is created again and the next step reads on."""
+        try:
+            return self._step(block_ms)
+        except redis.ResponseError as exc:
+            if not streams.is_missing_group(exc):
+                raise
+            streams.recreate_group(self.client, self.stream, streams.ALERTERS_GROUP, consumer=self.consumer)
+            return 0
+
+    def _step(self, block_ms: int | None) -> int:
         self.refresh_rules(force=not self.rules_loaded)
         self.maintain_partitions()
         self.forget_dead_consumers()
@@ -769,7 +780,10 @@ class Alerter:
         try:
             streams.keep_claimed(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer, ids)
         except redis.RedisError as exc:
-            _warn_or_report(exc, "could not refresh the claim on held entries (%s)")
+            if streams.is_missing_group(exc):  # Redis restarted empty: nothing to keep, but reads need the group
+                streams.recreate_group(self.client, self.stream, streams.ALERTERS_GROUP, consumer=self.consumer)
+            else:
+                _warn_or_report(exc, "could not refresh the claim on held entries (%s)")
 
     # --- processing ---------------------------------------------------------------------------
 
