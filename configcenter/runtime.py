@@ -90,13 +90,17 @@ def _reload(state: _Runtime) -> Snapshot:
     snapshot, else the database, else the defaults. Never raises: readers must always get a value."""
     from configcenter import mirror
 
+    failed_at = "redis"  # which read an exception below comes from: the first load's message says so
     try:
         values = mirror.read()
         outage.REDIS.recovered()
         source = "redis"
         if values is None:
-            # The copy is lost (Redis restarted empty, or the hash was evicted): rebuild from the database.
+            # The copy is lost (Redis restarted empty, or the hash was evicted) or was never made (a first
+            # start): rebuild from the database.
+            failed_at = "database"
             database = mirror.database_state()
+            failed_at = "rebuild"
             mirror.rebuild_if_missing(database)
             values = {k: value for k, (value, _) in database.items() if value is not None}
             source = "database"
@@ -111,10 +115,32 @@ def _reload(state: _Runtime) -> Snapshot:
                 reporter.failed(exc, doing="settings keep their last known values")
             # Serve the last values; try again after another TTL rather than on every read.
             snapshot = Snapshot(state.snapshot.values, state.snapshot.source)
+        elif failed_at == "database":
+            snapshot = _defaults_without_copy(exc)
         else:
             snapshot = _from_database_or_defaults(exc)
     state.snapshot = snapshot
     return snapshot
+
+
+# PostgreSQL's undefined_table: the database is reachable but not migrated yet (a first start, a migrate run).
+_UNDEFINED_TABLE = "42P01"
+
+
+def _defaults_without_copy(cause: Exception) -> Snapshot:
+    """The first load when Redis answered without a copy of the settings and the database read failed.
+
+    Not migrated yet is how every installation starts: nothing can be stored, so the defaults are the
+    settings (INFO). A database that does not answer is an outage: the defaults serve until a reload
+    (after MUTT_CONFIG_TTL_SECONDS) reads the stored values (WARNING). Neither is "Redis did not answer"."""
+    if (getattr(cause.__cause__, "pgcode", None) or getattr(cause, "pgcode", None)) == _UNDEFINED_TABLE:
+        logger.info("no settings stored yet (the database is not migrated); using the setting defaults")
+    else:
+        logger.warning(
+            "Redis has no copy of the settings and the database did not answer (%s); using the setting defaults "
+            "until it does", cause,
+        )  # fmt: skip
+    return Snapshot({}, "defaults")
 
 
 def _from_database_or_defaults(cause: Exception) -> Snapshot:

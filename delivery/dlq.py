@@ -22,6 +22,7 @@ cannot replay it twice; the second one finds it ``missing``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import Any
 import orjson
 import redis
 
+from ingest import exactjson
 from mutt_project import streams
 from mutt_project.redis import key
 
@@ -110,11 +112,16 @@ class DlqEntry:
         return value if isinstance(value, dict) else None
 
     def payload_text(self) -> str:
-        """The payload for people: indented JSON when it parses, else the raw text."""
+        """The payload for people: indented JSON when it parses, else the raw text. Integers past 64 bits
+        (an event's ``extra`` keeps them) are shown with every digit, as they are stored: orjson would read
+        them as floats and cannot write them, so such a payload is read and written by the standard library."""
+        raw = self.raw_payload
         try:
-            return orjson.dumps(orjson.loads(self.raw_payload), option=orjson.OPT_INDENT_2).decode()
-        except orjson.JSONDecodeError:
-            return self.raw_payload.decode("utf-8", "replace")
+            if not exactjson.may_hold_long_integer(raw):
+                return orjson.dumps(orjson.loads(raw), option=orjson.OPT_INDENT_2).decode()
+            return json.dumps(exactjson.loads_exact(raw), indent=2, ensure_ascii=False)
+        except (ValueError, RecursionError):  # not JSON (orjson's JSONDecodeError is a ValueError), or too deep
+            return raw.decode("utf-8", "replace")
 
     @property
     def event_key(self) -> str:

@@ -36,6 +36,18 @@ REST_SECONDS = 0.02  # after a step with nothing to send (breaker open, rate lim
 ERROR_PAUSE_SECONDS = 1.0
 
 
+def step_forwarder(forwarder: Forwarder, block_ms: int) -> int:
+    """One step of ``forwarder``; if Redis lost the forwarders' group (restarted empty), it is created again
+    and the next step reads on (the alerter recreates it only when the alert stream itself is gone)."""
+    try:
+        return forwarder.step(block_ms=block_ms)
+    except redis.ResponseError as exc:
+        if not streams.is_missing_group(exc):
+            raise
+        streams.recreate_group(forwarder.client, forwarder.stream, forwarder.group, consumer=forwarder.consumer)
+        return 0
+
+
 class Lanes:
     """The worker's forwarder plus ``forwarder_concurrency - 1`` more in threads."""
 
@@ -51,7 +63,7 @@ class Lanes:
         """Match the lanes to the setting, then one step of the first lane; returns what it finished."""
         self.adjust()
         self.forget_dead_consumers()
-        return self.first.step(block_ms=block_ms)
+        return step_forwarder(self.first, block_ms)
 
     def forget_dead_consumers(self) -> list[str]:
         """Now and then, remove from the group the consumers of forwarders that are gone: nothing pending,
@@ -125,7 +137,7 @@ class _Lane(threading.Thread):
             down: set[outage.OutageReporter] = set()  # as in the worker loop: one line per outage, not per step
             while not self.stop.is_set():
                 try:
-                    sent = self.forwarder.step(block_ms=BLOCK_MS)
+                    sent = step_forwarder(self.forwarder, BLOCK_MS)
                     while down:
                         down.pop().recovered()
                 except Exception as exc:

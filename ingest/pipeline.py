@@ -17,6 +17,7 @@ import redis
 from configcenter.runtime import get_setting
 from ingest import body, metrics, ratelimit
 from ingest.schema import Receipt, encode, normalise
+from mutt_project import outage
 from mutt_project.redis import get_redis
 
 logger = logging.getLogger("mutt.ingest")
@@ -154,7 +155,10 @@ def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any], corre
     except redis.RedisError as exc:
         # A timeout may hide a script that ran; the client's retry then duplicates events, which
         # downstream deduplication by event_id cannot catch. Rare, and better than losing them.
-        logger.warning("ingest refused: Redis unavailable (%s: %s)", type(exc).__name__, exc)
+        # Every request is answered 503 (and Django logs each refusal); the outage itself is one line when
+        # it starts, one a minute while it lasts, one when it ends, per process. An error that is not a
+        # connection failure (Redis refusing writes: OOM, a read-only replica) refuses as surely: same lines.
+        outage.REDIS.failed(exc, doing="ingest answers 503 with Retry-After")
         return IngestResult(
             503,
             "redis_unavailable",
@@ -164,6 +168,7 @@ def _admit(sender: Sender, payloads: list[bytes], summary: dict[str, Any], corre
             },
             {"Retry-After": str(REDIS_RETRY_AFTER)},
         )
+    outage.REDIS.recovered()  # one attribute check unless Redis was down
     metrics.BACKLOG.set(admission.backlog)
     if admission.outcome is ratelimit.Outcome.ACCEPTED:
         metrics.events("accepted").inc(len(payloads))

@@ -10,6 +10,7 @@ batch acknowledged since the last trim. That is what ingest's backpressure compa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -61,6 +62,30 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def is_missing_group(exc: BaseException) -> bool:
+    """Whether Redis refused a group read because the consumer group, or its stream, does not exist
+    (NOGROUP, also when raised inside a script): Redis restarted empty, or failed over to an empty replica."""
+    return isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc)
+
+
+def recreate_group(client: redis.Redis, stream: str, group: str, *, consumer: str) -> None:
+    """Create the lost group again (and the stream) so its consumers carry on; logs one WARNING.
+
+    At id 0, not ``$``: everything still in the stream is read. Entries are deleted when acknowledged, so
+    what is there was added since the loss (by ingest, a replay from a DLQ, a retry coming due) and not yet
+    read by this group; ``$`` would skip those accepted entries for ever. An entry this group had read but not
+    acknowledged (the group deleted while the stream stayed) is read again: a redelivery, which every
+    consumer already makes harmless (the audit and the alerts are idempotent per event id, deliveries per
+    idempotency record). A concurrent re-creation by another consumer (BUSYGROUP) is fine.
+    """
+    ensure_group(client, stream, group)
+    logging.getLogger("mutt.streams").warning(
+        "consumer group %s of %s was missing (Redis restarted empty or failed over?); created it again from "
+        "the start of the stream, and %s carries on", group, stream, consumer,
+        extra={"stream": stream, "group": group, "consumer": consumer},
+    )  # fmt: skip
 
 
 # Trim everything every group has acknowledged: entries older than the oldest pending entry and

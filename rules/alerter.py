@@ -584,7 +584,18 @@ class Alerter:
     # --- the step -----------------------------------------------------------------------------
 
     def step(self, block_ms: int | None = None) -> int:
-        """Do one batch of work; returns the number of entries finished (0 when idle or backing off)."""
+        """Do one batch of work; returns the number of entries finished (0 when idle or backing off).
+
+        If Redis lost the group (restarted empty), it is created again and the next step reads on."""
+        try:
+            return self._step(block_ms)
+        except redis.ResponseError as exc:
+            if not streams.is_missing_group(exc):
+                raise
+            streams.recreate_group(self.client, self.stream, streams.ALERTERS_GROUP, consumer=self.consumer)
+            return 0
+
+    def _step(self, block_ms: int | None) -> int:
         self.refresh_rules(force=not self.rules_loaded)
         self.maintain_partitions()
         self.forget_dead_consumers()
@@ -776,7 +787,10 @@ class Alerter:
         try:
             streams.keep_claimed(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer, ids)
         except redis.RedisError as exc:
-            _warn_or_report(exc, "could not refresh the claim on held entries (%s)")
+            if streams.is_missing_group(exc):  # Redis restarted empty: nothing to keep, but reads need the group
+                streams.recreate_group(self.client, self.stream, streams.ALERTERS_GROUP, consumer=self.consumer)
+            else:
+                _warn_or_report(exc, "could not refresh the claim on held entries (%s)")
 
     # --- processing ---------------------------------------------------------------------------
 
@@ -1211,9 +1225,33 @@ class Alerter:
             time.sleep(0.5)
             return True
         entries = self._read_new(block_ms=0)
-        why = f"alert backlog {backlog} > {shed_at}"
-        shed = [(entry_id, fields.get(streams.PAYLOAD_FIELD, b""), "shed", why) for entry_id, fields in entries]
-        self._dead_letter(shed)
-        self._publish_and_ack([], [entry_id for entry_id, *_ in shed])
-        metrics.EVENTS.labels("shed").inc(len(shed))
+        self._shed(entries, f"alert backlog {backlog} > {shed_at}")
         return True
+
+    def _shed(self, entries: list[tuple[bytes, dict[bytes, bytes]]], why: str) -> None:
+        """Mode ``dlq``: move ``entries`` to the DLQ unmatched. They are dead-lettered as surely as entries past
+        the delivery limit, so they are audited the same way (handling dead_lettered, reason ``shed: ...``) and
+        a replay updates the row to the real outcome. (Mode ``defer`` moves nothing: its entries stay queued.)
+        An entry that is no event goes as malformed. If the database is down, nothing is moved: the entries
+        stay pending and are taken over after the claim timeout, as any entry of a stalled alerter."""
+        if not entries:
+            return
+        decode = self._decoder(entries, check_deliveries=False)
+        dead: list[tuple[_Decoded, tuple[Any, ...]]] = []
+        poison: list[tuple[bytes, bytes, str, str]] = []
+        for entry_id, fields in entries:
+            item = decode(entry_id, fields)
+            if isinstance(item, tuple):
+                poison.append(item)
+                continue
+            item.dead_letter = ("shed", why)
+            dead.append((item, dead_letter_row(item)))
+        try:
+            poison += self._write_dead(dead) if dead else []
+        except DatabaseError as exc:
+            connection.close()  # as _audit does: the next attempt opens a new connection
+            outage.POSTGRESQL.failed(exc, doing=f"the alerter keeps {len(entries)} shed entries unacknowledged")
+            return
+        self._dead_letter(poison)
+        self._publish_and_ack([], [entry_id for entry_id, _ in entries])
+        metrics.EVENTS.labels("shed").inc(len(entries))

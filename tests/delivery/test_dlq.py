@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -265,6 +267,25 @@ def test_the_entry_page_shows_payload_error_response_attempts_and_replays(queues
     assert '<td id="entry-replays">2</td>' in page
     assert f"&quot;event_id&quot;: &quot;{alert['event_id']}&quot;" in page  # indented, escaped JSON
     assert "Interface &lt;Gi0/1&gt; down" in page
+
+
+def test_the_entry_page_shows_integers_past_64_bits_exactly(queues, admin_client_alice):
+    # As ingest writes such an event (extra is kept unchanged): the digits are in the raw payload.
+    event = make_event(extra={"counter": 2**64 + 1, "serial": -(2**70) - 3, "ratio": 0.5})
+    raw = json.dumps(event).encode()
+    entry_id, _ = add_alerter_entry(queues, reason="max_deliveries", event=event, raw=raw)
+    entry = dlq.get_entry(queues, "alerter", entry_id)
+    text = entry.payload_text()
+    assert json.loads(text) == event, "every value as stored"
+    assert '\n  "event_id"' in text, "indented"
+    assert '"counter": 18446744073709551617' in text
+    assert '"serial": -1180591620717411303427' in text
+    page = admin_client_alice.get(reverse("admin:delivery_dlq_entry", args=["alerter", entry_id])).content.decode()
+    assert "&quot;counter&quot;: 18446744073709551617," in page
+    assert "&quot;serial&quot;: -1180591620717411303427," in page
+    # Not JSON at all: shown as it is.
+    bad_id, _ = add_alerter_entry(queues, reason="malformed", raw=b'{"counter": 18446744073709551617')
+    assert dlq.get_entry(queues, "alerter", bad_id).payload_text() == '{"counter": 18446744073709551617'
 
 
 def test_replay_in_the_admin_asks_for_a_reason_then_replays_and_audits(queues, admin_client_alice, admin_user):

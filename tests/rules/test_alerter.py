@@ -288,7 +288,8 @@ def test_load_shedding_moves_oldest_entries_to_the_dlq_in_dlq_mode(redis_client,
     assert [fields[b"reason"] for _, fields in dlq] == [b"shed"] * 3
     assert b"alert backlog 6 > 5" in dlq[0][1][b"error"]
     assert pending(redis_client) == 0
-    assert EventAuditLog.objects.count() == 0
+    rows = EventAuditLog.objects.all()
+    assert [(r.handling, r.dead_letter_reason) for r in rows] == [("dead_lettered", "shed: alert backlog 6 > 5")] * 3
 
 
 # --- regressions found in review ------------------------------------------------------------

@@ -173,3 +173,48 @@ def test_a_replayed_event_arriving_twice_in_one_batch_is_audited_once(redis_clie
     assert EventAuditLog.objects.filter(event_id=event["event_id"]).count() == 1
     assert EventAuditLog.objects.get(event_id=event["event_id"]).handling == "page_and_ticket"
     assert len(read_stream(redis_client, streams.alerts_stream())) == 1
+
+
+# --- load shedding (alerter_shed_mode dlq) dead-letters as surely: audited the same way ---------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_shed_entries_are_audited_as_dead_lettered_and_a_replay_updates_their_rows(
+    redis_client, clean_pipeline, link_rule
+):
+    apply_setting("alerter_queue_warn_threshold", 2)
+    apply_setting("alerter_queue_shed_threshold", 5)
+    apply_setting("alerter_shed_mode", "dlq")
+    for _ in range(6):  # an alert backlog the forwarders have not taken yet
+        redis_client.xadd(streams.alerts_stream(), {"e": b"{}"})
+    events = [make_event(), make_event(hostname="edge-rtr-02")]
+    push(redis_client, events)
+    redis_client.xadd(streams.ingest_stream(), {"e": b"not an event"})
+    alerter = Alerter("a1")
+    assert alerter.step(block_ms=10) == 0
+    dlq = dlq_entries(redis_client)
+    assert [fields[b"reason"] for _, fields in dlq] == [b"malformed", b"shed", b"shed"]
+    rows = {str(r.event_id): r for r in EventAuditLog.objects.all()}
+    assert set(rows) == {e["event_id"] for e in events}
+    for event in events:
+        row = rows[event["event_id"]]
+        assert (row.handling, row.dead_letter_reason, row.rule_id, row.forwarded) == (
+            "dead_lettered", "shed: alert backlog 6 > 5", None, False,
+        )  # fmt: skip
+        assert (row.hostname, row.raw) == (event["hostname"], event)
+    assert redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"] == 0
+
+    # The backlog drains; remediation replays the shed entries (not the malformed one) and they are processed.
+    redis_client.delete(streams.alerts_stream())
+    result = Remediator(client=redis_client).step()
+    assert result.replayed == {"alerter": 2}
+    assert drain(alerter) == 2
+    rows = {str(r.event_id): r for r in EventAuditLog.objects.all()}
+    assert len(rows) == 2, "updated, not duplicated"
+    for event in events:
+        row = rows[event["event_id"]]
+        assert (row.handling, row.rule_id, row.forwarded) == ("page_and_ticket", link_rule.pk, True)
+        assert row.dead_letter_reason == "shed: alert backlog 6 > 5", "kept: it was dead-lettered once"
+    alerts = sorted(a["event_id"] for a in read_stream(redis_client, streams.alerts_stream()))
+    assert alerts == sorted(e["event_id"] for e in events), "alerted once each"
+    assert [fields[b"reason"] for _, fields in dlq_entries(redis_client)] == [b"malformed"]

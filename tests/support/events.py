@@ -6,16 +6,22 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from ingest.fields import isoformat
 from mutt_project import streams
+from mutt_project.ids import uuid7
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:
-    now = datetime.now(UTC).isoformat()
+    """An event with every key of ``ingest.schema.CanonicalEvent``, formatted as ingest formats it (a UUID
+    v7 id, times in UTC with microseconds), then ``overrides``."""
+    now = isoformat(datetime.now(UTC))
     event = {
-        "event_id": str(uuid.uuid4()),
+        "event_id": uuid7(),
         "received_at": now,
         "timestamp": now,
         "timestamp_inferred": False,
+        "timestamp_corrected": False,
+        "original_timestamp": None,
         "hostname": "core-rtr-01",
         "message": "%LINK-3-UPDOWN: Interface Gi0/1, changed state to down",
         "syslog_severity": 3,
