@@ -144,12 +144,21 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# Login throttling (django-axes, mutt_project/login_throttle.py): after this many failed logins of one
-# user name from one client address, that pair is refused (429, the right password too) for the cool-off.
-AXES_FAILURE_LIMIT = env_int(ENV, "MUTT_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+# Login throttling (django-axes, mutt_project/login_throttle.py). A user name is refused (429, the right
+# password too) for the cool-off after MUTT_LOGIN_FAILURE_LIMIT failures from one client address, or after
+# MUTT_LOGIN_USERNAME_FAILURE_LIMIT failures from all addresses together (0: no such limit). The cool-off
+# runs from the last failure before the lockout: tries during the lockout do not extend it.
+MUTT_LOGIN_FAILURE_LIMIT = env_int(ENV, "MUTT_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+MUTT_LOGIN_USERNAME_FAILURE_LIMIT = env_int(ENV, "MUTT_LOGIN_USERNAME_FAILURE_LIMIT", 50, minimum=0, maximum=100_000)
+AXES_FAILURE_LIMIT = "mutt_project.login_throttle.failure_limit"
 AXES_COOLOFF_TIME = timedelta(seconds=env_int(ENV, "MUTT_LOGIN_COOLOFF_SECONDS", 900, minimum=1, maximum=604_800))
-# By the pair, not the address alone: colleagues behind one NAT or proxy do not lock each other out, and
-# an attacker cannot lock the admin out from everywhere by failing on purpose.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# The client address is the peer's, unless MUTT_TRUSTED_PROXY_COUNT reverse proxies stand in front: then it
+# is that many entries from the right of X-Forwarded-For (each proxy appends the address it was reached
+# from). Without it, behind a proxy every client has the proxy's address and only the user-name limit bites.
+MUTT_TRUSTED_PROXY_COUNT = env_int(ENV, "MUTT_TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+AXES_CLIENT_IP_CALLABLE = "mutt_project.login_throttle.client_address"
+# Counted by user name and address together, so colleagues behind one NAT do not lock each other out.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failure kept (who, from where, locked out or not)
