@@ -127,7 +127,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool(ENV, "MUTT_HSTS_INCLUDE_SUBDOMAINS", d
 SECURE_HSTS_PRELOAD = env_bool(ENV, "MUTT_HSTS_PRELOAD", default=False)
 # Content Security Policy (django-csp): only this origin's scripts, styles, images and forms; no framing.
 # The admin and the browsable API load nothing else and run no inline script. Style attributes stay
-# allowed: a few admin pages use them, and they cannot run code. The API docs page adds its CDN.
+# allowed: a few admin pages use them, and they cannot run code. The API docs page adds a <style> block.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
@@ -198,6 +198,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: no CDN in the CSP, none needed offline
     "simple_history",
     "axes",
     "mutt_project",
@@ -304,6 +305,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Rules, hosts, teams and events of the Multi-Use Telemetry Tool.",
     "VERSION": "2",
     "SERVE_INCLUDE_SCHEMA": False,
+    # From drf-spectacular-sidecar's static files, not a CDN: deployments often have no internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- logging ----------------------------------------------------------------------------------
