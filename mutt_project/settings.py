@@ -120,8 +120,10 @@ X_FRAME_OPTIONS = "DENY"
 # ("X-Forwarded-Proto: https"); the proxy must strip that header from what clients send.
 SECURE_PROXY_SSL_HEADER = env_header(ENV, "MUTT_PROXY_SSL_HEADER")
 SECURE_SSL_REDIRECT = env_bool(ENV, "MUTT_SSL_REDIRECT", default=False)
-# Local probes and Prometheus scrape over plain HTTP; a redirect would read as "down".
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# Local probes and Prometheus scrape over plain HTTP; a redirect would read as "down". Ingest is not
+# redirected either: senders do not follow redirects (a batch would be dropped without a word), so the
+# ingest view answers plain HTTP with a 403 naming the HTTPS address (ingest/views.py).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^(api/v[0-9]+/)?ingest/?$"]
 SECURE_HSTS_SECONDS = env_int(ENV, "MUTT_HSTS_SECONDS", 0, minimum=0, maximum=63_072_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool(ENV, "MUTT_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env_bool(ENV, "MUTT_HSTS_PRELOAD", default=False)

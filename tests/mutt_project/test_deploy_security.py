@@ -136,3 +136,32 @@ def test_api_responses_and_the_docs_carry_the_policy(client, api_keys):
         served = client.get(src)
         assert served.status_code == 200, src
         assert b"".join(served.streaming_content if served.streaming else [served.content]), src
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v2/ingest", "/api/v1/ingest/", "/ingest"])
+def test_with_the_ssl_redirect_plain_http_ingest_is_refused_with_a_clear_answer_not_redirected(
+    client, settings, api_keys, path
+):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    body = '{"hostname": "rtr-1", "message": "link down"}'
+    plain = client.post(path, body, content_type="application/json", HTTP_X_API_KEY=api_keys["ingest"])
+    # Senders such as rsyslog omhttp do not follow a redirect: it would drop the batch without a word.
+    assert plain.status_code == 403
+    assert "Location" not in plain
+    detail = plain.json()["detail"]
+    assert "HTTPS only" in detail
+    assert f"https://testserver{path}" in detail
+    secure = client.post(
+        path, body, content_type="application/json", HTTP_X_API_KEY=api_keys["ingest"], HTTP_X_FORWARDED_PROTO="https"
+    )
+    assert secure.status_code == 202
+    assert client.get("/api/v2/rules/").status_code == 301  # everything else is still redirected
+
+
+@pytest.mark.django_db
+def test_without_the_ssl_redirect_plain_http_ingest_is_accepted(client, api_keys):
+    body = '{"hostname": "rtr-1", "message": "link down"}'
+    response = client.post("/api/v2/ingest", body, content_type="application/json", HTTP_X_API_KEY=api_keys["ingest"])
+    assert response.status_code == 202
