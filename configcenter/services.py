@@ -61,8 +61,16 @@ def scope_refusals(user: Any, scopes: list[str]) -> list[str]:
     return refusals
 
 
-def check_scopes_grantable(actor: Actor, scopes: list[str]) -> None:
-    """Refuse (PermissionDenied) scopes the actor may not grant.
+def owner_refusal(user: Any, owner: Any) -> str | None:
+    """Why ``user`` may not make ``owner`` the key's owner: a key's changes are recorded under its owner,
+    so only a superuser names another user."""
+    if owner is None or (user.is_active and user.is_superuser) or owner.pk == user.pk:
+        return None
+    return "Only a superuser may create a key owned by another user; leave the owner empty or choose yourself."
+
+
+def check_scopes_grantable(actor: Actor, scopes: list[str], owner: Any = None) -> None:
+    """Refuse (PermissionDenied) scopes the actor may not grant, or an owner they may not name.
 
     A person is held to :func:`scope_refusals`. The command line and system actors (someone with the
     server's shell and database, or bootstrap) are trusted. An API key acting without a person is refused:
@@ -70,6 +78,8 @@ def check_scopes_grantable(actor: Actor, scopes: list[str]) -> None:
     """
     if actor.user is not None:
         refusals = scope_refusals(actor.user, scopes)
+        if refusal := owner_refusal(actor.user, owner):
+            refusals.append(refusal)
     elif actor.api_key_id is not None:
         refusals = ["An API key cannot create keys."]
     else:
@@ -91,7 +101,7 @@ def create_api_key(
 
     Raises PermissionDenied when the actor may not grant ``scopes`` (:func:`check_scopes_grantable`).
     """
-    check_scopes_grantable(actor, scopes)
+    check_scopes_grantable(actor, scopes, owner)
     prefix = secrets.token_hex(4)
     raw_key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     api_key = ApiKey(

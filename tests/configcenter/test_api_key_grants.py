@@ -60,6 +60,21 @@ def test_ingest_is_for_anyone_who_may_add_keys(client):
     assert 'id="new-api-key"' in add_key(client, ["ingest"]).content.decode()
 
 
+def test_only_a_superuser_names_another_user_as_owner(client, admin_user):
+    # A key's changes are recorded under its owner: naming a superuser would put them in her name.
+    carol = staff_with("add_apikey", "view_apikey")
+    client.force_login(carol)
+    page = client.post(
+        reverse(ADD_URL),
+        {"name": "as-alice", "owner": admin_user.pk, "scopes": ["ingest"], "description": "", "change_reason": "x"},
+    ).content.decode()
+    assert "Only a superuser may create a key owned by another user" in page
+    assert not ApiKey.objects.exists()
+    with pytest.raises(PermissionDenied, match="owned by another user"):
+        create_api_key(actor=Actor.for_user(carol), name="as-alice", scopes=["ingest"], owner=admin_user, reason="x")
+    create_api_key(actor=Actor.for_user(carol), name="mine", scopes=["ingest"], owner=carol, reason="x")
+
+
 def test_a_superuser_may_grant_admin(admin_client_alice):
     assert 'id="new-api-key"' in add_key(admin_client_alice, ["admin"]).content.decode()
 
