@@ -162,7 +162,7 @@ AXES_COOLOFF_TIME = timedelta(seconds=env_int(ENV, "MUTT_LOGIN_COOLOFF_SECONDS",
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 # The client address is the peer's, unless MUTT_TRUSTED_PROXY_COUNT reverse proxies stand in front: then it
 # is that many entries from the right of X-Forwarded-For (each proxy appends the address it was reached
-# from). Without it, behind a proxy every client has the proxy's address and only the user-name limit bites.
+# from). Without it, behind a proxy every client has the proxy's address: the pair limit then trips per user name.
 MUTT_TRUSTED_PROXY_COUNT = env_int(ENV, "MUTT_TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
 AXES_CLIENT_IP_CALLABLE = "mutt_project.login_throttle.client_address"
 # Counted by user name and address together, so colleagues behind one NAT do not lock each other out.
