@@ -5,7 +5,8 @@ The ingest stage posts the same single-event requests to it as to ``/api/v2/inge
 same gunicorn and middleware, so the difference between the two is what ingest itself costs. Its path
 ends like an ingest route so that gunicorn's access logger treats both alike (no line for an accepted
 request, see ``mutt_project/gunicorn_logging.py``); it is not the ingest view, so it takes Django's
-full middleware chain.
+full middleware chain, except the Content Security Policy, which it skips as ingest does
+(``benchmarks/settings.py``).
 """
 
 from __future__ import annotations

@@ -21,12 +21,28 @@ from mutt_project.audit import Actor
 
 
 class ApiKeyForm(forms.ModelForm):
-    scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple)
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Admin: superusers only. Read and write: only with the model permissions such a key reaches.",
+    )
     change_reason = forms.CharField(required=False, max_length=500, label="Reason for change")
 
     class Meta:
         model = ApiKey
         fields = ["name", "owner", "scopes", "description"]
+
+    user: Any = None  # the person adding the key, set per request by ApiKeyAdmin.get_form
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        # Checked here for a clear form error, and again in services.create_api_key for every other path.
+        if self.user is not None and "scopes" in data:
+            for refusal in services.scope_refusals(self.user, data["scopes"]):
+                self.add_error("scopes", refusal)
+        if self.user is not None and (refusal := services.owner_refusal(self.user, data.get("owner"))):
+            self.add_error("owner", refusal)
+        return data
 
 
 @admin.register(ApiKey)
@@ -58,7 +74,8 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is not None:
             kwargs["fields"] = ["description", "change_reason"]  # a key's identity and scopes do not change
-        return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
         actor = Actor.for_user(request.user)

@@ -11,6 +11,8 @@ class ConfigCenterConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
+        from configcenter import checks  # noqa: F401  (registers the stored-settings check)
+
         post_migrate.connect(_sync_registry, sender=self, dispatch_uid="configcenter_sync_registry")
 
 

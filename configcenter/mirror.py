@@ -14,7 +14,9 @@ so a higher id is always the newer value). A marker field says the hash mirrors 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 from typing import Any
 
 import orjson
@@ -27,6 +29,51 @@ from mutt_project.redis import get_redis, key
 logger = logging.getLogger("mutt.config")
 
 MARKER = "__loaded__"
+
+# key -> digest of the refused value last logged: each refused value is logged once per process, wherever
+# it was read (database or Redis), not on every read (readers run every second); `check --deploy` lists
+# them (mutt.W005). A different refused value of the same key is logged again.
+_reported: dict[str, bytes] = {}
+_reported_lock = threading.Lock()
+
+
+def _report_refused(where: str, setting_key: str, raw: Any, reason: str) -> None:
+    """Log a stored value that fails validation, once per process and value; never the value itself,
+    which may hold a secret (a URL with a password)."""
+    digest = hashlib.sha256(repr(raw).encode()).digest()
+    with _reported_lock:
+        if _reported.get(setting_key) == digest:
+            return
+        _reported[setting_key] = digest
+    logger.error(
+        "%s: the value stored in %s fails validation (%s); using the default until it is set again "
+        "(mutt.W005; logged once per process)",
+        setting_key,
+        where,
+        reason,
+        extra={"setting": setting_key},
+    )
+
+
+def forget_reported() -> None:
+    """Log refused values again (tests)."""
+    with _reported_lock:
+        _reported.clear()
+
+
+def refused_stored_values() -> dict[str, str]:
+    """Stored, registered settings whose value today's validation refuses: key -> why (never the value)."""
+    refused = {}
+    for setting_key, stored in DynamicSetting.objects.filter(value__isnull=False).values_list("key", "value"):
+        definition = REGISTRY.get(setting_key)
+        if definition is None:
+            continue
+        try:
+            definition.parse(stored)
+        except InvalidSettingValue as exc:
+            refused[setting_key] = exc.message
+    return refused
+
 
 # KEYS[1]: values hash. ARGV: marker, field, payload, version, channel, then the full map as pairs.
 _PUBLISH = """
@@ -83,8 +130,8 @@ def database_state() -> dict[str, tuple[Any, int]]:
         if stored is not None:
             try:
                 value = definition.parse(stored)
-            except InvalidSettingValue:
-                logger.error("stored value of %s no longer fits its definition; using the default", setting_key)
+            except InvalidSettingValue as exc:
+                _report_refused("the database", setting_key, stored, exc.message)
         state[setting_key] = (value, versions.get(setting_key, 0))
     return state
 
@@ -126,8 +173,10 @@ def read() -> dict[str, Any] | None:
             value = entry["v"] if isinstance(entry, dict) else None
             if value is not None:
                 values[setting_key] = definition.parse(value)
-        except (orjson.JSONDecodeError, InvalidSettingValue, KeyError):
-            logger.error("ignoring a malformed value of %s in Redis", setting_key)
+        except InvalidSettingValue as exc:
+            _report_refused("Redis", setting_key, value, exc.message)
+        except (orjson.JSONDecodeError, KeyError):
+            _report_refused("Redis", setting_key, raw_value, "not a setting entry")
     return values
 
 

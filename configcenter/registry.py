@@ -169,6 +169,14 @@ class SettingDef:
             raise InvalidSettingValue(
                 self.key, "expected an http(s) URL with a host, such as https://moog.example.net/"
             )
+        if "@" in parts.netloc:
+            # Settings are shown to every read-scope key and session; credentials belong in the secrets
+            # store, which shows only fingerprints. The message never repeats the value.
+            raise InvalidSettingValue(
+                self.key,
+                "a user name or password in the URL would be shown to every reader of the settings: remove it "
+                "and store the credential as a secret (MOOG_API_KEY, NOTIFY_WEBHOOK_TOKEN; see docs/secrets.md)",
+            )
         return text
 
     def _parse_enum(self, raw: Any) -> str:

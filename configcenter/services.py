@@ -5,14 +5,32 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from configcenter.models import ApiKey
+from configcenter.models import ApiKey, Scope
 from mutt_project.audit import Actor, audited
 
 KEY_PREFIX = "mutt"
+
+# The model permissions a person needs to grant a scope: those covering what a key with that scope reaches
+# through the API, so a key never does more than its creator could do in the admin. ``read`` reads rules,
+# dev hosts, device teams and every runtime setting; ``write`` also adds, changes and deletes the first
+# three (changing settings needs ``admin``). ``ingest`` only sends events: anyone who may add keys may
+# grant it. ``admin`` reaches everything, secrets status included: superusers only.
+_RULE_MODELS = ("rules.{}_alertrule", "rules.{}_devhost", "rules.{}_deviceteam")
+SCOPE_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    Scope.INGEST: (),
+    Scope.READ: (*(m.format("view") for m in _RULE_MODELS), "configcenter.view_dynamicsetting"),
+    Scope.WRITE: (
+        *(m.format("view") for m in _RULE_MODELS),
+        "configcenter.view_dynamicsetting",
+        *(m.format(action) for action in ("add", "change", "delete") for m in _RULE_MODELS),
+    ),
+}
 
 
 def hash_key(raw_key: str) -> str:
@@ -28,6 +46,48 @@ def split_key(raw_key: str) -> tuple[str, str] | None:
     return parts[1], raw_key.strip()
 
 
+def scope_refusals(user: Any, scopes: list[str]) -> list[str]:
+    """Why ``user`` may not grant each of ``scopes`` (empty: they may grant them all)."""
+    if user.is_active and user.is_superuser:
+        return []
+    refusals = []
+    for scope in scopes:
+        if scope == Scope.ADMIN:
+            refusals.append("Only a superuser may grant the admin scope.")
+        elif scope in SCOPE_PERMISSIONS:
+            missing = [perm for perm in SCOPE_PERMISSIONS[scope] if not user.has_perm(perm)]
+            if missing:
+                refusals.append(f"Granting the {scope} scope needs the permissions {', '.join(missing)}.")
+    return refusals
+
+
+def owner_refusal(user: Any, owner: Any) -> str | None:
+    """Why ``user`` may not make ``owner`` the key's owner: a key's changes are recorded under its owner,
+    so only a superuser names another user."""
+    if owner is None or (user.is_active and user.is_superuser) or owner.pk == user.pk:
+        return None
+    return "Only a superuser may create a key owned by another user; leave the owner empty or choose yourself."
+
+
+def check_scopes_grantable(actor: Actor, scopes: list[str], owner: Any = None) -> None:
+    """Refuse (PermissionDenied) scopes the actor may not grant, or an owner they may not name.
+
+    A person is held to :func:`scope_refusals`. The command line and system actors (someone with the
+    server's shell and database, or bootstrap) are trusted. An API key acting without a person is refused:
+    no endpoint creates keys, and one that did would have to decide this first.
+    """
+    if actor.user is not None:
+        refusals = scope_refusals(actor.user, scopes)
+        if refusal := owner_refusal(actor.user, owner):
+            refusals.append(refusal)
+    elif actor.api_key_id is not None:
+        refusals = ["An API key cannot create keys."]
+    else:
+        refusals = []
+    if refusals:
+        raise PermissionDenied(" ".join(refusals))
+
+
 def create_api_key(
     *,
     actor: Actor,
@@ -37,7 +97,11 @@ def create_api_key(
     description: str = "",
     reason: str = "",
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns the saved row and the raw key, which is never stored or shown again."""
+    """Create a key; returns the saved row and the raw key, which is never stored or shown again.
+
+    Raises PermissionDenied when the actor may not grant ``scopes`` (:func:`check_scopes_grantable`).
+    """
+    check_scopes_grantable(actor, scopes, owner)
     prefix = secrets.token_hex(4)
     raw_key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     api_key = ApiKey(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
@@ -33,7 +34,10 @@ def ingest_view(request: HttpRequest, version: str = CURRENT_VERSION) -> HttpRes
     started = time.perf_counter()
     correlation_id = getattr(request, "id", None) or get_request_id() or new_request_id()
     try:
-        result = _handle(request, version, correlation_id)
+        if settings.SECURE_SSL_REDIRECT and not request.is_secure():
+            result = _https_required(request)
+        else:
+            result = _handle(request, version, correlation_id)
     except Exception:
         metrics.requests(500, "error").inc()
         raise
@@ -96,6 +100,17 @@ def _chunks(stream: Any) -> Callable[[int], bytes]:
             raise OSError(f"malformed chunked encoding ({type(exc).__name__})") from exc
 
     return read
+
+
+def _https_required(request: HttpRequest) -> IngestResult:
+    """With MUTT_SSL_REDIRECT on, plain-HTTP ingest gets a 403 naming the HTTPS address, not the redirect
+    every other page gets (SECURE_REDIRECT_EXEMPT spares ingest): senders such as rsyslog omhttp do not
+    follow redirects and would drop the batch with no clue why. Refused before the key is looked at."""
+    host = settings.SECURE_SSL_HOST or request.get_host()
+    detail = f"This server takes events over HTTPS only: send them to https://{host}{request.get_full_path()}."
+    if "HTTP_X_API_KEY" in request.META or "HTTP_AUTHORIZATION" in request.META:
+        detail += " The API key just travelled unencrypted; consider replacing it."
+    return _refusal(403, "https_required", detail)
 
 
 def _refusal(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> IngestResult:

@@ -120,14 +120,16 @@ X_FRAME_OPTIONS = "DENY"
 # ("X-Forwarded-Proto: https"); the proxy must strip that header from what clients send.
 SECURE_PROXY_SSL_HEADER = env_header(ENV, "MUTT_PROXY_SSL_HEADER")
 SECURE_SSL_REDIRECT = env_bool(ENV, "MUTT_SSL_REDIRECT", default=False)
-# Local probes and Prometheus scrape over plain HTTP; a redirect would read as "down".
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# Local probes and Prometheus scrape over plain HTTP; a redirect would read as "down". Ingest is not
+# redirected either: senders do not follow redirects (a batch would be dropped without a word), so the
+# ingest view answers plain HTTP with a 403 naming the HTTPS address (ingest/views.py).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^(api/v[0-9]+/)?ingest/?$"]
 SECURE_HSTS_SECONDS = env_int(ENV, "MUTT_HSTS_SECONDS", 0, minimum=0, maximum=63_072_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool(ENV, "MUTT_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env_bool(ENV, "MUTT_HSTS_PRELOAD", default=False)
 # Content Security Policy (django-csp): only this origin's scripts, styles, images and forms; no framing.
 # The admin and the browsable API load nothing else and run no inline script. Style attributes stay
-# allowed: a few admin pages use them, and they cannot run code. The API docs page adds its CDN.
+# allowed: a few admin pages use them, and they cannot run code. The API docs page adds a <style> block.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
@@ -144,12 +146,26 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# Login throttling (django-axes, mutt_project/login_throttle.py): after this many failed logins of one
-# user name from one client address, that pair is refused (429, the right password too) for the cool-off.
-AXES_FAILURE_LIMIT = env_int(ENV, "MUTT_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+# URL names whose responses carry no policy (mutt_project/content_policy.py): ingest's callers are machines,
+# and django-csp builds the policy afresh for each response (about 0.1 ms), as much as a fifth of a small
+# ingest request's own work. The benchmark adds its ceiling route so both compare alike.
+MUTT_CSP_EXEMPT_ROUTES = frozenset({"ingest", "ingest-legacy"})
+
+# Login throttling (django-axes, mutt_project/login_throttle.py). A user name is refused (429, the right
+# password too) for the cool-off after MUTT_LOGIN_FAILURE_LIMIT failures from one client address, or after
+# MUTT_LOGIN_USERNAME_FAILURE_LIMIT failures from all addresses together (0: no such limit). The cool-off
+# runs from the last failure before the lockout: tries during the lockout do not extend it.
+MUTT_LOGIN_FAILURE_LIMIT = env_int(ENV, "MUTT_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+MUTT_LOGIN_USERNAME_FAILURE_LIMIT = env_int(ENV, "MUTT_LOGIN_USERNAME_FAILURE_LIMIT", 50, minimum=0, maximum=100_000)
+AXES_FAILURE_LIMIT = "mutt_project.login_throttle.failure_limit"
 AXES_COOLOFF_TIME = timedelta(seconds=env_int(ENV, "MUTT_LOGIN_COOLOFF_SECONDS", 900, minimum=1, maximum=604_800))
-# By the pair, not the address alone: colleagues behind one NAT or proxy do not lock each other out, and
-# an attacker cannot lock the admin out from everywhere by failing on purpose.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# The client address is the peer's, unless MUTT_TRUSTED_PROXY_COUNT reverse proxies stand in front: then it
+# is that many entries from the right of X-Forwarded-For (each proxy appends the address it was reached
+# from). Without it, behind a proxy every client has the proxy's address: the pair limit then trips per user name.
+MUTT_TRUSTED_PROXY_COUNT = env_int(ENV, "MUTT_TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+AXES_CLIENT_IP_CALLABLE = "mutt_project.login_throttle.client_address"
+# Counted by user name and address together, so colleagues behind one NAT do not lock each other out.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failure kept (who, from where, locked out or not)
@@ -184,6 +200,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: no CDN in the CSP, none needed offline
     "simple_history",
     "axes",
     "mutt_project",
@@ -290,6 +307,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Rules, hosts, teams and events of the Multi-Use Telemetry Tool.",
     "VERSION": "2",
     "SERVE_INCLUDE_SCHEMA": False,
+    # From drf-spectacular-sidecar's static files, not a CDN: deployments often have no internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- logging ----------------------------------------------------------------------------------

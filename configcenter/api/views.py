@@ -32,7 +32,8 @@ class ConfigViewSet(MuttViewMixin, viewsets.ViewSet):
 
     @property
     def required_scope(self) -> str:
-        # Reading settings is routine; changing them is an administrator's act.
+        # For keys: reading settings is routine, changing them an administrator's act. Sessions need the
+        # change permission on runtime settings instead, as in the admin (HasScope).
         return Scope.READ if self.request.method in permissions.SAFE_METHODS else Scope.ADMIN
 
     def _describe(self, key: str) -> dict[str, Any]:

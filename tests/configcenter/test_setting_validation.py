@@ -66,3 +66,23 @@ def test_text_settings_are_bounded_and_the_bound_is_described(client, api_keys):
     assert put(client, "unhandled_default_team", "t" * 200, api_keys["admin"]).status_code == 200
     refused = put(client, "unhandled_default_team", "t" * 201, api_keys["admin"])
     assert refused.json()["errors"]["value"] == ["201 characters is above the maximum of 200"]
+
+
+@pytest.mark.parametrize("key", URL_KEYS)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:s3cr3t-pw@moog.example.net/events",
+        "https://s3cr3t-pw@moog.example.net/",
+        "http://:s3cr3t-pw@moog/",
+    ],
+)
+def test_url_settings_refuse_credentials_and_point_to_the_secrets_store(client, api_keys, key, url):
+    # Every read-scope key and session sees a setting's value: a password in it would be shown to them all.
+    response = put(client, key, url, api_keys["admin"])
+    assert response.status_code == 400
+    message = response.json()["errors"]["value"][0]
+    assert "user name or password" in message
+    assert "docs/secrets.md" in message
+    assert "s3cr3t-pw" not in message
+    assert DynamicSetting.objects.get(key=key).value is None

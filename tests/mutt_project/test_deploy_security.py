@@ -122,10 +122,46 @@ def test_api_responses_and_the_docs_carry_the_policy(client, api_keys):
     assert policy(api)["script-src"] == ["'self'"]
     docs = client.get("/api/v2/docs/")
     assert docs.status_code == 200
-    assert "https://cdn.jsdelivr.net" in policy(docs)["script-src"]
+    csp = policy(docs)
+    assert csp["script-src"] == ["'self'"], "Swagger UI comes from this origin, no CDN"
+    for directive, sources in csp.items():
+        assert not any(source.startswith(("http:", "https:")) for source in sources), (directive, sources)
     scripts = _Scripts()
     scripts.feed(docs.content.decode())
     assert not scripts.inline, "the docs page starts Swagger UI from a script file, not inline"
-    local = [src for src in scripts.sources if src.startswith("/")]
-    assert local, scripts.sources
-    assert client.get(local[0]).status_code == 200
+    assert len(scripts.sources) == 3, scripts.sources  # the bundle, the preset and the start script
+    links = re.findall(r'<link[^>]+href="([^"]+)"', docs.content.decode())
+    for src in scripts.sources + links:
+        assert src.startswith("/"), f"{src} is not served by this origin"
+        served = client.get(src)
+        assert served.status_code == 200, src
+        assert b"".join(served.streaming_content if served.streaming else [served.content]), src
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v2/ingest", "/api/v1/ingest/", "/ingest"])
+def test_with_the_ssl_redirect_plain_http_ingest_is_refused_with_a_clear_answer_not_redirected(
+    client, settings, api_keys, path
+):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    body = '{"hostname": "rtr-1", "message": "link down"}'
+    plain = client.post(path, body, content_type="application/json", HTTP_X_API_KEY=api_keys["ingest"])
+    # Senders such as rsyslog omhttp do not follow a redirect: it would drop the batch without a word.
+    assert plain.status_code == 403
+    assert "Location" not in plain
+    detail = plain.json()["detail"]
+    assert "HTTPS only" in detail
+    assert f"https://testserver{path}" in detail
+    secure = client.post(
+        path, body, content_type="application/json", HTTP_X_API_KEY=api_keys["ingest"], HTTP_X_FORWARDED_PROTO="https"
+    )
+    assert secure.status_code == 202
+    assert client.get("/api/v2/rules/").status_code == 301  # everything else is still redirected
+
+
+@pytest.mark.django_db
+def test_without_the_ssl_redirect_plain_http_ingest_is_accepted(client, api_keys):
+    body = '{"hostname": "rtr-1", "message": "link down"}'
+    response = client.post("/api/v2/ingest", body, content_type="application/json", HTTP_X_API_KEY=api_keys["ingest"])
+    assert response.status_code == 202
