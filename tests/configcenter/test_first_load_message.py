@@ -22,12 +22,19 @@ FIRST_LOAD = "import django; django.setup(); from configcenter import runtime; p
 NO_DATABASE = "postgres://postgres@127.0.0.1:9/mutt"  # nothing listens on port 9: refused at once
 
 
-def first_load(database_url: str, redis_url: str) -> list[str]:
+def first_load(redis_url: str, *, database_url: str | None = None, database_name: str | None = None) -> list[str]:
+    """The first settings load of a fresh process. Without ``database_url`` the process finds this run's
+    PostgreSQL as the suite does (the machine's server, or the embedded one by its socket), under
+    ``database_name``."""
     env = {k: v for k, v in os.environ.items() if k != "MUTT_DATABASE_NAME"}
     env.update(
-        DJANGO_SETTINGS_MODULE="mutt_project.settings", DATABASE_URL=database_url, REDIS_URL=redis_url,
+        DJANGO_SETTINGS_MODULE="mutt_project.settings", REDIS_URL=redis_url,
         MUTT_REDIS_PREFIX=f"first-load-{uuid.uuid4().hex[:8]}", MUTT_LOG_FORMAT="plain", MUTT_LOG_LEVEL="INFO",
     )  # fmt: skip
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    if database_name is not None:
+        env["MUTT_DATABASE_NAME"] = database_name
     done = subprocess.run(
         [sys.executable, "-c", FIRST_LOAD], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
     )
@@ -51,7 +58,7 @@ def unmigrated_database(db) -> Iterator[str]:
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgres://{params['USER']}@{params['HOST']}:{params['PORT']}/{name}"
+        yield name  # a URL cannot name the embedded server's socket folder: the name is passed on its own
     finally:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE "{name}"')
@@ -59,7 +66,7 @@ def unmigrated_database(db) -> Iterator[str]:
 
 
 def test_a_first_start_before_migrate_is_info_and_says_nothing_is_stored(unmigrated_database, settings):
-    output = first_load(unmigrated_database, settings.REDIS_URL)
+    output = first_load(settings.REDIS_URL, database_name=unmigrated_database)
     assert "SOURCE defaults" in output
     lines = settings_lines(output)
     assert len(lines) == 1, output
@@ -69,7 +76,7 @@ def test_a_first_start_before_migrate_is_info_and_says_nothing_is_stored(unmigra
 
 
 def test_redis_without_a_copy_and_the_database_down_is_a_warning_naming_the_database(settings):
-    output = first_load(NO_DATABASE, settings.REDIS_URL)
+    output = first_load(settings.REDIS_URL, database_url=NO_DATABASE)
     assert "SOURCE defaults" in output
     lines = settings_lines(output)
     assert len(lines) == 1, output
@@ -79,6 +86,6 @@ def test_redis_without_a_copy_and_the_database_down_is_a_warning_naming_the_data
 
 
 def test_neither_source_answering_is_still_said_as_such(tmp_path):
-    output = first_load(NO_DATABASE, f"unix://{tmp_path}/no-redis.sock")
+    output = first_load(f"unix://{tmp_path}/no-redis.sock", database_url=NO_DATABASE)
     assert "SOURCE defaults" in output
     assert [line for line in settings_lines(output) if "neither Redis nor the database answered" in line]
