@@ -185,12 +185,29 @@ def _prepare_pg_permissions(pgdata: Path, socket_dir: Path) -> None:
 
 
 def _postmaster_pid(pgdata: Path) -> int | None:
+    """The pid in ``postmaster.pid`` when that process is a live PostgreSQL working in ``pgdata``.
+
+    A live pid alone proves nothing: after a crash or a reboot the recorded pid may belong to any
+    other process, which must be neither reused as our server nor signalled to stop.
+    """
     try:
         first_line = (pgdata / "postmaster.pid").read_text().splitlines()[0]
         pid = int(first_line.strip())
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _alive(pid) else None
+    return pid if _is_cluster_process(pid, pgdata) else None
+
+
+def _is_cluster_process(pid: int, pgdata: Path) -> bool:
+    """True for a live (not zombie) ``postgres`` process of our binaries whose cwd is ``pgdata``."""
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return False
+            return process.exe() == os.path.realpath(_pg_bin("postgres")) and process.cwd() == os.path.realpath(pgdata)
+    except psutil.Error:  # gone, or not ours to inspect (then not the server we started either)
+        return False
 
 
 def postgres_pid(data_dir: Path) -> int | None:

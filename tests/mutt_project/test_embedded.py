@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 from pathlib import Path
 
 import psutil
@@ -118,3 +119,22 @@ def test_embedded_data_is_owner_only_even_in_a_folder_an_older_version_left_read
     finally:
         embedded.stop(folder)
     assert group_or_other_accessible(*roots) == []
+
+
+def test_a_postmaster_pid_file_naming_another_live_process_is_not_taken_for_the_server(tmp_path):
+    """After a crash or a reboot the recorded pid may be any process: it is neither reused nor signalled."""
+    folder = tmp_path / "data"
+    pgdata = embedded.pg_data_dir(folder)
+    pgdata.mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (pgdata / "postmaster.pid").write_text(f"{other.pid}\n{pgdata}\n")
+        (embedded.pg_socket_dir(folder) / ".s.PGSQL.5432").touch()
+        assert embedded.postgres_pid(folder) is None
+        assert embedded.postgres_running(folder) is False
+        assert embedded.status(folder)["postgres"]["running"] is False
+        embedded.stop(folder, redis=False)
+        assert other.poll() is None, "stopping the embedded PostgreSQL does not signal an unrelated process"
+    finally:
+        other.kill()
+        other.wait()
