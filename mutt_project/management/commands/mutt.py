@@ -158,7 +158,10 @@ class Command(BaseCommand):
             started = embedded.start(data_dir, **selection)
             self.stdout.write(f"postgres started={started.postgres} redis started={started.redis}")
         elif operation == "stop":
-            holder = instance.holder(data_dir)
+            try:
+                holder = instance.holder(data_dir)
+            except instance.LockError as exc:
+                raise CommandError(str(exc)) from None
             if holder is not None:
                 # Those services belong to (or are used by) the running `mutt up`; it stops what it owns.
                 raise CommandError(
@@ -182,7 +185,7 @@ class Command(BaseCommand):
         # First of all: a second `mutt up` on this folder must not touch the first one's services.
         try:
             lock = instance.acquire(data_dir, http_url=http_url)
-        except instance.AlreadyRunning as exc:
+        except instance.LockError as exc:  # another holder, or a lock file this user cannot use
             raise CommandError(str(exc)) from None
         if port_in_use(settings.MUTT_HTTP_HOST, http_port):
             lock.release(forget=False)  # nothing decided: services a killed run left stay on its record
