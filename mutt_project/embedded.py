@@ -49,6 +49,14 @@ class EmbeddedError(RuntimeError):
     """An embedded service could not be started or stopped; the message says where its log is."""
 
 
+class StillExiting(EmbeddedError):
+    """Processes of a killed PostgreSQL still work in its data directory (they exit by themselves)."""
+
+
+# How long a start waits for the processes of a killed PostgreSQL to exit (they notice within moments).
+STALE_EXIT_WAIT = 10.0
+
+
 @dataclass(frozen=True)
 class Started:
     """What one call to :func:`start` did: which services it started (False means reused or skipped)."""
@@ -290,7 +298,16 @@ def init_postgres_cluster(pgdata: Path, socket_dir: Path, *, superuser_password:
 def start_postgres_cluster(pgdata: Path, socket_dir: Path, *, durable: bool = True) -> None:
     """Start the cluster in ``pgdata``, listening only on a Unix socket in ``socket_dir``."""
     _prepare_pg_folders(pgdata, socket_dir)
-    _clear_stale_locks(pgdata, socket_dir)
+    # Right after a crash (`make run` again at once) the old server's backends are still exiting.
+    deadline = time.monotonic() + STALE_EXIT_WAIT
+    while True:
+        try:
+            _clear_stale_locks(pgdata, socket_dir)
+            break
+        except StillExiting:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
     options = f"-h '' -k {socket_dir} -c unix_socket_permissions=0700 -c max_connections=200"
     if not durable:
         options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -335,14 +352,15 @@ def _clear_stale_locks(pgdata: Path, socket_dir: Path) -> None:
     for a live server and refuses to start, so a restart right after a crash would fail. The files
     are removed only when no server process still works in the data directory: its orphaned
     backends exit by themselves on noticing the postmaster's death, and until then starting is
-    refused (the caller retries), as PostgreSQL's own shared-memory check would.
+    refused (:class:`StillExiting`, which the start waits out for a few seconds), as PostgreSQL's own
+    shared-memory check would.
     """
     lock = pgdata / "postmaster.pid"
     if not lock.exists() or _postmaster_pid(pgdata) is not None:
         return
     lingering = _cluster_processes(pgdata)
     if lingering:
-        raise EmbeddedError(f"processes of a stopped PostgreSQL are still exiting in {pgdata} (pids {lingering})")
+        raise StillExiting(f"processes of a stopped PostgreSQL are still exiting in {pgdata} (pids {lingering})")
     logger.info("removing the stale lock files of a PostgreSQL that is no longer running (%s)", pgdata)
     lock.unlink(missing_ok=True)
     (socket_dir / f"{_PG_SOCKET_NAME}.lock").unlink(missing_ok=True)

@@ -108,12 +108,19 @@ class InstanceLock:
         self._size = os.fstat(fd).st_size
         self.previous = previous
         self.info = info
+        # Until this holder records what it owns, the previous holder's record must survive it.
+        self.owns_recorded = False
         self._write()
 
     def record(self, **fields: Any) -> None:
         """Add to what the lock file says about this instance (e.g. the pids of services it owns)."""
         self.info.update(fields)
         self._write()
+
+    def record_owned(self, **pids: int | None) -> None:
+        """Record the pids of the services this holder owns (and will stop); replaces the previous holder's."""
+        self.owns_recorded = True
+        self.record(**pids)
 
     def _write(self) -> None:
         if self._fd is None:
@@ -125,10 +132,15 @@ class InstanceLock:
         self._size = len(payload)
 
     def release(self, *, forget: bool = True) -> None:
-        """Drop the lock; ``forget`` clears the record (everything owned has been stopped)."""
+        """Drop the lock; ``forget`` clears the record (everything owned has been stopped).
+
+        The record is cleared only once this holder has recorded what it owns: one that gave up
+        before (e.g. its services would not start) leaves a killed holder's services on record, so
+        the next holder can still adopt and stop them.
+        """
         if self._fd is None:
             return
-        if forget:
+        if forget and self.owns_recorded:
             os.ftruncate(self._fd, 0)
         os.close(self._fd)  # closing the last descriptor releases the lock
         self._fd = None

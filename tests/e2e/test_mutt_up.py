@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.cookiejar
 import json
+import os
 import re
 import signal
 import socket
@@ -148,7 +149,7 @@ def wait_for_moog(mock_port: int, event_id: str, timeout: float = 30) -> bool:
 
 
 def embedded_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in __import__("os").environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     # Nested under this run's prefix, so the end-of-run cleanup removes its keys too.
     return {**env, "MUTT_DATA_DIR": str(data_dir), "MUTT_REDIS_PREFIX": f"{settings.MUTT_REDIS_PREFIX}:e2e"}
 
@@ -455,3 +456,22 @@ def test_after_a_killed_mutt_up_the_next_one_starts_and_stops_the_servers_it_lef
     assert embedded._postmaster_pid(data_dir / "pg") == postmaster, "the running servers are reused"
     stop_and_check_nothing_left(process, signal.SIGTERM, [*descendants(process.pid), postmaster, redis_pid])
     assert "Left running" not in log.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_a_mutt_up_whose_services_do_not_start_keeps_the_record_of_a_killed_one(private_tmp):
+    """What a killed `mutt up` left running stays on record until a later one has decided about it."""
+    data_dir = private_tmp / "data"
+    data_dir.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = {"pid": gone.pid, "http_url": "http://127.0.0.1:1", "redis_pid": 4242}
+    (data_dir / "up.lock").write_text(json.dumps(left))
+    (data_dir / "redis").write_text("not a folder: the embedded Redis cannot start")
+    env = {**embedded_env(data_dir), "MUTT_MOCK_MOOG_PORT": str(free_port())}
+    if "DATABASE_URL" in os.environ:  # only Redis embedded: fails within seconds
+        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    result = manage(env, "mutt", "up", "--port", str(free_port()), timeout=90)
+    assert result.returncode != 0
+    assert "MUTT is up." not in result.stdout
+    assert json.loads((data_dir / "up.lock").read_text())["redis_pid"] == 4242, "the record survived"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -138,3 +141,36 @@ def test_a_postmaster_pid_file_naming_another_live_process_is_not_taken_for_the_
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_start_right_after_a_crash_waits_for_the_old_servers_processes_to_exit(private_tmp):
+    """`make run` at once after a crash: the killed postmaster's backends are still exiting; the start waits."""
+    folder = private_tmp / "data"
+    embedded.start(folder, redis=False, durable=False)
+    pgdata = embedded.pg_data_dir(folder)
+    postmaster = psutil.Process(embedded.postgres_pid(folder))
+    lingering = postmaster.children()[0]
+    lingering.suspend()  # it cannot notice its postmaster's death (and exit) until resumed
+    postmaster.kill()
+    try:
+        assert wait_for(lambda: embedded.postgres_pid(folder) is None)
+        assert embedded._cluster_processes(pgdata) == [lingering.pid]
+        threading.Timer(1.5, lingering.kill).start()  # it exits a moment later
+        started = embedded.start(folder, redis=False, durable=False)
+        assert started.postgres
+        assert embedded.postgres_running(folder)
+        conn = psycopg2.connect(dbname="mutt", user="postgres", host=str(embedded.pg_socket_dir(folder)))
+        conn.close()
+    finally:
+        with contextlib.suppress(psutil.Error):
+            lingering.kill()
+        embedded.stop(folder)
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

@@ -56,9 +56,10 @@ def test_a_killed_holder_frees_the_folder_and_leaves_its_record_for_the_next(tmp
     lock = instance.acquire(tmp_path, http_url="http://127.0.0.1:9999")
     assert lock.previous["pid"] == child.pid
     assert lock.previous["redis_pid"] == 4242, "what the dead holder owned is known to the next one"
-    lock.release(forget=False)  # gave up before deciding (e.g. its port was taken)
+    lock.release()  # gave up before recording what it owns (its port was taken, a service would not start)
     lock = instance.acquire(tmp_path, http_url="http://127.0.0.1:9999")
     assert lock.previous["redis_pid"] == 4242, "still on record for the one after"
+    lock.record_owned(redis_pid=None)  # decided: it stopped (or adopted and will stop) what was left
     lock.release()
     assert instance.acquire(tmp_path, http_url="http://127.0.0.1:9999").previous == {}
 

@@ -188,7 +188,7 @@ class Command(BaseCommand):
         except instance.LockError as exc:  # another holder, or a lock file this user cannot use
             raise CommandError(str(exc)) from None
         if port_in_use(settings.MUTT_HTTP_HOST, http_port):
-            lock.release(forget=False)  # nothing decided: services a killed run left stay on its record
+            lock.release()  # nothing decided: services a killed run left stay on its record
             # Otherwise gunicorn could not bind, and the readiness check would be answered by whatever listens.
             raise CommandError(
                 f"{http_url} is already in use by another program (a MUTT on another data folder?); "
@@ -249,7 +249,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _record_owned(lock: instance.InstanceLock, owned: dict[str, bool]) -> None:
-        lock.record(
+        lock.record_owned(
             postgres_pid=embedded.postgres_pid(lock.data_dir) if owned["postgres"] else None,
             redis_pid=embedded.redis_pid(lock.data_dir) if owned["redis"] else None,
         )
