@@ -1,9 +1,14 @@
 """A small process supervisor for ``mutt up`` on a single machine.
 
 Each child runs in its own process group (so a terminal's Ctrl-C reaches only the supervisor, which
-then stops children in order). A child that exits unexpectedly is restarted with exponential backoff;
-the backoff resets once it has stayed up for a while. On stop, every group gets SIGTERM, then SIGKILL
-after a grace period, and the supervisor waits for each, so nothing is left behind.
+then stops children in order). SIGTERM, SIGINT and SIGHUP (a closed terminal or SSH session) all
+stop the supervisor cleanly. A supervisor that dies without stopping them (SIGKILL, OOM killer) does
+not leave its children behind either: on Linux each child asks the kernel for SIGTERM when its parent
+dies (``PR_SET_PDEATHSIG``), and a child that forked workers (gunicorn) stops them itself.
+
+A child that exits unexpectedly is restarted with exponential backoff; the backoff resets once it
+has stayed up for a while. On stop, every group gets SIGTERM, then SIGKILL after a grace period,
+and the supervisor waits for each, so nothing is left behind.
 
 Servers that daemonise themselves (the embedded PostgreSQL and Redis) are not children; they are
 *watched*: probed on every step and started again, with the same backoff, when the probe says they
@@ -13,15 +18,48 @@ are down. Stopping them is left to their owner.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 logger = logging.getLogger("mutt.supervisor")
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# Signals that stop the supervisor cleanly; SIGHUP is what an SSH disconnect sends.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when this process dies, however it dies.
+
+    The kernel sends it when the *thread* that forked the child exits, so children are spawned only
+    from the supervising (main) thread. Resolved before the fork: the child only calls it.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 @dataclass
@@ -102,8 +140,8 @@ class Supervisor:
         self.stopping = True
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self.request_stop)
 
     def run(self, poll_interval: float = 0.5) -> None:
         """Start children and supervise until asked to stop; then stop them all."""
@@ -199,7 +237,14 @@ class Supervisor:
 
     def _spawn(self, child: _Child) -> None:
         env = {**os.environ, **(child.spec.env or {})}
-        child.process = subprocess.Popen(child.spec.argv, env=env, start_new_session=True)
+        # The preexec function only calls prctl, resolved before the fork: no lock another thread
+        # could hold is taken in the child.
+        child.process = subprocess.Popen(
+            child.spec.argv,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),  # noqa: PLW1509
+        )
         child.started_at = self.clock()
         child.restart_at = None
         logger.info("%s started (pid %s)", child.spec.name, child.process.pid)

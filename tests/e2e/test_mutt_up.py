@@ -335,7 +335,8 @@ def test_a_second_mutt_up_on_the_same_folder_refuses_at_once_and_leaves_the_firs
         assert embedded._redis_pid(data_dir) == redis_pid
         assert alive(redis_pid)
         pids = [*descendants(first.pid), postmaster, redis_pid]
-        stop_and_check_nothing_left(first, signal.SIGTERM, pids)
+        # A closed terminal or SSH session: a clean stop, as Ctrl-C.
+        stop_and_check_nothing_left(first, signal.SIGHUP, pids)
     finally:
         embedded.stop(data_dir)  # (the autouse fixture kills a `mutt up` left running, with its children)
 
@@ -430,6 +431,18 @@ def test_mutt_up_refuses_a_port_another_program_listens_on(private_tmp):
     assert f"http://127.0.0.1:{port} is already in use" in result.stderr
     assert "MUTT is up." not in result.stdout
     assert not (data_dir / "pg").exists()
+    assert "another data folder" in result.stderr
+
+    # When the last `mutt up` on this folder was killed, its processes are the likely listeners: say so.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (data_dir / "up.lock").write_text(json.dumps({"pid": gone.pid, "http_url": f"http://127.0.0.1:{port}"}))
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        result = manage(env, "mutt", "up", "--port", str(port))
+    assert result.returncode != 0
+    assert f"the last mutt up on this data folder (pid {gone.pid}) did not stop cleanly" in result.stderr
 
 
 @pytest.mark.timeout(300)
@@ -442,11 +455,15 @@ def test_after_a_killed_mutt_up_the_next_one_starts_and_stops_the_servers_it_lef
     killed = start_up(env, port, log)
     wait_ready(killed, url, log)
     postmaster, redis_pid = embedded._postmaster_pid(data_dir / "pg"), embedded._redis_pid(data_dir)
-    # As an OOM kill of the whole process tree would: the daemonised servers survive it.
-    for child in psutil.Process(killed.pid).children(recursive=True):
-        child.kill()
+    children = descendants(killed.pid)
+    # SIGKILL (or the OOM killer) gives it no chance to stop anything: its children stop by themselves,
+    # the daemonised servers survive it.
     killed.kill()
     killed.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while [pid for pid in children if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for pid in children if alive(pid)] == [], "children of the killed mutt up still run"
     assert alive(postmaster)
     assert alive(redis_pid)
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import redis
@@ -109,3 +113,65 @@ def test_a_watched_server_that_fails_to_start_is_retried_with_growing_backoff(tm
     assert wait_until(lambda: (supervisor.step(), target.exists())[1])
     supervisor.step()
     assert supervisor.services[0].restart_at is None
+
+
+# A supervising process as `mutt up` runs one: two long-lived children, one forking a worker (like gunicorn).
+SUPERVISOR_SCRIPT = """
+import sys
+from mutt_project.supervisor import ChildSpec, Supervisor
+sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+forker = [sys.executable, "-c", (
+    "import os, signal, sys, time\\nworker = os.fork()\\nif worker == 0:\\n    time.sleep(120)\\nelse:\\n"
+    "    signal.signal(signal.SIGTERM, lambda *_: (os.kill(worker, 9), sys.exit(0)))\\n    time.sleep(120)"
+)]
+supervisor = Supervisor([ChildSpec("sleeper", sleeper), ChildSpec("forker", forker)], grace=5)
+supervisor.install_signal_handlers()
+supervisor.run(poll_interval=0.05)
+print("stopped cleanly", flush=True)
+"""
+
+
+def start_supervising_process() -> tuple[subprocess.Popen, list[int]]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR_SCRIPT], cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    tree = lambda: psutil.Process(process.pid).children(recursive=True)  # noqa: E731
+    assert wait_until(lambda: len(tree()) == 3), "two children and the forked worker"
+    return process, [p.pid for p in tree()]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_children_do_not_outlive_a_killed_supervisor():
+    """SIGKILL or the OOM killer gives the supervisor no chance to stop its children: they stop themselves."""
+    process, pids = start_supervising_process()
+    try:
+        process.kill()
+        process.wait(timeout=10)
+        assert wait_until(lambda: all(gone(pid) for pid in pids)), "children left running after their supervisor"
+    finally:
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+
+
+def test_sighup_stops_the_supervisor_and_its_children_cleanly():
+    """A closed terminal or SSH session (SIGHUP) is a stop request, like Ctrl-C."""
+    process, pids = start_supervising_process()
+    try:
+        process.send_signal(signal.SIGHUP)
+        assert process.wait(timeout=15) == 0
+        assert process.stdout.read().strip() == "stopped cleanly"
+        assert [pid for pid in pids if not gone(pid)] == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()

@@ -107,6 +107,21 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def port_refusal(http_url: str, http_port: int, previous: dict[str, Any]) -> str:
+    """Why `mutt up` will not start on a port something listens on, with the likeliest cause."""
+    if previous.get("pid"):
+        # A record left behind means the last `mutt up` on this folder did not finish its shutdown.
+        cause = (
+            f"the last mutt up on this data folder (pid {previous['pid']}) did not stop cleanly, so processes "
+            f"it started may still hold the port (see `ss -ltnp 'sport = :{http_port}'`) and should be stopped"
+        )
+    else:
+        cause = "a MUTT on another data folder?"
+    return (
+        f"{http_url} is already in use by another program ({cause}); choose another port with --port or MUTT_HTTP_PORT"
+    )
+
+
 def wait_for_http(url: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -190,10 +205,7 @@ class Command(BaseCommand):
         if port_in_use(settings.MUTT_HTTP_HOST, http_port):
             lock.release()  # nothing decided: services a killed run left stay on its record
             # Otherwise gunicorn could not bind, and the readiness check would be answered by whatever listens.
-            raise CommandError(
-                f"{http_url} is already in use by another program (a MUTT on another data folder?); "
-                "choose another port with --port or MUTT_HTTP_PORT"
-            )
+            raise CommandError(port_refusal(http_url, http_port, lock.previous))
         owned = {"postgres": False, "redis": False}
         supervisor = Supervisor([])
         # Signals first: a Ctrl-C during start-up must still stop whatever was started.
