@@ -55,6 +55,8 @@ class StillExiting(EmbeddedError):
 
 # How long a start waits for the processes of a killed PostgreSQL to exit (they notice within moments).
 STALE_EXIT_WAIT = 10.0
+# How long start/stop wait for another process starting or stopping the same folder's services.
+LOCK_TIMEOUT = 180.0
 
 
 @dataclass(frozen=True)
@@ -473,11 +475,27 @@ def stop_redis(data_dir: Path, *, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def _folder_lock(data_dir: Path) -> Iterator[None]:
-    """Serialise start/stop for one data folder across processes (two `mutt up`, or tests in parallel)."""
+def _folder_lock(data_dir: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Serialise start/stop for one data folder across processes (two `mutt up`, or tests in parallel).
+
+    Waits at most ``timeout`` seconds, then raises :class:`EmbeddedError`: a hung holder must not
+    hang its waiters for ever.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
-    with os.fdopen(os.open(data_dir / ".embedded.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = data_dir / ".embedded.lock"
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise EmbeddedError(
+                        f"another process has been starting or stopping the embedded services of {data_dir} "
+                        f"for over {timeout:.0f}s (it holds {path}); try again once it is done"
+                    ) from None
+                time.sleep(0.1)
         try:
             yield
         finally:
@@ -497,10 +515,17 @@ def _terminate_and_wait(pid: int, sig: signal.Signals, *, timeout: float, name: 
         process.wait(timeout=10)
 
 
-def start(data_dir: Path, *, postgres: bool = True, redis: bool = True, durable: bool = True) -> Started:
+def start(
+    data_dir: Path,
+    *,
+    postgres: bool = True,
+    redis: bool = True,
+    durable: bool = True,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> Started:
     """Start the requested embedded services for ``data_dir`` (reusing running ones)."""
     data_dir = data_dir.resolve()
-    with _folder_lock(data_dir):
+    with _folder_lock(data_dir, lock_timeout):
         started_pg = start_postgres(data_dir, durable=durable) if postgres else False
         try:
             started_redis = start_redis(data_dir, durable=durable) if redis else False
@@ -511,10 +536,10 @@ def start(data_dir: Path, *, postgres: bool = True, redis: bool = True, durable:
     return Started(data_dir=data_dir, postgres=started_pg, redis=started_redis)
 
 
-def stop(data_dir: Path, *, postgres: bool = True, redis: bool = True) -> None:
+def stop(data_dir: Path, *, postgres: bool = True, redis: bool = True, lock_timeout: float = LOCK_TIMEOUT) -> None:
     """Stop the embedded services of ``data_dir`` (a no-op for services that are not running)."""
     data_dir = data_dir.resolve()
-    with _folder_lock(data_dir):
+    with _folder_lock(data_dir, lock_timeout):
         if redis:
             stop_redis(data_dir)
         if postgres:

@@ -12,7 +12,9 @@ and the supervisor waits for each, so nothing is left behind.
 
 Servers that daemonise themselves (the embedded PostgreSQL and Redis) are not children; they are
 *watched*: probed on every step and started again, with the same backoff, when the probe says they
-are down. Stopping them is left to their owner.
+are down. Stopping them is left to their owner. A start can take a minute (PostgreSQL's recovery),
+so it runs in a worker thread: meanwhile the loop keeps restarting crashed children and honours a
+stop request at once; the owner calls :meth:`Supervisor.wait_for_services` before stopping servers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,6 +91,9 @@ class _Service:
     failures: int = 0
     restart_at: float | None = None
     restarts: int = 0
+    # The start in progress, and how it ended (None: it succeeded), read once the thread is done.
+    starting: threading.Thread | None = None
+    error: BaseException | None = None
 
 
 @dataclass
@@ -207,8 +213,24 @@ class Supervisor:
     def _backoff(self, failures: int) -> float:
         return min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
 
+    def wait_for_services(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for starts in progress to end; True when none is left running.
+
+        The owner stops its servers only after this: a start that ends later would leave one running.
+        """
+        deadline = time.monotonic() + timeout
+        for service in self.services:
+            if service.starting is not None:
+                service.starting.join(max(0.0, deadline - time.monotonic()))
+        return not any(s.starting is not None and s.starting.is_alive() for s in self.services)
+
     def _step_service(self, service: _Service, now: float) -> None:
         name = service.spec.name
+        if service.starting is not None:
+            if service.starting.is_alive():
+                return  # still starting: not probed, not started twice
+            self._started(service)
+            return
         if service.restart_at is None:
             if service.spec.running():
                 return
@@ -221,13 +243,26 @@ class Supervisor:
         if self.stopping or now < service.restart_at:
             return
         service.restarts += 1
-        try:
-            service.spec.start()
-        except Exception as exc:
+        service.error = None
+
+        def start() -> None:
+            try:
+                service.spec.start()
+            except Exception as exc:
+                service.error = exc
+
+        service.starting = threading.Thread(target=start, name=f"start {name}", daemon=True)
+        service.starting.start()
+
+    def _started(self, service: _Service) -> None:
+        """Account for a start that has ended (called from the supervising thread)."""
+        name = service.spec.name
+        service.starting = None
+        if service.error is not None:
             service.failures += 1
             delay = self._backoff(service.failures)
             service.restart_at = self.clock() + delay
-            logger.error("%s did not start (%s); trying again in %.1fs", name, exc, delay)
+            logger.error("%s did not start (%s); trying again in %.1fs", name, service.error, delay)
             return
         service.started_at = self.clock()
         service.restart_at = None

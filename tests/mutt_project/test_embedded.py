@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import stat
 import subprocess
 import threading
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import psycopg2
+import pytest
 import redis
 
 from mutt_project import embedded
@@ -174,3 +177,19 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_waiting_for_another_process_starting_the_services_is_bounded(tmp_path):
+    """A hung `mutt services start` (holding the folder's lock) cannot hang a `mutt up` restart for ever."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    holder = os.open(folder / ".embedded.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        began = time.monotonic()
+        with pytest.raises(embedded.EmbeddedError, match="another process has been starting or stopping"):
+            embedded.start(folder, postgres=False, lock_timeout=0.5)
+        assert time.monotonic() - began < 5
+        assert not (folder / "redis").exists(), "nothing was started"
+    finally:
+        os.close(holder)

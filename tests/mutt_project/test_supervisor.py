@@ -6,6 +6,7 @@ import contextlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,9 +111,7 @@ def test_a_watched_server_that_fails_to_start_is_retried_with_growing_backoff(tm
     assert [failures for failures, _ in delays] == [1, 2, 3, 4]
     assert delays[-1][1] > delays[0][1], "each failed start waits longer"
     target.parent.mkdir()
-    assert wait_until(lambda: (supervisor.step(), target.exists())[1])
-    supervisor.step()
-    assert supervisor.services[0].restart_at is None
+    assert wait_until(lambda: (supervisor.step(), target.exists() and supervisor.services[0].restart_at is None)[1])
 
 
 # A supervising process as `mutt up` runs one: two long-lived children, one forking a worker (like gunicorn).
@@ -175,3 +174,31 @@ def test_sighup_stops_the_supervisor_and_its_children_cleanly():
         for pid in pids:
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
+
+
+def test_a_blocked_service_start_neither_holds_up_child_restarts_nor_a_stop():
+    """PostgreSQL's start can take a minute; meanwhile crashed children come back and a stop is honoured."""
+    release = threading.Event()
+    supervisor = Supervisor([ChildSpec("crasher", python("import sys; sys.exit(3)"))], backoff_base=0.05, grace=5)
+    supervisor.watch([ServiceSpec("stuck", running=lambda: False, start=lambda: release.wait(5))])
+    supervisor.start()
+    try:
+        service, child = supervisor.services[0], supervisor.children[0]
+        assert wait_until(lambda: (supervisor.step(), service.restarts == 1 and child.restarts >= 3)[1], timeout=3)
+        assert supervisor.wait_for_services(timeout=0) is False, "the start is still blocked"
+
+        # What the SIGTERM handler does; the loop and the children's stop do not wait for the start.
+        threading.Timer(0.2, supervisor.request_stop).start()
+        began = time.monotonic()
+        while not supervisor.stopping:
+            supervisor.step()
+            time.sleep(0.05)
+        supervisor.stop_all()
+        assert time.monotonic() - began < 3
+        assert supervisor.pids() == {"crasher": None}
+        assert supervisor.wait_for_services(timeout=0.1) is False, "the owner learns a start is still running"
+        release.set()
+        assert supervisor.wait_for_services(timeout=5) is True
+    finally:
+        release.set()
+        supervisor.stop_all()

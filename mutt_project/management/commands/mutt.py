@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from mutt_project.supervisor import ChildSpec, ServiceSpec, Supervisor
 logger = logging.getLogger("mutt.up")
 
 BASE_DIR = Path(settings.BASE_DIR)
+# The longest an embedded start can take: waiting for the folder lock, then PostgreSQL's own timeouts.
+SERVICE_START_TIMEOUT = embedded.LOCK_TIMEOUT + 150
 
 
 def credentials_path() -> Path:
@@ -122,9 +125,10 @@ def port_refusal(http_url: str, http_port: int, previous: dict[str, Any]) -> str
     )
 
 
-def wait_for_http(url: str, timeout: float) -> bool:
+def wait_for_http(url: str, timeout: float, stopping: Callable[[], bool] = lambda: False) -> bool:
+    """True once ``url`` answers 200; False after ``timeout``, or at once when ``stopping()`` says so."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping():
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (our own loopback URL)
                 if response.status == 200:
@@ -232,7 +236,9 @@ class Command(BaseCommand):
             reset_metrics_dir()
             supervisor.add(child_specs(settings.MUTT_HTTP_HOST, http_port, settings.MUTT_HTTP_WORKERS))
             supervisor.start()
-            if not wait_for_http(f"{http_url}/healthz", timeout=60):
+            if not wait_for_http(f"{http_url}/healthz", timeout=60, stopping=lambda: supervisor.stopping):
+                if supervisor.stopping:
+                    return
                 raise CommandError(f"the web server did not answer on {http_url} within 60s; see the log above")
             self.stdout.write(banner(credentials, credentials_path(), show_credentials, self.stdout.isatty()))
             self.stdout.flush()
@@ -241,6 +247,11 @@ class Command(BaseCommand):
                 time.sleep(0.5)
         finally:
             supervisor.stop_all()
+            # A restart of an embedded service may still be in progress (its thread records what it owns).
+            if not supervisor.wait_for_services(timeout=SERVICE_START_TIMEOUT):
+                logger.warning(
+                    "an embedded service was still starting after %ss; stopping anyway", SERVICE_START_TIMEOUT
+                )
             if any(owned.values()):
                 embedded.stop(data_dir, **owned)
             kept = [name for name, on in selection.items() if on and not owned[name]]
