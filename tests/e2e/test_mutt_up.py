@@ -257,6 +257,7 @@ def test_with_urls_set_mutt_up_starts_nothing_embedded(tmp_path, django_db_block
         assert "Starting embedded services" not in log.read_text()
         pids = descendants(process.pid)
         stop_and_check_nothing_left(process, signal.SIGTERM, pids)
+        assert (data_dir / "up.lock").read_text() == "", "a clean stop leaves no record behind"
     finally:
         if process.poll() is None:
             process.kill()

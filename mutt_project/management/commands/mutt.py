@@ -215,13 +215,7 @@ class Command(BaseCommand):
         # Signals first: a Ctrl-C during start-up must still stop whatever was started.
         supervisor.install_signal_handlers()
         try:
-            if any(selection.values()):
-                self.stdout.write(f"Starting embedded services in {data_dir} ...")
-                started = embedded.start(data_dir, **selection)
-                owned.update(postgres=started.postgres, redis=started.redis)
-                self._adopt_orphans(lock, owned, selection)
-                self._record_owned(lock, owned)
-                supervisor.watch(self._service_specs(data_dir, selection, lock, owned))
+            self._start_embedded(data_dir, selection, lock, owned, supervisor)
             if supervisor.stopping:
                 return
             call_command("migrate", interactive=False, verbosity=0)
@@ -246,19 +240,46 @@ class Command(BaseCommand):
                 supervisor.step()
                 time.sleep(0.5)
         finally:
-            supervisor.stop_all()
-            # A restart of an embedded service may still be in progress (its thread records what it owns).
-            if not supervisor.wait_for_services(timeout=SERVICE_START_TIMEOUT):
-                logger.warning(
-                    "an embedded service was still starting after %ss; stopping anyway", SERVICE_START_TIMEOUT
-                )
-            if any(owned.values()):
-                embedded.stop(data_dir, **owned)
-            kept = [name for name, on in selection.items() if on and not owned[name]]
-            if kept:
-                self.stdout.write(f"Left running (not started by this mutt up): embedded {', '.join(kept)}.")
-            lock.release()
-            self.stdout.write("MUTT stopped.")
+            self._shut_down(supervisor, data_dir, selection, lock, owned)
+
+    def _start_embedded(
+        self,
+        data_dir: Path,
+        selection: dict[str, bool],
+        lock: instance.InstanceLock,
+        owned: dict[str, bool],
+        supervisor: Supervisor,
+    ) -> None:
+        """Start (or reuse, or adopt) the embedded services, record which are ours, and watch them."""
+        if any(selection.values()):
+            self.stdout.write(f"Starting embedded services in {data_dir} ...")
+            started = embedded.start(data_dir, **selection)
+            owned.update(postgres=started.postgres, redis=started.redis)
+            self._adopt_orphans(lock, owned, selection)
+        # Recorded even when nothing embedded is used: this run has decided, so a clean exit clears the record.
+        self._record_owned(lock, owned)
+        supervisor.watch(self._service_specs(data_dir, selection, lock, owned))
+
+    def _shut_down(
+        self,
+        supervisor: Supervisor,
+        data_dir: Path,
+        selection: dict[str, bool],
+        lock: instance.InstanceLock,
+        owned: dict[str, bool],
+    ) -> None:
+        """Stop the children, then the embedded services this run owns; release the data folder."""
+        supervisor.stop_all()
+        # A restart of an embedded service may still be in progress (its thread records what it owns).
+        if not supervisor.wait_for_services(timeout=SERVICE_START_TIMEOUT):
+            logger.warning("an embedded service was still starting after %ss; stopping anyway", SERVICE_START_TIMEOUT)
+        if any(owned.values()):
+            embedded.stop(data_dir, **owned)
+        kept = [name for name, on in selection.items() if on and not owned[name]]
+        if kept:
+            self.stdout.write(f"Left running (not started by this mutt up): embedded {', '.join(kept)}.")
+        lock.release()
+        self.stdout.write("MUTT stopped.")
 
     def _adopt_orphans(self, lock: instance.InstanceLock, owned: dict[str, bool], selection: dict[str, bool]) -> None:
         """Services a previous `mutt up` started and could not stop (it was killed) are ours to stop."""
