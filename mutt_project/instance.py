@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -110,12 +111,15 @@ class InstanceLock:
         self.info = info
         # Until this holder records what it owns, the previous holder's record must survive it.
         self.owns_recorded = False
+        # `mutt up` records from its supervising thread and from a thread restarting a service.
+        self._mutex = threading.Lock()
         self._write()
 
     def record(self, **fields: Any) -> None:
         """Add to what the lock file says about this instance (e.g. the pids of services it owns)."""
-        self.info.update(fields)
-        self._write()
+        with self._mutex:
+            self.info.update(fields)
+            self._write()
 
     def record_owned(self, **pids: int | None) -> None:
         """Record the pids of the services this holder owns (and will stop); replaces the previous holder's."""

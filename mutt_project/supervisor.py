@@ -31,6 +31,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
 
 logger = logging.getLogger("mutt.supervisor")
 
@@ -116,8 +119,11 @@ class Supervisor:
         backoff_max: float = 30.0,
         grace: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
+        on_spawn: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.children = [_Child(spec) for spec in specs]
+        # Told the running children (see ``running()``) after every spawn, to record them for a later run.
+        self.on_spawn = on_spawn
         self.services: list[_Service] = []
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -139,6 +145,7 @@ class Supervisor:
     def start(self) -> None:
         for child in self.children:
             self._spawn(child)
+        self._spawned()
 
     def request_stop(self, signum: int = signal.SIGTERM, frame: object = None) -> None:
         if not self.stopping:
@@ -184,6 +191,7 @@ class Supervisor:
             if child.process is None and child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
                 self._spawn(child)
+                self._spawned()
 
     def stop_all(self) -> None:
         """SIGTERM every child's process group, wait up to ``grace``, SIGKILL what is left, reap all."""
@@ -291,5 +299,59 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.process.pid, sig)
 
+    def running(self) -> list[dict[str, Any]]:
+        """The running children as a later run can recognise them: process group and command line."""
+        return [{"pgid": c.process.pid, "argv": c.spec.argv} for c in self.children if c.process is not None]
+
+    def _spawned(self) -> None:
+        if self.on_spawn is not None:
+            self.on_spawn(self.running())
+
     def pids(self) -> dict[str, int | None]:
         return {c.spec.name: (c.process.pid if c.process else None) for c in self.children}
+
+
+def end_leftovers(records: list[dict[str, Any]], *, grace: float = 10.0) -> list[int]:
+    """End the processes a killed supervisor's children left behind; returns the pids it ended.
+
+    ``records`` is what ``running()`` said then. A process counts only if it is still in the recorded
+    process group *and* runs the recorded command line (a child, or a worker it forked): a pid reused
+    by anything else is left alone. They get SIGTERM, then SIGKILL after ``grace`` seconds.
+    """
+    wanted = {(r["pgid"], tuple(r["argv"])) for r in records if isinstance(r, dict) and r.get("pgid") and r.get("argv")}
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if process.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if (os.getpgid(process.pid), tuple(process.info["cmdline"] or ())) in wanted:
+                found.append(process)
+    if not found:
+        return []
+    logger.warning("ending %d process(es) a killed mutt up left running: %s", len(found), [p.pid for p in found])
+    for process in found:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    alive = _wait_gone(found, grace)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    _wait_gone(alive, 5)
+    return [p.pid for p in found]
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until each has exited (a zombie counts: they are not our children to reap); returns the rest."""
+
+    def running(process: psutil.Process) -> bool:
+        try:
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    deadline = time.monotonic() + timeout
+    left = [p for p in processes if running(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [p for p in left if running(p)]
+    return left

@@ -14,7 +14,7 @@ import psutil
 import redis
 
 from mutt_project import embedded
-from mutt_project.supervisor import ChildSpec, ServiceSpec, Supervisor
+from mutt_project.supervisor import ChildSpec, ServiceSpec, Supervisor, end_leftovers
 
 
 def python(code: str) -> list[str]:
@@ -201,4 +201,29 @@ def test_a_blocked_service_start_neither_holds_up_child_restarts_nor_a_stop():
         assert supervisor.wait_for_services(timeout=5) is True
     finally:
         release.set()
+        supervisor.stop_all()
+
+
+def test_the_next_run_ends_what_a_killed_supervisors_children_left_running_and_nothing_else():
+    """A child that ignores its parent-death SIGTERM (or is still draining) is ended by the next run."""
+    stubborn = "import os, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nos.fork()\ntime.sleep(120)"
+    recorded = []
+    supervisor = Supervisor([ChildSpec("stubborn", python(stubborn))], on_spawn=recorded.append)
+    supervisor.start()
+    unrelated = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        records = recorded[-1]
+        assert records == [{"pgid": supervisor.pids()["stubborn"], "argv": python(stubborn)}]
+        leader = psutil.Process(supervisor.pids()["stubborn"])
+        assert wait_until(lambda: len(leader.children()) == 1)
+        group = [leader.pid, leader.children()[0].pid]
+        # A pid reused by another program: a different command line, so it is not touched.
+        records.append({"pgid": unrelated.pid, "argv": ["sleep", "61"]})
+        ended = end_leftovers(records, grace=0.5)
+        assert sorted(ended) == sorted(group)
+        assert all(gone(pid) for pid in group)
+        assert unrelated.poll() is None
+    finally:
+        unrelated.kill()
+        unrelated.wait()
         supervisor.stop_all()

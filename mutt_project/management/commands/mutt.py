@@ -26,7 +26,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from mutt_project import embedded, instance
-from mutt_project.supervisor import ChildSpec, ServiceSpec, Supervisor
+from mutt_project.supervisor import ChildSpec, ServiceSpec, Supervisor, end_leftovers
 
 logger = logging.getLogger("mutt.up")
 
@@ -206,12 +206,14 @@ class Command(BaseCommand):
             lock = instance.acquire(data_dir, http_url=http_url)
         except instance.LockError as exc:  # another holder, or a lock file this user cannot use
             raise CommandError(str(exc)) from None
+        self._end_leftovers(lock)
         if port_in_use(settings.MUTT_HTTP_HOST, http_port):
             lock.release()  # nothing decided: services a killed run left stay on its record
             # Otherwise gunicorn could not bind, and the readiness check would be answered by whatever listens.
             raise CommandError(port_refusal(http_url, http_port, lock.previous))
         owned = {"postgres": False, "redis": False}
-        supervisor = Supervisor([])
+        # Each spawn is recorded, so the next run can end children this one leaves behind if it is killed.
+        supervisor = Supervisor([], on_spawn=lambda running: lock.record(children=running))
         # Signals first: a Ctrl-C during start-up must still stop whatever was started.
         supervisor.install_signal_handlers()
         try:
@@ -241,6 +243,17 @@ class Command(BaseCommand):
                 time.sleep(0.5)
         finally:
             self._shut_down(supervisor, data_dir, selection, lock, owned)
+
+    def _end_leftovers(self, lock: instance.InstanceLock) -> None:
+        """End what a killed previous `mutt up` left running: its children get SIGTERM when it dies, but
+        one may ignore it or still be draining, and would hold the port."""
+        records = lock.previous.get("children")
+        if not isinstance(records, list) or not records:
+            return
+        ended = end_leftovers(records)
+        if ended:
+            previous = lock.previous.get("pid", "unknown")
+            self.stdout.write(f"Ended {len(ended)} process(es) left running by mutt up pid {previous} (it was killed).")
 
     def _start_embedded(
         self,
