@@ -258,6 +258,8 @@ class Supervisor:
                 service.spec.start()
             except Exception as exc:
                 service.error = exc
+                return
+            logger.info("%s restarted", name)  # said when it happens; the loop accounts for it on its next step
 
         service.starting = threading.Thread(target=start, name=f"start {name}", daemon=True)
         service.starting.start()
@@ -274,7 +276,6 @@ class Supervisor:
             return
         service.started_at = self.clock()
         service.restart_at = None
-        logger.info("%s restarted", name)
 
     # --- helpers ------------------------------------------------------------------------------
 
