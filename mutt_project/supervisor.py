@@ -154,6 +154,8 @@ class Supervisor:
 
     def install_signal_handlers(self) -> None:
         for signum in STOP_SIGNALS:
+            if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # started under nohup: asked to outlive its terminal
             signal.signal(signum, self.request_stop)
 
     def run(self, poll_interval: float = 0.5) -> None:

@@ -130,10 +130,10 @@ print("stopped cleanly", flush=True)
 """
 
 
-def start_supervising_process() -> tuple[subprocess.Popen, list[int]]:
+def start_supervising_process(*, nohup: bool = False) -> tuple[subprocess.Popen, list[int]]:
     process = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR_SCRIPT], cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
-        text=True,
+        ["nohup", sys.executable, "-c", SUPERVISOR_SCRIPT] if nohup else [sys.executable, "-c", SUPERVISOR_SCRIPT],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     tree = lambda: psutil.Process(process.pid).children(recursive=True)  # noqa: E731
     assert wait_until(lambda: len(tree()) == 3), "two children and the forked worker"
@@ -227,3 +227,16 @@ def test_the_next_run_ends_what_a_killed_supervisors_children_left_running_and_n
         unrelated.kill()
         unrelated.wait()
         supervisor.stop_all()
+
+
+def test_under_nohup_sighup_is_still_ignored():
+    process, pids = start_supervising_process(nohup=True)
+    try:
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert process.poll() is None, "nohup asked it to outlive its terminal"
+        assert [pid for pid in pids if gone(pid)] == []
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0
+        assert wait_until(lambda: all(gone(pid) for pid in pids))
