@@ -49,6 +49,16 @@ class EmbeddedError(RuntimeError):
     """An embedded service could not be started or stopped; the message says where its log is."""
 
 
+class StillExiting(EmbeddedError):
+    """Processes of a killed PostgreSQL still work in its data directory (they exit by themselves)."""
+
+
+# How long a start waits for the processes of a killed PostgreSQL to exit (they notice within moments).
+STALE_EXIT_WAIT = 10.0
+# How long start/stop wait for another process starting or stopping the same folder's services.
+LOCK_TIMEOUT = 180.0
+
+
 @dataclass(frozen=True)
 class Started:
     """What one call to :func:`start` did: which services it started (False means reused or skipped)."""
@@ -185,12 +195,29 @@ def _prepare_pg_permissions(pgdata: Path, socket_dir: Path) -> None:
 
 
 def _postmaster_pid(pgdata: Path) -> int | None:
+    """The pid in ``postmaster.pid`` when that process is a live PostgreSQL working in ``pgdata``.
+
+    A live pid alone proves nothing: after a crash or a reboot the recorded pid may belong to any
+    other process, which must be neither reused as our server nor signalled to stop.
+    """
     try:
         first_line = (pgdata / "postmaster.pid").read_text().splitlines()[0]
         pid = int(first_line.strip())
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _alive(pid) else None
+    return pid if _is_cluster_process(pid, pgdata) else None
+
+
+def _is_cluster_process(pid: int, pgdata: Path) -> bool:
+    """True for a live (not zombie) ``postgres`` process of our binaries whose cwd is ``pgdata``."""
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return False
+            return process.exe() == os.path.realpath(_pg_bin("postgres")) and process.cwd() == os.path.realpath(pgdata)
+    except psutil.Error:  # gone, or not ours to inspect (then not the server we started either)
+        return False
 
 
 def postgres_pid(data_dir: Path) -> int | None:
@@ -273,7 +300,16 @@ def init_postgres_cluster(pgdata: Path, socket_dir: Path, *, superuser_password:
 def start_postgres_cluster(pgdata: Path, socket_dir: Path, *, durable: bool = True) -> None:
     """Start the cluster in ``pgdata``, listening only on a Unix socket in ``socket_dir``."""
     _prepare_pg_folders(pgdata, socket_dir)
-    _clear_stale_locks(pgdata, socket_dir)
+    # Right after a crash (`make run` again at once) the old server's backends are still exiting.
+    deadline = time.monotonic() + STALE_EXIT_WAIT
+    while True:
+        try:
+            _clear_stale_locks(pgdata, socket_dir)
+            break
+        except StillExiting:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
     options = f"-h '' -k {socket_dir} -c unix_socket_permissions=0700 -c max_connections=200"
     if not durable:
         options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -318,14 +354,15 @@ def _clear_stale_locks(pgdata: Path, socket_dir: Path) -> None:
     for a live server and refuses to start, so a restart right after a crash would fail. The files
     are removed only when no server process still works in the data directory: its orphaned
     backends exit by themselves on noticing the postmaster's death, and until then starting is
-    refused (the caller retries), as PostgreSQL's own shared-memory check would.
+    refused (:class:`StillExiting`, which the start waits out for a few seconds), as PostgreSQL's own
+    shared-memory check would.
     """
     lock = pgdata / "postmaster.pid"
     if not lock.exists() or _postmaster_pid(pgdata) is not None:
         return
     lingering = _cluster_processes(pgdata)
     if lingering:
-        raise EmbeddedError(f"processes of a stopped PostgreSQL are still exiting in {pgdata} (pids {lingering})")
+        raise StillExiting(f"processes of a stopped PostgreSQL are still exiting in {pgdata} (pids {lingering})")
     logger.info("removing the stale lock files of a PostgreSQL that is no longer running (%s)", pgdata)
     lock.unlink(missing_ok=True)
     (socket_dir / f"{_PG_SOCKET_NAME}.lock").unlink(missing_ok=True)
@@ -438,11 +475,27 @@ def stop_redis(data_dir: Path, *, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def _folder_lock(data_dir: Path) -> Iterator[None]:
-    """Serialise start/stop for one data folder across processes (two `mutt up`, or tests in parallel)."""
+def _folder_lock(data_dir: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Serialise start/stop for one data folder across processes (two `mutt up`, or tests in parallel).
+
+    Waits at most ``timeout`` seconds, then raises :class:`EmbeddedError`: a hung holder must not
+    hang its waiters for ever.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
-    with os.fdopen(os.open(data_dir / ".embedded.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = data_dir / ".embedded.lock"
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise EmbeddedError(
+                        f"another process has been starting or stopping the embedded services of {data_dir} "
+                        f"for over {timeout:.0f}s (it holds {path}); try again once it is done"
+                    ) from None
+                time.sleep(0.1)
         try:
             yield
         finally:
@@ -462,10 +515,17 @@ def _terminate_and_wait(pid: int, sig: signal.Signals, *, timeout: float, name: 
         process.wait(timeout=10)
 
 
-def start(data_dir: Path, *, postgres: bool = True, redis: bool = True, durable: bool = True) -> Started:
+def start(
+    data_dir: Path,
+    *,
+    postgres: bool = True,
+    redis: bool = True,
+    durable: bool = True,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> Started:
     """Start the requested embedded services for ``data_dir`` (reusing running ones)."""
     data_dir = data_dir.resolve()
-    with _folder_lock(data_dir):
+    with _folder_lock(data_dir, lock_timeout):
         started_pg = start_postgres(data_dir, durable=durable) if postgres else False
         try:
             started_redis = start_redis(data_dir, durable=durable) if redis else False
@@ -476,10 +536,10 @@ def start(data_dir: Path, *, postgres: bool = True, redis: bool = True, durable:
     return Started(data_dir=data_dir, postgres=started_pg, redis=started_redis)
 
 
-def stop(data_dir: Path, *, postgres: bool = True, redis: bool = True) -> None:
+def stop(data_dir: Path, *, postgres: bool = True, redis: bool = True, lock_timeout: float = LOCK_TIMEOUT) -> None:
     """Stop the embedded services of ``data_dir`` (a no-op for services that are not running)."""
     data_dir = data_dir.resolve()
-    with _folder_lock(data_dir):
+    with _folder_lock(data_dir, lock_timeout):
         if redis:
             stop_redis(data_dir)
         if postgres:

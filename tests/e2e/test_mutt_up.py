@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.cookiejar
 import json
+import os
 import re
 import signal
 import socket
@@ -148,7 +149,7 @@ def wait_for_moog(mock_port: int, event_id: str, timeout: float = 30) -> bool:
 
 
 def embedded_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in __import__("os").environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     # Nested under this run's prefix, so the end-of-run cleanup removes its keys too.
     return {**env, "MUTT_DATA_DIR": str(data_dir), "MUTT_REDIS_PREFIX": f"{settings.MUTT_REDIS_PREFIX}:e2e"}
 
@@ -256,6 +257,7 @@ def test_with_urls_set_mutt_up_starts_nothing_embedded(tmp_path, django_db_block
         assert "Starting embedded services" not in log.read_text()
         pids = descendants(process.pid)
         stop_and_check_nothing_left(process, signal.SIGTERM, pids)
+        assert (data_dir / "up.lock").read_text() == "", "a clean stop leaves no record behind"
     finally:
         if process.poll() is None:
             process.kill()
@@ -334,7 +336,8 @@ def test_a_second_mutt_up_on_the_same_folder_refuses_at_once_and_leaves_the_firs
         assert embedded._redis_pid(data_dir) == redis_pid
         assert alive(redis_pid)
         pids = [*descendants(first.pid), postmaster, redis_pid]
-        stop_and_check_nothing_left(first, signal.SIGTERM, pids)
+        # A closed terminal or SSH session: a clean stop, as Ctrl-C.
+        stop_and_check_nothing_left(first, signal.SIGHUP, pids)
     finally:
         embedded.stop(data_dir)  # (the autouse fixture kills a `mutt up` left running, with its children)
 
@@ -429,6 +432,18 @@ def test_mutt_up_refuses_a_port_another_program_listens_on(private_tmp):
     assert f"http://127.0.0.1:{port} is already in use" in result.stderr
     assert "MUTT is up." not in result.stdout
     assert not (data_dir / "pg").exists()
+    assert "another data folder" in result.stderr
+
+    # When the last `mutt up` on this folder was killed, its processes are the likely listeners: say so.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (data_dir / "up.lock").write_text(json.dumps({"pid": gone.pid, "http_url": f"http://127.0.0.1:{port}"}))
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        result = manage(env, "mutt", "up", "--port", str(port))
+    assert result.returncode != 0
+    assert f"the last mutt up on this data folder (pid {gone.pid}) did not stop cleanly" in result.stderr
 
 
 @pytest.mark.timeout(300)
@@ -441,11 +456,15 @@ def test_after_a_killed_mutt_up_the_next_one_starts_and_stops_the_servers_it_lef
     killed = start_up(env, port, log)
     wait_ready(killed, url, log)
     postmaster, redis_pid = embedded._postmaster_pid(data_dir / "pg"), embedded._redis_pid(data_dir)
-    # As an OOM kill of the whole process tree would: the daemonised servers survive it.
-    for child in psutil.Process(killed.pid).children(recursive=True):
-        child.kill()
+    children = descendants(killed.pid)
+    # SIGKILL (or the OOM killer) gives it no chance to stop anything: its children stop by themselves,
+    # the daemonised servers survive it.
     killed.kill()
     killed.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while [pid for pid in children if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for pid in children if alive(pid)] == [], "children of the killed mutt up still run"
     assert alive(postmaster)
     assert alive(redis_pid)
 
@@ -455,3 +474,22 @@ def test_after_a_killed_mutt_up_the_next_one_starts_and_stops_the_servers_it_lef
     assert embedded._postmaster_pid(data_dir / "pg") == postmaster, "the running servers are reused"
     stop_and_check_nothing_left(process, signal.SIGTERM, [*descendants(process.pid), postmaster, redis_pid])
     assert "Left running" not in log.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_a_mutt_up_whose_services_do_not_start_keeps_the_record_of_a_killed_one(private_tmp):
+    """What a killed `mutt up` left running stays on record until a later one has decided about it."""
+    data_dir = private_tmp / "data"
+    data_dir.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = {"pid": gone.pid, "http_url": "http://127.0.0.1:1", "redis_pid": 4242}
+    (data_dir / "up.lock").write_text(json.dumps(left))
+    (data_dir / "redis").write_text("not a folder: the embedded Redis cannot start")
+    env = {**embedded_env(data_dir), "MUTT_MOCK_MOOG_PORT": str(free_port())}
+    if "DATABASE_URL" in os.environ:  # only Redis embedded: fails within seconds
+        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    result = manage(env, "mutt", "up", "--port", str(free_port()), timeout=90)
+    assert result.returncode != 0
+    assert "MUTT is up." not in result.stdout
+    assert json.loads((data_dir / "up.lock").read_text())["redis_pid"] == 4242, "the record survived"

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import stat
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import psutil
 import psycopg2
+import pytest
 import redis
 
 from mutt_project import embedded
@@ -118,3 +125,71 @@ def test_embedded_data_is_owner_only_even_in_a_folder_an_older_version_left_read
     finally:
         embedded.stop(folder)
     assert group_or_other_accessible(*roots) == []
+
+
+def test_a_postmaster_pid_file_naming_another_live_process_is_not_taken_for_the_server(tmp_path):
+    """After a crash or a reboot the recorded pid may be any process: it is neither reused nor signalled."""
+    folder = tmp_path / "data"
+    pgdata = embedded.pg_data_dir(folder)
+    pgdata.mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (pgdata / "postmaster.pid").write_text(f"{other.pid}\n{pgdata}\n")
+        (embedded.pg_socket_dir(folder) / ".s.PGSQL.5432").touch()
+        assert embedded.postgres_pid(folder) is None
+        assert embedded.postgres_running(folder) is False
+        assert embedded.status(folder)["postgres"]["running"] is False
+        embedded.stop(folder, redis=False)
+        assert other.poll() is None, "stopping the embedded PostgreSQL does not signal an unrelated process"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_start_right_after_a_crash_waits_for_the_old_servers_processes_to_exit(private_tmp):
+    """`make run` at once after a crash: the killed postmaster's backends are still exiting; the start waits."""
+    folder = private_tmp / "data"
+    embedded.start(folder, redis=False, durable=False)
+    pgdata = embedded.pg_data_dir(folder)
+    postmaster = psutil.Process(embedded.postgres_pid(folder))
+    lingering = postmaster.children()[0]
+    lingering.suspend()  # it cannot notice its postmaster's death (and exit) until resumed
+    postmaster.kill()
+    try:
+        assert wait_for(lambda: embedded.postgres_pid(folder) is None)
+        assert embedded._cluster_processes(pgdata) == [lingering.pid]
+        threading.Timer(1.5, lingering.kill).start()  # it exits a moment later
+        started = embedded.start(folder, redis=False, durable=False)
+        assert started.postgres
+        assert embedded.postgres_running(folder)
+        conn = psycopg2.connect(dbname="mutt", user="postgres", host=str(embedded.pg_socket_dir(folder)))
+        conn.close()
+    finally:
+        with contextlib.suppress(psutil.Error):
+            lingering.kill()
+        embedded.stop(folder)
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_waiting_for_another_process_starting_the_services_is_bounded(tmp_path):
+    """A hung `mutt services start` (holding the folder's lock) cannot hang a `mutt up` restart for ever."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    holder = os.open(folder / ".embedded.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        began = time.monotonic()
+        with pytest.raises(embedded.EmbeddedError, match="another process has been starting or stopping"):
+            embedded.start(folder, postgres=False, lock_timeout=0.5)
+        assert time.monotonic() - began < 5
+        assert not (folder / "redis").exists(), "nothing was started"
+    finally:
+        os.close(holder)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -53,8 +56,84 @@ def test_a_killed_holder_frees_the_folder_and_leaves_its_record_for_the_next(tmp
     lock = instance.acquire(tmp_path, http_url="http://127.0.0.1:9999")
     assert lock.previous["pid"] == child.pid
     assert lock.previous["redis_pid"] == 4242, "what the dead holder owned is known to the next one"
-    lock.release(forget=False)  # gave up before deciding (e.g. its port was taken)
+    lock.release()  # gave up before recording what it owns (its port was taken, a service would not start)
     lock = instance.acquire(tmp_path, http_url="http://127.0.0.1:9999")
     assert lock.previous["redis_pid"] == 4242, "still on record for the one after"
+    lock.record_owned(redis_pid=None)  # decided: it stopped (or adopted and will stop) what was left
     lock.release()
     assert instance.acquire(tmp_path, http_url="http://127.0.0.1:9999").previous == {}
+
+
+def test_a_readers_instant_shared_lock_does_not_make_acquire_refuse(tmp_path):
+    """`mutt services stop` checks for a holder with a shared lock; a `mutt up` starting then still starts."""
+    (tmp_path / instance.LOCK_NAME).touch()
+    reader = os.open(tmp_path / instance.LOCK_NAME, os.O_RDONLY)
+    fcntl.flock(reader, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.3, os.close, [reader]).start()
+    lock = instance.acquire(tmp_path, http_url="http://127.0.0.1:8125")
+    assert instance.holder(tmp_path)["pid"] == os.getpid()
+    lock.release()
+
+
+def test_readers_never_see_a_partial_record_while_the_holder_rewrites_it(tmp_path):
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from mutt_project import instance\n"
+        "lock = instance.acquire(Path(sys.argv[1]), http_url='http://127.0.0.1:8126')\n"
+        "print('held', flush=True)\n"
+        "for i in range(1000000):\n"
+        "    lock.record(redis_pid=i, note='x' * (i % 2 * 300))\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        seen = [instance.holder(tmp_path) for _ in range(3000)]
+        assert child.poll() is None, "the holder was still rewriting its record"
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert [record for record in seen if record is None or record.get("pid") != child.pid] == []
+
+
+def _lock_errors(data_dir: Path) -> list[str]:
+    """The LockError messages of acquire and holder on ``data_dir`` (any other exception propagates)."""
+    messages = []
+    for attempt in (lambda: instance.acquire(data_dir, http_url="x"), lambda: instance.holder(data_dir)):
+        try:
+            attempt()
+        except instance.LockError as exc:
+            messages.append(str(exc))
+    return messages
+
+
+def test_a_lock_file_this_user_cannot_open_is_a_clear_error_not_a_traceback(private_tmp):
+    private_tmp.chmod(0o755)
+    path = private_tmp / instance.LOCK_NAME
+    path.write_text("")
+    path.chmod(0o600)
+    if os.geteuid() != 0:
+        path.chmod(0)
+        messages = _lock_errors(private_tmp)
+    else:
+        # Root may open any file: the attempt runs in a forked child that has become an unprivileged user.
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (child)
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                os.write(write_end, "\n".join(_lock_errors(private_tmp)).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end) as handle:
+            output = handle.read()
+        assert os.waitpid(pid, 0)[1] == 0, "the child raised something other than LockError"
+        messages = output.splitlines()
+    assert len(messages) == 2, messages
+    assert all(f"cannot use the instance lock file {path}: Permission denied" in m for m in messages)
+    if os.geteuid() == 0:
+        assert "belongs to root" in messages[0]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import psutil
 import redis
 
 from mutt_project import embedded
-from mutt_project.supervisor import ChildSpec, ServiceSpec, Supervisor
+from mutt_project.supervisor import ChildSpec, ServiceSpec, Supervisor, end_leftovers
 
 
 def python(code: str) -> list[str]:
@@ -106,6 +111,132 @@ def test_a_watched_server_that_fails_to_start_is_retried_with_growing_backoff(tm
     assert [failures for failures, _ in delays] == [1, 2, 3, 4]
     assert delays[-1][1] > delays[0][1], "each failed start waits longer"
     target.parent.mkdir()
-    assert wait_until(lambda: (supervisor.step(), target.exists())[1])
-    supervisor.step()
-    assert supervisor.services[0].restart_at is None
+    assert wait_until(lambda: (supervisor.step(), target.exists() and supervisor.services[0].restart_at is None)[1])
+
+
+# A supervising process as `mutt up` runs one: two long-lived children, one forking a worker (like gunicorn).
+SUPERVISOR_SCRIPT = """
+import sys
+from mutt_project.supervisor import ChildSpec, Supervisor
+sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+forker = [sys.executable, "-c", (
+    "import os, signal, sys, time\\nworker = os.fork()\\nif worker == 0:\\n    time.sleep(120)\\nelse:\\n"
+    "    signal.signal(signal.SIGTERM, lambda *_: (os.kill(worker, 9), sys.exit(0)))\\n    time.sleep(120)"
+)]
+supervisor = Supervisor([ChildSpec("sleeper", sleeper), ChildSpec("forker", forker)], grace=5)
+supervisor.install_signal_handlers()
+supervisor.run(poll_interval=0.05)
+print("stopped cleanly", flush=True)
+"""
+
+
+def start_supervising_process(*, nohup: bool = False) -> tuple[subprocess.Popen, list[int]]:
+    process = subprocess.Popen(
+        ["nohup", sys.executable, "-c", SUPERVISOR_SCRIPT] if nohup else [sys.executable, "-c", SUPERVISOR_SCRIPT],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    tree = lambda: psutil.Process(process.pid).children(recursive=True)  # noqa: E731
+    assert wait_until(lambda: len(tree()) == 3), "two children and the forked worker"
+    return process, [p.pid for p in tree()]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_children_do_not_outlive_a_killed_supervisor():
+    """SIGKILL or the OOM killer gives the supervisor no chance to stop its children: they stop themselves."""
+    process, pids = start_supervising_process()
+    try:
+        process.kill()
+        process.wait(timeout=10)
+        assert wait_until(lambda: all(gone(pid) for pid in pids)), "children left running after their supervisor"
+    finally:
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+
+
+def test_sighup_stops_the_supervisor_and_its_children_cleanly():
+    """A closed terminal or SSH session (SIGHUP) is a stop request, like Ctrl-C."""
+    process, pids = start_supervising_process()
+    try:
+        process.send_signal(signal.SIGHUP)
+        assert process.wait(timeout=15) == 0
+        assert process.stdout.read().strip() == "stopped cleanly"
+        assert [pid for pid in pids if not gone(pid)] == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+
+
+def test_a_blocked_service_start_neither_holds_up_child_restarts_nor_a_stop():
+    """PostgreSQL's start can take a minute; meanwhile crashed children come back and a stop is honoured."""
+    release = threading.Event()
+    supervisor = Supervisor([ChildSpec("crasher", python("import sys; sys.exit(3)"))], backoff_base=0.05, grace=5)
+    supervisor.watch([ServiceSpec("stuck", running=lambda: False, start=lambda: release.wait(5))])
+    supervisor.start()
+    try:
+        service, child = supervisor.services[0], supervisor.children[0]
+        assert wait_until(lambda: (supervisor.step(), service.restarts == 1 and child.restarts >= 3)[1], timeout=3)
+        assert supervisor.wait_for_services(timeout=0) is False, "the start is still blocked"
+
+        # What the SIGTERM handler does; the loop and the children's stop do not wait for the start.
+        threading.Timer(0.2, supervisor.request_stop).start()
+        began = time.monotonic()
+        while not supervisor.stopping:
+            supervisor.step()
+            time.sleep(0.05)
+        supervisor.stop_all()
+        assert time.monotonic() - began < 3
+        assert supervisor.pids() == {"crasher": None}
+        assert supervisor.wait_for_services(timeout=0.1) is False, "the owner learns a start is still running"
+        release.set()
+        assert supervisor.wait_for_services(timeout=5) is True
+    finally:
+        release.set()
+        supervisor.stop_all()
+
+
+def test_the_next_run_ends_what_a_killed_supervisors_children_left_running_and_nothing_else():
+    """A child that ignores its parent-death SIGTERM (or is still draining) is ended by the next run."""
+    stubborn = "import os, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nos.fork()\ntime.sleep(120)"
+    recorded = []
+    supervisor = Supervisor([ChildSpec("stubborn", python(stubborn))], on_spawn=recorded.append)
+    supervisor.start()
+    unrelated = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        records = recorded[-1]
+        assert records == [{"pgid": supervisor.pids()["stubborn"], "argv": python(stubborn)}]
+        leader = psutil.Process(supervisor.pids()["stubborn"])
+        assert wait_until(lambda: len(leader.children()) == 1)
+        group = [leader.pid, leader.children()[0].pid]
+        # A pid reused by another program: a different command line, so it is not touched.
+        records.append({"pgid": unrelated.pid, "argv": ["sleep", "61"]})
+        ended = end_leftovers(records, grace=0.5)
+        assert sorted(ended) == sorted(group)
+        assert all(gone(pid) for pid in group)
+        assert unrelated.poll() is None
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+        supervisor.stop_all()
+
+
+def test_under_nohup_sighup_is_still_ignored():
+    process, pids = start_supervising_process(nohup=True)
+    try:
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert process.poll() is None, "nohup asked it to outlive its terminal"
+        assert [pid for pid in pids if gone(pid)] == []
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0
+        assert wait_until(lambda: all(gone(pid) for pid in pids))

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,13 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from mutt_project import embedded, instance
-from mutt_project.supervisor import ChildSpec, ServiceSpec, Supervisor
+from mutt_project.supervisor import ChildSpec, ServiceSpec, Supervisor, end_leftovers
 
 logger = logging.getLogger("mutt.up")
 
 BASE_DIR = Path(settings.BASE_DIR)
+# The longest an embedded start can take: waiting for the folder lock, then PostgreSQL's own timeouts.
+SERVICE_START_TIMEOUT = embedded.LOCK_TIMEOUT + 150
 
 
 def credentials_path() -> Path:
@@ -107,9 +110,25 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def wait_for_http(url: str, timeout: float) -> bool:
+def port_refusal(http_url: str, http_port: int, previous: dict[str, Any]) -> str:
+    """Why `mutt up` will not start on a port something listens on, with the likeliest cause."""
+    if previous.get("pid"):
+        # A record left behind means the last `mutt up` on this folder did not finish its shutdown.
+        cause = (
+            f"the last mutt up on this data folder (pid {previous['pid']}) did not stop cleanly, so processes "
+            f"it started may still hold the port (see `ss -ltnp 'sport = :{http_port}'`) and should be stopped"
+        )
+    else:
+        cause = "a MUTT on another data folder?"
+    return (
+        f"{http_url} is already in use by another program ({cause}); choose another port with --port or MUTT_HTTP_PORT"
+    )
+
+
+def wait_for_http(url: str, timeout: float, stopping: Callable[[], bool] = lambda: False) -> bool:
+    """True once ``url`` answers 200; False after ``timeout``, or at once when ``stopping()`` says so."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping():
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (our own loopback URL)
                 if response.status == 200:
@@ -158,7 +177,10 @@ class Command(BaseCommand):
             started = embedded.start(data_dir, **selection)
             self.stdout.write(f"postgres started={started.postgres} redis started={started.redis}")
         elif operation == "stop":
-            holder = instance.holder(data_dir)
+            try:
+                holder = instance.holder(data_dir)
+            except instance.LockError as exc:
+                raise CommandError(str(exc)) from None
             if holder is not None:
                 # Those services belong to (or are used by) the running `mutt up`; it stops what it owns.
                 raise CommandError(
@@ -182,27 +204,20 @@ class Command(BaseCommand):
         # First of all: a second `mutt up` on this folder must not touch the first one's services.
         try:
             lock = instance.acquire(data_dir, http_url=http_url)
-        except instance.AlreadyRunning as exc:
+        except instance.LockError as exc:  # another holder, or a lock file this user cannot use
             raise CommandError(str(exc)) from None
+        self._end_leftovers(lock)
         if port_in_use(settings.MUTT_HTTP_HOST, http_port):
-            lock.release(forget=False)  # nothing decided: services a killed run left stay on its record
+            lock.release()  # nothing decided: services a killed run left stay on its record
             # Otherwise gunicorn could not bind, and the readiness check would be answered by whatever listens.
-            raise CommandError(
-                f"{http_url} is already in use by another program (a MUTT on another data folder?); "
-                "choose another port with --port or MUTT_HTTP_PORT"
-            )
+            raise CommandError(port_refusal(http_url, http_port, lock.previous))
         owned = {"postgres": False, "redis": False}
-        supervisor = Supervisor([])
+        # Each spawn is recorded, so the next run can end children this one leaves behind if it is killed.
+        supervisor = Supervisor([], on_spawn=lambda running: lock.record(children=running))
         # Signals first: a Ctrl-C during start-up must still stop whatever was started.
         supervisor.install_signal_handlers()
         try:
-            if any(selection.values()):
-                self.stdout.write(f"Starting embedded services in {data_dir} ...")
-                started = embedded.start(data_dir, **selection)
-                owned.update(postgres=started.postgres, redis=started.redis)
-                self._adopt_orphans(lock, owned, selection)
-                self._record_owned(lock, owned)
-                supervisor.watch(self._service_specs(data_dir, selection, lock, owned))
+            self._start_embedded(data_dir, selection, lock, owned, supervisor)
             if supervisor.stopping:
                 return
             call_command("migrate", interactive=False, verbosity=0)
@@ -217,7 +232,9 @@ class Command(BaseCommand):
             reset_metrics_dir()
             supervisor.add(child_specs(settings.MUTT_HTTP_HOST, http_port, settings.MUTT_HTTP_WORKERS))
             supervisor.start()
-            if not wait_for_http(f"{http_url}/healthz", timeout=60):
+            if not wait_for_http(f"{http_url}/healthz", timeout=60, stopping=lambda: supervisor.stopping):
+                if supervisor.stopping:
+                    return
                 raise CommandError(f"the web server did not answer on {http_url} within 60s; see the log above")
             self.stdout.write(banner(credentials, credentials_path(), show_credentials, self.stdout.isatty()))
             self.stdout.flush()
@@ -225,14 +242,57 @@ class Command(BaseCommand):
                 supervisor.step()
                 time.sleep(0.5)
         finally:
-            supervisor.stop_all()
-            if any(owned.values()):
-                embedded.stop(data_dir, **owned)
-            kept = [name for name, on in selection.items() if on and not owned[name]]
-            if kept:
-                self.stdout.write(f"Left running (not started by this mutt up): embedded {', '.join(kept)}.")
-            lock.release()
-            self.stdout.write("MUTT stopped.")
+            self._shut_down(supervisor, data_dir, selection, lock, owned)
+
+    def _end_leftovers(self, lock: instance.InstanceLock) -> None:
+        """End what a killed previous `mutt up` left running: its children get SIGTERM when it dies, but
+        one may ignore it or still be draining, and would hold the port."""
+        records = lock.previous.get("children")
+        if not isinstance(records, list) or not records:
+            return
+        ended = end_leftovers(records)
+        if ended:
+            previous = lock.previous.get("pid", "unknown")
+            self.stdout.write(f"Ended {len(ended)} process(es) left running by mutt up pid {previous} (it was killed).")
+
+    def _start_embedded(
+        self,
+        data_dir: Path,
+        selection: dict[str, bool],
+        lock: instance.InstanceLock,
+        owned: dict[str, bool],
+        supervisor: Supervisor,
+    ) -> None:
+        """Start (or reuse, or adopt) the embedded services, record which are ours, and watch them."""
+        if any(selection.values()):
+            self.stdout.write(f"Starting embedded services in {data_dir} ...")
+            started = embedded.start(data_dir, **selection)
+            owned.update(postgres=started.postgres, redis=started.redis)
+            self._adopt_orphans(lock, owned, selection)
+        # Recorded even when nothing embedded is used: this run has decided, so a clean exit clears the record.
+        self._record_owned(lock, owned)
+        supervisor.watch(self._service_specs(data_dir, selection, lock, owned))
+
+    def _shut_down(
+        self,
+        supervisor: Supervisor,
+        data_dir: Path,
+        selection: dict[str, bool],
+        lock: instance.InstanceLock,
+        owned: dict[str, bool],
+    ) -> None:
+        """Stop the children, then the embedded services this run owns; release the data folder."""
+        supervisor.stop_all()
+        # A restart of an embedded service may still be in progress (its thread records what it owns).
+        if not supervisor.wait_for_services(timeout=SERVICE_START_TIMEOUT):
+            logger.warning("an embedded service was still starting after %ss; stopping anyway", SERVICE_START_TIMEOUT)
+        if any(owned.values()):
+            embedded.stop(data_dir, **owned)
+        kept = [name for name, on in selection.items() if on and not owned[name]]
+        if kept:
+            self.stdout.write(f"Left running (not started by this mutt up): embedded {', '.join(kept)}.")
+        lock.release()
+        self.stdout.write("MUTT stopped.")
 
     def _adopt_orphans(self, lock: instance.InstanceLock, owned: dict[str, bool], selection: dict[str, bool]) -> None:
         """Services a previous `mutt up` started and could not stop (it was killed) are ours to stop."""
@@ -246,7 +306,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _record_owned(lock: instance.InstanceLock, owned: dict[str, bool]) -> None:
-        lock.record(
+        lock.record_owned(
             postgres_pid=embedded.postgres_pid(lock.data_dir) if owned["postgres"] else None,
             redis_pid=embedded.redis_pid(lock.data_dir) if owned["redis"] else None,
         )
