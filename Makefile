@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TEST_DATA_DIR ?= $(CURDIR)/.mutt/test
 
-.PHONY: run test lint format check-migrations venv clean
+.PHONY: run test lint typecheck typecheck-update format check-migrations venv clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("MUTT needs Python 3.11 (found %d.%d)" % sys.version_info[:2]) if sys.version_info[:2] != (3, 11) else None'
@@ -35,6 +35,14 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## mypy against mypy-baseline.txt: fails on a new error and on a baseline entry that no longer occurs.
+typecheck: $(VENV)/.installed-dev
+	$(PY) scripts/mypy_check.py
+
+## Rewrite mypy-baseline.txt after fixing errors (it only shrinks; review the diff).
+typecheck-update: $(VENV)/.installed-dev
+	$(PY) scripts/mypy_check.py --update
+
 format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
@@ -61,4 +69,4 @@ bench-compare: $(VENV)/.installed-run
 	$(PY) -m benchmarks --compare $(REV) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

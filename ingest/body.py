@@ -54,7 +54,8 @@ class Item(NamedTuple):
     or 0 when the whole body fits within one event's limit and measuring was pointless (or when the
     item is nested too deeply to serialise, which the pipeline rejects on its own)."""
 
-    index: int
+    # Shadows tuple.index on purpose (no caller searches an item); mypy flags any such field name.
+    index: int  # type: ignore[assignment]
     value: Any
     size: int
     line: int | None  # NDJSON line number (1-based), for error messages
@@ -256,7 +257,7 @@ def _split_ndjson(raw: bytes, max_items: int) -> list[Item]:
     _check_count(sum(1 for line in lines if line.strip()), max_items)
     long_integers = exactjson.may_hold_long_integer(raw)  # one scan of the body clears almost every batch
     parse = _exact_line if long_integers else orjson.loads
-    items = []
+    items: list[Item] = []
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:

@@ -162,7 +162,8 @@ def regex_error(pattern: str) -> str | None:
 def regex_program_size(pattern: str) -> int:
     """RE2's program size (instructions) of a valid ``pattern``: what a search costs per byte once RE2's
     DFA gives up on a state-hungry pattern and falls back to its NFA (``[ab]*a[ab]{50}[^ab]``)."""
-    return _compiled(pattern).programsize
+    size: int = _compiled(pattern).programsize  # re2 ships no types
+    return size
 
 
 def _pick(ranks: tuple[int, ...], best: int, wanted: Sequence[int | None], severity: int | None) -> int:
@@ -234,7 +235,8 @@ class _RegexChunk:
 def _program_size(rule: RuleSpec) -> int:
     """Compile the rule's pattern alone: raises InvalidRule if RE2 rejects it, else its size."""
     try:
-        return _compiled(rule.match_string).programsize
+        size: int = _compiled(rule.match_string).programsize  # re2 ships no types
+        return size
     except re2.error as exc:
         raise InvalidRule(rule.id, "match_string", f"invalid RE2 pattern: {_error_text(exc)}") from exc
 

@@ -1,0 +1,130 @@
+"""Type check against a baseline that only shrinks: `make typecheck` (CI runs it after lint).
+
+Runs mypy with the configuration in pyproject.toml and compares its errors with mypy-baseline.txt,
+one known error a line as `path [code] message`, without line numbers so unrelated edits above an
+error do not churn the file. It fails when
+- mypy reports an error the baseline does not hold (a new error: fix it, don't add it), or
+- the baseline holds an error mypy no longer reports (fixed: run with --update to drop it), or
+- the baseline holds an error in a strict module (pyproject's overrides with disallow_untyped_defs):
+  strict modules are clean, with no baseline.
+
+`--update` rewrites the baseline from the current errors; use it only to drop fixed ones (a review
+shows a baseline that grew). Settings are imported by the django-stubs plugin, so the environment
+below points at services that are never contacted: mypy needs no PostgreSQL or Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = ROOT / "mypy-baseline.txt"
+HEADER = (
+    "# Known mypy errors outside the strict modules: `path [code] message`, one per occurrence.\n"
+    "# It only shrinks: scripts/mypy_check.py fails on new errors and on entries that no longer occur\n"
+    "# (then run `make typecheck-update`). Never add entries by hand.\n"
+)
+# Settings read these at import; nothing connects to them while mypy runs (the plugin only loads the apps).
+_OFFLINE_ENV = {
+    "DATABASE_URL": "postgres://mypy@127.0.0.1:9/mypy",
+    "REDIS_URL": "redis://127.0.0.1:9/0",
+    "MUTT_SECRET_KEY": "mypy-only-not-a-secret",
+}
+
+
+def run_mypy() -> list[str]:
+    """Every error mypy reports for the configured files, normalised to `path [code] message`."""
+    with tempfile.TemporaryDirectory(prefix="mutt-mypy-") as data_dir:
+        # The settings module creates folders under MUTT_DATA_DIR: keep them out of the tree.
+        env = {**os.environ, **_OFFLINE_ENV, "MUTT_DATA_DIR": data_dir}
+        proc = subprocess.run(
+            [sys.executable, "-m", "mypy", "--output", "json"],
+            check=False,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    errors: list[str] = []
+    for line in proc.stdout.splitlines():
+        if not line.startswith("{"):
+            continue
+        item = json.loads(line)
+        if item["severity"] == "error":
+            errors.append(f"{item['file']} [{item['code']}] {item['message']}")
+    if proc.returncode not in (0, 1) or (proc.returncode == 1 and not errors):
+        # 2 is a crash or a configuration error: no list of errors to compare.
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"mypy failed to run (exit {proc.returncode})")
+    return sorted(errors)
+
+
+def read_baseline() -> list[str]:
+    if not BASELINE.exists():
+        return []
+    lines = BASELINE.read_text().splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("#")]
+
+
+def strict_patterns() -> list[str]:
+    """Module patterns of the pyproject overrides that make a module strict."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns: list[str] = []
+    for override in config["tool"]["mypy"].get("overrides", []):
+        if override.get("disallow_untyped_defs"):
+            modules = override["module"]
+            patterns += [modules] if isinstance(modules, str) else modules
+    return patterns
+
+
+def _module_of(path: str) -> str:
+    return path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--update", action="store_true", help="rewrite the baseline from the current errors")
+    args = parser.parse_args()
+
+    current = run_mypy()
+    if args.update:
+        BASELINE.write_text(HEADER + "".join(f"{line}\n" for line in current))
+        print(f"mypy-baseline.txt: {len(current)} entries")
+        return 0
+
+    baseline = read_baseline()
+    new = Counter(current) - Counter(baseline)
+    gone = Counter(baseline) - Counter(current)
+    patterns = strict_patterns()
+    in_strict = [
+        line for line in baseline if any(fnmatch.fnmatchcase(_module_of(line.split(" ", 1)[0]), p) for p in patterns)
+    ]
+    for line in sorted(new.elements()):
+        print(f"new: {line}")
+    for line in sorted(gone.elements()):
+        print(f"fixed: {line}")
+    for line in in_strict:
+        print(f"strict module in baseline: {line}")
+    if gone:
+        print(f"{sum(gone.values())} baseline entries no longer occur: run `make typecheck-update` and commit it")
+    if new:
+        print(f"{sum(new.values())} new mypy errors (the baseline only shrinks: fix them)")
+    if in_strict:
+        print("strict modules may not have baseline entries: fix them")
+    if new or gone or in_strict:
+        return 1
+    print(f"mypy: no new errors ({len(current)} known in mypy-baseline.txt)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
