@@ -233,6 +233,7 @@ class BusyCores:
         usage: dict[str, dict[int, float]] = {"worker": {}, "postgres": {}, "redis": {}}
         for process in psutil.process_iter(["pid", "name"]):
             pid, name = process.info["pid"], process.info["name"] or ""
+            side: str | None
             if pid == self.pid:
                 side = "worker"
             else:

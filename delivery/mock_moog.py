@@ -140,7 +140,7 @@ class MockMoog:
 class _Headers(dict[str, str]):
     """Request headers by lower-case name (the first of a repeated header wins), found in any case."""
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)
 
     def __getitem__(self, name: str) -> str:

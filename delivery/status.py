@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from django.http import HttpRequest, HttpResponse
@@ -61,7 +62,7 @@ def read_state(client: redis.Redis, destination: str = "moog") -> DeliveryState:
             raise reply
     fields = {k.decode(): v.decode() for k, v in breaker.items()}
     opened = fields.get("opened_at")
-    group = {}
+    group: dict[str, Any] = {}
     if not isinstance(groups, Exception):  # no stream yet: nothing held, nothing unread
         group = next((g for g in groups if _text(g["name"]) == streams.FORWARDERS_GROUP), {})
     held = int(group.get("pending") or 0)

@@ -47,7 +47,7 @@ class ProtocolError(Exception):
 class Headers(dict[str, str]):
     """Answer headers by lower-case name (repeated ones joined with ", "), found in any case."""
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)
 
 
@@ -161,7 +161,7 @@ class Transport:
                 raise
             readable = select.poll()
             readable.register(sock, select.POLLIN)
-            connection = _Connection(sock, sock.makefile("rb"), readable)  # type: ignore[arg-type]
+            connection = _Connection(sock, sock.makefile("rb"), readable)
             self._connections[origin] = connection
         return connection
 

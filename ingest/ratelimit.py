@@ -176,8 +176,8 @@ class _ScriptConnections:
     def _borrow(self, pool: redis.ConnectionPool) -> AbstractConnection:
         with self._lock:
             if pool is not self._pool:  # a new client (reset_clients, another REDIS_URL)
-                for stale in self._idle:
-                    stale.disconnect()
+                for idle in self._idle:
+                    idle.disconnect()
                 self._idle, self._pool = [], pool
             connection = self._idle.pop() if self._idle else None
         if connection is None:

@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -96,7 +97,7 @@ def redis_socket_path(data_dir: Path) -> Path:
     return _short_runtime_dir(data_dir, "redis") / "redis.sock"
 
 
-def database_settings(data_dir: Path) -> dict[str, object]:
+def database_settings(data_dir: Path) -> dict[str, Any]:
     """The Django DATABASES entry for the embedded PostgreSQL of ``data_dir``."""
     return {
         "ENGINE": "mutt_project.db.postgresql",

@@ -83,7 +83,7 @@ class ServiceSpec:
 
     name: str
     running: Callable[[], bool]
-    start: Callable[[], None]
+    start: Callable[[], object]  # its result, if any, is ignored
     stable_after: float = 30.0
 
 

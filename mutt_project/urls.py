@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from csp.decorators import csp_update
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -21,7 +21,7 @@ admin.site.site_url = "/api/v2/"
 # <style> block needs more than the default policy; a style block cannot run code.
 _SWAGGER_CSP = {"style-src": ["'unsafe-inline'"]}
 
-api_patterns = [
+api_patterns: list[URLPattern | URLResolver] = [
     path("", ApiRootView.as_view(), name="api-root"),
     path("", include("rules.api.urls")),
     path("", include("configcenter.api.urls")),

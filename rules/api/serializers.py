@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from mutt_project.api.views import ReasonSerializerMixin
@@ -39,7 +41,7 @@ class DevHostSerializer(ReasonSerializerMixin, serializers.ModelSerializer):
         fields = ["id", "hostname", "description", "created_at", "updated_at", "reason"]
         read_only_fields = ["id", "created_at", "updated_at"]
         # Uniqueness is checked by the model after the hostname is lower-cased.
-        extra_kwargs = {"hostname": {"validators": []}}
+        extra_kwargs: dict[str, dict[str, Any]] = {"hostname": {"validators": []}}
 
 
 class DeviceTeamSerializer(ReasonSerializerMixin, serializers.ModelSerializer):
@@ -47,4 +49,4 @@ class DeviceTeamSerializer(ReasonSerializerMixin, serializers.ModelSerializer):
         model = DeviceTeam
         fields = ["id", "hostname", "team_name", "created_at", "updated_at", "reason"]
         read_only_fields = ["id", "created_at", "updated_at"]
-        extra_kwargs = {"hostname": {"validators": []}}
+        extra_kwargs: dict[str, dict[str, Any]] = {"hostname": {"validators": []}}
