@@ -125,6 +125,8 @@ class CircuitBreaker:
 
     def acquire(self, timeout: float) -> str:
         """ "go", "probe" (you are the one half-open attempt) or "wait" (do not attempt now)."""
+        decision: str
+        state: str
         decision, state = (part.decode() for part in self._acquire(keys=[self.key], args=[timeout]))
         self.observe_acquire(decision, state)
         return decision
@@ -147,7 +149,9 @@ class CircuitBreaker:
             TRANSITIONS.labels(self.destination, new).inc()
 
     def snapshot(self) -> Snapshot:
-        raw = {k.decode(): v.decode() for k, v in self.client.hgetall(self.key).items()}
+        # redis-py types replies as bytes | str whatever the client; ours never sets decode_responses.
+        stored: dict[bytes, bytes] = self.client.hgetall(self.key)  # type: ignore[assignment]
+        raw = {k.decode(): v.decode() for k, v in stored.items()}
         opened = raw.get("opened_at")
         return Snapshot(raw.get("state", CLOSED), int(raw.get("failures", 0)), float(opened) if opened else None)
 

@@ -347,8 +347,12 @@ class Forwarder:
         return [item for item, seen in zip(items, already, strict=True) if not seen]
 
     def _read_new(self, limit: int, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        response = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=limit, block=block_ms)
-        return response[0][1] if response else []
+        # redis-py types the reply as the union of every protocol's shape; ours is RESP2 with bytes.
+        response: Any = self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=limit, block=block_ms
+        )
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = response[0][1] if response else []
+        return entries
 
     def _claim_due(self, *, consume: bool) -> bool:
         """Whether it is time to look for a stalled forwarder's alerts (``consume``: and start the next wait)."""

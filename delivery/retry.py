@@ -63,7 +63,7 @@ class RetrySchedule:
         """Schedule (due epoch seconds, alert JSON, entry id) and acknowledge those entries, atomically."""
         if not items:
             return
-        args: list[object] = [self.group]
+        args: list[str | float | bytes] = [self.group]
         for due, member, entry_id in items:
             args += [due, member, entry_id]
         self._schedule(keys=[self.key, self.stream], args=args)

@@ -181,7 +181,8 @@ class _ScriptConnections:
                 self._idle, self._pool = [], pool
             connection = self._idle.pop() if self._idle else None
         if connection is None:
-            return pool.connection_class(**pool.connection_kwargs)  # connects on first use
+            fresh: AbstractConnection = pool.connection_class(**pool.connection_kwargs)  # connects on first use
+            return fresh
         try:
             stale = connection.is_connected and connection.can_read()  # closed by Redis, or unread data
         except (redis.ConnectionError, OSError):

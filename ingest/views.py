@@ -72,7 +72,7 @@ def _handle(request: HttpRequest, version: str, correlation_id: str) -> IngestRe
             return _refusal(503, "auth_unavailable", refused.detail, {"Retry-After": str(AUTH_RETRY_AFTER)})
         return _refusal(refused.status, "forbidden", refused.detail)
     content_length = request.META.get("CONTENT_LENGTH")
-    read = request.read
+    read: Callable[[int], bytes] = request.read
     if not content_length and request.META.get("wsgi.input_terminated"):
         # A chunked body (Vector, Fluent Bit): gunicorn de-chunks it and announces no length, so
         # Django's request would read nothing; the server's input ends with the body (PEP 3333's
@@ -93,11 +93,12 @@ def _chunks(stream: Any) -> Callable[[int], bytes]:
 
     def read(size: int) -> bytes:
         try:
-            return stream.read(size)
+            data: bytes = stream.read(size)  # the WSGI input stream, untyped
         except OSError:
             raise
         except Exception as exc:
             raise OSError(f"malformed chunked encoding ({type(exc).__name__})") from exc
+        return data
 
     return read
 

@@ -1074,7 +1074,7 @@ class Alerter:
             return {}
         # A batch held through an outage may hold entries out of stream order: bound it by its extremes.
         ids = sorted((entry_id for entry_id, _ in entries), key=_stream_position)
-        rows = self.client.xpending_range(
+        rows: list[dict[str, Any]] = self.client.xpending_range(
             self.stream, streams.ALERTERS_GROUP, min=ids[0], max=ids[-1], count=len(entries) * 2,
             consumername=self.consumer,
         )  # fmt: skip
@@ -1094,6 +1094,7 @@ class Alerter:
         )
         source_type = get("source_type") or ""
         correlation_id = get("correlation_id") or ""
+        row: tuple[Any, ...]
         if rule is None:  # unhandled: no alert, no severity, and a template for the flood detector
             row = (
                 event["event_id"], event["timestamp"], event["received_at"], hostname, environment, None, handling,

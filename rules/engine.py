@@ -61,8 +61,16 @@ _SENTINEL = ""
 _HOST_CACHE_MAX = 65_536
 
 # Moogsoft severity of an alert whose rule names none, from the event's syslog severity; any other
-# syslog severity (6, 7, or none at all) gives DEFAULT_ALERT_SEVERITY.
-SEVERITY_FROM_SYSLOG = {0: "critical", 1: "critical", 2: "critical", 3: "major", 4: "warning", 5: "minor"}
+# syslog severity (6, 7, or none at all) gives DEFAULT_ALERT_SEVERITY. Keyed by int | None so a missing
+# severity is looked up as it is, without a test on the hot path.
+SEVERITY_FROM_SYSLOG: dict[int | None, str] = {
+    0: "critical",
+    1: "critical",
+    2: "critical",
+    3: "major",
+    4: "warning",
+    5: "minor",
+}
 DEFAULT_ALERT_SEVERITY = "indeterminate"
 SEVERITY_DEFAULT_TEXT = (
     "taken from the event's syslog severity (0-2 critical, 3 major, 4 warning, 5 minor, "
@@ -118,7 +126,7 @@ class MatchResult:
 
 def alert_severity(rule_severity: str, syslog_severity: int | None) -> str:
     """The Moogsoft severity of an alert: the rule's, else derived from the event's syslog severity."""
-    return rule_severity or SEVERITY_FROM_SYSLOG.get(syslog_severity, DEFAULT_ALERT_SEVERITY)  # type: ignore[arg-type]
+    return rule_severity or SEVERITY_FROM_SYSLOG.get(syslog_severity, DEFAULT_ALERT_SEVERITY)
 
 
 def clip_message(message: str, max_bytes: int) -> str:

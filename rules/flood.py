@@ -86,7 +86,8 @@ _MAX_REMEMBERED_IDS = 50_000
 def _window_alert_ids(start: int) -> dict[str, str]:
     if _ids_window[0] != start or len(_ids_window[1]) > _MAX_REMEMBERED_IDS:
         _ids_window[:] = [start, {}]
-    return _ids_window[1]
+    ids: dict[str, str] = _ids_window[1]
+    return ids
 
 
 def window_start(now: float, window_seconds: int) -> int:

@@ -16,7 +16,6 @@ below points at services that are never contacted: mypy needs no PostgreSQL or R
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
 import subprocess
@@ -75,19 +74,34 @@ def read_baseline() -> list[str]:
     return [line for line in lines if line.strip() and not line.startswith("#")]
 
 
-def strict_patterns() -> list[str]:
-    """Module patterns of the pyproject overrides that make a module strict."""
+def strictness() -> dict[str, bool]:
+    """Each module pattern of the pyproject overrides that sets disallow_untyped_defs, and its value."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    patterns: list[str] = []
+    patterns: dict[str, bool] = {}
     for override in config["tool"]["mypy"].get("overrides", []):
-        if override.get("disallow_untyped_defs"):
+        if "disallow_untyped_defs" in override:
             modules = override["module"]
-            patterns += [modules] if isinstance(modules, str) else modules
+            for pattern in [modules] if isinstance(modules, str) else modules:
+                patterns[pattern] = bool(override["disallow_untyped_defs"])
     return patterns
 
 
-def _module_of(path: str) -> str:
-    return path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+def is_strict(path: str, patterns: dict[str, bool]) -> bool:
+    """Whether the module at ``path`` is strict, by mypy's precedence: an exact name over a wildcard, and
+    of two wildcards the longer (``ingest.*`` strict, ``ingest.middleware`` not: the latter wins)."""
+    module = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+    best: tuple[bool, int] | None = None
+    strict = False
+    for pattern, value in patterns.items():
+        if pattern.endswith(".*"):
+            prefix = pattern.removesuffix(".*")
+            matches = module == prefix or module.startswith(prefix + ".")
+        else:
+            matches = module == pattern
+        rank = (not pattern.endswith(".*"), len(pattern))
+        if matches and (best is None or rank > best):
+            best, strict = rank, value
+    return strict
 
 
 def main() -> int:
@@ -104,10 +118,8 @@ def main() -> int:
     baseline = read_baseline()
     new = Counter(current) - Counter(baseline)
     gone = Counter(baseline) - Counter(current)
-    patterns = strict_patterns()
-    in_strict = [
-        line for line in baseline if any(fnmatch.fnmatchcase(_module_of(line.split(" ", 1)[0]), p) for p in patterns)
-    ]
+    patterns = strictness()
+    in_strict = [line for line in baseline if is_strict(line.split(" ", 1)[0], patterns)]
     for line in sorted(new.elements()):
         print(f"new: {line}")
     for line in sorted(gone.elements()):

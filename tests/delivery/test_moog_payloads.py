@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import socket
 from typing import Any
 
 import orjson
@@ -235,7 +236,7 @@ def test_a_description_is_never_empty():
 
 def test_the_agent_location_defaults_to_this_host(monkeypatch):
     payloads.agent_location.cache_clear()
-    monkeypatch.setattr(payloads.socket, "gethostname", lambda: "mutt-web-7f9c")
+    monkeypatch.setattr(socket, "gethostname", lambda: "mutt-web-7f9c")
     try:
         assert to_webhook_event(rule_alert())["agent_location"] == "mutt-web-7f9c"
     finally:
