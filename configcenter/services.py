@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -13,6 +13,9 @@ from django.utils import timezone
 
 from configcenter.models import ApiKey, Scope
 from mutt_project.audit import Actor, audited
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 KEY_PREFIX = "mutt"
 
@@ -93,7 +96,7 @@ def create_api_key(
     actor: Actor,
     name: str,
     scopes: list[str],
-    owner: object = None,
+    owner: User | None = None,
     description: str = "",
     reason: str = "",
 ) -> tuple[ApiKey, str]:
