@@ -78,9 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report:
-        results = orjson.loads((args.output or RESULTS).read_bytes())
-        stages = [s for s in STAGES if s in results]
-        print(report.markdown_table(results, stages) if args.markdown else report.text_table(results, stages))
+        stored = orjson.loads((args.output or RESULTS).read_bytes())
+        stages = [s for s in STAGES if s in stored]
+        print(report.markdown_table(stored, stages) if args.markdown else report.text_table(stored, stages))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     if args.compare is not None:

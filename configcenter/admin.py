@@ -40,8 +40,8 @@ class ApiKeyForm(forms.ModelForm):
         if self.user is not None and "scopes" in data:
             for refusal in services.scope_refusals(self.user, data["scopes"]):
                 self.add_error("scopes", refusal)
-        if self.user is not None and (refusal := services.owner_refusal(self.user, data.get("owner"))):
-            self.add_error("owner", refusal)
+        if self.user is not None and (owner_refusal := services.owner_refusal(self.user, data.get("owner"))):
+            self.add_error("owner", owner_refusal)
         return data
 
 

@@ -74,7 +74,7 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
     env.set_settings(OPEN_LIMITS)
     api_key = create_ingest_key()
     items = [corpus.event_item(sample) for sample in corpus.samples(4000, seed=11)]
-    bodies = {
+    bodies: dict[str, list[Any]] = {
         "batch": [items[i : i + plan.ingest_batch] for i in range(0, len(items), plan.ingest_batch)],
         "single": items[:256],
     }
