@@ -42,11 +42,12 @@ def describe(setting_key: str | None = None) -> list[dict[str, Any]]:
     for name in keys:
         definition = REGISTRY[name]
         row = rows.get(name)
-        overridden = row is not None and row.value is not None
+        stored = row.value if row is not None else None
+        overridden = stored is not None
         described.append(
             {
                 "key": name,
-                "value": row.value if overridden else definition.default,
+                "value": stored if overridden else definition.default,
                 "default": definition.default,
                 "is_default": not overridden,
                 "type": definition.type.value,
