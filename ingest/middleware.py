@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.urls import Resolver404, ResolverMatch, get_urlconf, resolve
@@ -34,21 +35,22 @@ _MAX_REMEMBERED = 256
 
 
 class IngestShortcutMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
         self.common = CommonMiddleware(get_response)
         self.xframe = XFrameOptionsMiddleware(get_response)
         # An exception in the view becomes Django's error response right there, as it would at the
         # end of the full chain, so that response still passes through the hooks below.
-        self.view = convert_exception_to_response(_call_view)
+        # django-stubs give the wrapper an awaitable result for any view; _call_view is synchronous.
+        self.view: Callable[[HttpRequest], HttpResponse] = convert_exception_to_response(_call_view)  # type: ignore[assignment]
         self._routes: dict[tuple[str | None, str], ResolverMatch | None] = {}
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         match = self.ingest_route(request.path_info, getattr(request, "urlconf", None) or get_urlconf())
         if match is None:
             return self.get_response(request)
         # In the order the full chain would apply them: Common around XFrame around the view.
-        response = self.common.process_request(request)
+        response: HttpResponseBase | None = self.common.process_request(request)
         if response is None:
             request.resolver_match = match
             response = self.xframe.process_response(request, self.view(request))
@@ -77,5 +79,8 @@ class IngestShortcutMiddleware:
 
 
 def _call_view(request: HttpRequest) -> HttpResponse:
-    match = request.resolver_match
-    return match.func(request, *match.args, **match.kwargs)
+    match = request.resolver_match  # set by IngestShortcutMiddleware.__call__ right before this runs
+    if match is None:  # only a caller that skipped the middleware; a 500 naming it beats an AttributeError
+        raise RuntimeError("the ingest shortcut's view was called without a resolved route")
+    response: HttpResponse = match.func(request, *match.args, **match.kwargs)
+    return response

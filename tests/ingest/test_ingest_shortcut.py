@@ -7,6 +7,7 @@ import os
 import orjson
 import pytest
 from django.conf import settings
+from django.http import HttpResponse
 from django.test import Client, override_settings
 
 from ingest.middleware import IngestShortcutMiddleware
@@ -94,7 +95,7 @@ def test_an_unknown_host_is_still_refused(client, ingest_key, redis_client):
 
 
 def test_only_paths_the_urlconf_gives_to_the_ingest_view_take_the_short_way():
-    shortcut = IngestShortcutMiddleware(lambda request: None)
+    shortcut = IngestShortcutMiddleware(lambda request: HttpResponse())
     for path in ("/api/v2/ingest", "/api/v1/ingest/", "/api/v7/ingest", "/ingest", "/ingest/"):
         assert shortcut.ingest_route(path).func is ingest_view, path
     assert shortcut.ingest_route("/ingest").kwargs == {"version": "v1"}
@@ -103,7 +104,7 @@ def test_only_paths_the_urlconf_gives_to_the_ingest_view_take_the_short_way():
 
 
 def test_paths_looked_up_are_remembered_within_a_bound():
-    shortcut = IngestShortcutMiddleware(lambda request: None)
+    shortcut = IngestShortcutMiddleware(lambda request: HttpResponse())
     for n in range(1000):
         shortcut.ingest_route(f"/junk-{n}/ingest")
     assert len(shortcut._routes) <= 256
