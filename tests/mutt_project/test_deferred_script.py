@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import redis
 
@@ -95,11 +97,16 @@ def test_commands_are_packed_byte_for_byte_as_redis_py_packs_them(redis_client):
         redis_client.connection_pool.release(connection)
 
 
-@pytest.fixture
-def private_redis(tmp_path):
+@pytest.fixture(params=["unix", "tcp"])
+def private_redis(request, tmp_path):
     from tests.support.redis_server import RedisServer
 
-    server = RedisServer(tmp_path / "redis").start()
+    port = 0
+    if request.param == "tcp":  # over TCP the old socket's failure is a reset or EOF on the reply, not EPIPE
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    server = RedisServer(tmp_path / "redis", port=port).start()
     yield server
     server.stop()
 
