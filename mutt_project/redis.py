@@ -138,8 +138,9 @@ class DeferredCommand:
         """Open the kept connection again if Redis closed it since its last reply (one poll of the socket).
 
         Without this, the first call after Redis restarted failed on the old socket ("Broken pipe", or a
-        reset over TCP) although Redis was back: that call's work was redone later, and the outage was
-        logged as over (by whichever thread saw Redis back first) and then as begun again.
+        reset over TCP) although Redis was back: the outage was logged as over (by whatever call saw Redis
+        back first, often another thread's) and at once as begun again, and a batch whose finishing script
+        failed so waited for the claim timeout. Costs one poll() per call, not a round trip.
         """
         connection = self._connection
         connection.connect()  # a no-op when connected; after an error, the new connection a send would open
