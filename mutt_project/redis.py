@@ -107,7 +107,9 @@ class DeferredCommand:
     redis-py response callback). One call in flight at a time.
 
     A connection error disconnects the connection (the next ``send`` opens a new one) and is raised,
-    with no retry: whether a command that may have run can run again is the caller's to decide.
+    with no retry: whether a command that may have run can run again is the caller's to decide. A kept
+    connection Redis closed while it was idle (a restart, an outage) is replaced before the next ``send``,
+    as the pool checks the connections it hands out: the call goes to the Redis that is there now.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -125,11 +127,31 @@ class DeferredCommand:
         if self._connection is None:
             self._connection = self._pool.get_connection()
         try:
+            self._reconnect_if_closed()
             self._connection.send_packed_command(packed(self._connection, command))
         except (redis.ConnectionError, redis.TimeoutError):
             self._connection.disconnect()
             raise
         self._sent = command
+
+    def _reconnect_if_closed(self) -> None:
+        """Open the kept connection again if Redis closed it since its last reply (one poll of the socket).
+
+        Without this, the first call after Redis restarted failed on the old socket ("Broken pipe", or a
+        reset over TCP) although Redis was back: the outage was logged as over (by whatever call saw Redis
+        back first, often another thread's) and at once as begun again, and a batch whose finishing script
+        failed so waited for the claim timeout. Costs one poll() per call, not a round trip.
+        """
+        connection = self._connection
+        connection.connect()  # a no-op when connected; after an error, the new connection a send would open
+        try:
+            # With no reply outstanding, anything readable is Redis's end of the connection (or a stale reply).
+            closed = connection.can_read()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            closed = True
+        if closed:
+            connection.disconnect()
+            connection.connect()
 
     def result(self) -> Any:
         if self._sent is None:

@@ -60,6 +60,10 @@ def test_the_alerter_and_the_forwarder_recreate_their_groups_after_redis_restart
         client.shutdown(nosave=True)  # no persistence: it comes back empty, groups and all
         server.process.wait(timeout=10)
         server.start()
+        # Each finds its group gone by itself: the forwarder before any alert is published (the alerter's
+        # publish script would create the forwarders' group, as it does for a new alert stream).
+        forwarder_log = logs["run_forwarder"]
+        assert wait_for(lambda: lines(forwarder_log, "consumer group forwarders of"), timeout=30), text(forwarder_log)
         client = redis.Redis(unix_socket_path=str(server.socket))
         after = f"after-{uuid.uuid4().hex[:8]}"
         event_id = push(client, after)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import redis
 
@@ -93,3 +95,44 @@ def test_commands_are_packed_byte_for_byte_as_redis_py_packs_them(redis_client):
             packed(connection, ("SET", "key", None))
     finally:
         redis_client.connection_pool.release(connection)
+
+
+@pytest.fixture(params=["unix", "tcp"])
+def private_redis(request, tmp_path):
+    from tests.support.redis_server import RedisServer
+
+    port = 0
+    if request.param == "tcp":  # over TCP the old socket's failure is a reset or EOF on the reply, not EPIPE
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    server = RedisServer(tmp_path / "redis", port=port).start()
+    yield server
+    server.stop()
+
+
+def restart(server) -> None:
+    """Stop Redis (it closes every connection) and start it again on the same socket, as a supervisor would."""
+    redis.Redis(unix_socket_path=str(server.socket)).shutdown(nosave=True)
+    server.process.wait(timeout=10)
+    server.start()
+
+
+def test_a_kept_connection_redis_closed_while_it_was_idle_is_replaced_before_the_next_call(private_redis):
+    # The alerter's and the forwarder's kept connections sit idle between calls; a Redis restarted meanwhile
+    # (by a supervisor, or an outage another thread has seen end) must not fail the next call with the old
+    # socket's "Broken pipe": the pool checks the connections it hands out, and so does a kept one.
+    from mutt_project.redis import DeferredCommand, RotatingConnectionPool
+
+    client = redis.Redis.from_pool(RotatingConnectionPool.from_url(private_redis.url))
+    reader, script = DeferredCommand(client), DeferredScript(client, INCR_BY)
+    try:
+        assert reader.run("SET", "k", "1") == b"OK"
+        assert script.run(["n"], [1]) == 1
+        restart(private_redis)
+        assert reader.run("GET", "k") is None, "a new connection to the restarted (empty) Redis"
+        assert script.run(["n"], [2]) == 2, "and the script loaded there"
+    finally:
+        reader.close()
+        script.close()
+        client.close()

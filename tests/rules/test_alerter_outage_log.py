@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
+import redis
 from django.db import connection
 
-from mutt_project import streams
-from rules.alerter import Alerter
+from mutt_project import outage, streams
+from mutt_project.redis import RotatingConnectionPool
+from rules.alerter import BACKLOG_CLEAR_SECONDS, Alerter
 from rules.models import EventAuditLog
+from rules.services import rules_channel
 from tests.support.events import make_event, push
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.django_db(transaction=True)
@@ -40,3 +46,46 @@ def test_a_database_outage_is_logged_once_however_often_the_batch_is_retried(red
     back = [r.getMessage() for r in caplog.records if r.name == "mutt.outage" and r.levelno == logging.INFO]
     assert len(back) == 1
     assert back[0].startswith("PostgreSQL available again after ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redis_outage_another_thread_saw_end_is_not_reported_again_by_the_next_step(tmp_path, caplog):
+    # The flap an operator saw: "Redis available again" (the rule listener subscribed again), then at once
+    # "Redis unavailable (Broken pipe)" from the main loop, whose read connection, kept since before the
+    # outage, was never used while Redis was down (each step failed earlier, on the backlog check).
+    server = RedisServer(tmp_path / "redis").start()
+    client = redis.Redis.from_pool(RotatingConnectionPool.from_url(server.url))
+    alerter = Alerter("a1", client=client)
+
+    def unit() -> bool:
+        """One pass of the worker loop (mutt_project.worker): an outage is reported, a success ends it."""
+        try:
+            alerter.step(block_ms=10)
+        except redis.RedisError as exc:
+            outage.reporter_for(exc).failed(exc)
+            return False
+        outage.REDIS.recovered()
+        return True
+
+    try:
+        alerter.refresh_rules(force=True)
+        outage.REDIS.recovered()  # whatever an earlier test left
+        alerter.start_rule_listener()
+        assert wait_for(lambda: unit() and client.pubsub_numsub(rules_channel())[0][1] == 1)
+        caplog.set_level(logging.INFO, logger="mutt.outage")
+        redis.Redis(unix_socket_path=str(server.socket)).shutdown(save=True)
+        server.process.wait(timeout=10)
+        time.sleep(BACKLOG_CLEAR_SECONDS)  # the next step asks Redis for the alert backlog before it reads
+        assert not unit()
+        assert not unit()
+        server.start()
+        assert wait_for(lambda: "Redis available again" in caplog.text, timeout=10), "the listener is back"
+        assert unit(), "the step after the outage reads on a new connection"
+        assert unit()
+    finally:
+        alerter.close()
+        alerter._listener.join(timeout=5)
+        client.close()
+        server.stop()
+    messages = [r.getMessage().split(" (")[0].split(" after ")[0] for r in caplog.records if r.name == "mutt.outage"]
+    assert messages == ["Redis unavailable", "Redis available again"], caplog.text

