@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import redis
 from prometheus_client import Counter, Histogram
 
@@ -382,7 +381,7 @@ class Forwarder:
         alerts = [(entry_id, alert) for entry_id, alert in held.items if entry_id not in done] if held else []
         if ahead is not None:
             alerts += self._accept(ahead.entries)
-        return self.scripts.give_back([(entry_id, orjson.dumps(alert)) for entry_id, alert in alerts])
+        return self.scripts.give_back([(entry_id, streams.dumps(alert)) for entry_id, alert in alerts])
 
     @property
     def holding(self) -> bool:
@@ -546,7 +545,7 @@ class Forwarder:
                 exhausted.append((entry_id, {**alert, "attempts": attempts}, _exhausted(result)))
                 continue
             delay = result.retry_after if result.retry_after is not None else backoff_delay(max(attempts, 1), base, cap)
-            member = orjson.dumps({**alert, "attempts": attempts, "last_error": result.reason, **resent})
+            member = streams.dumps({**alert, "attempts": attempts, "last_error": result.reason, **resent})
             scheduled.append((now + min(delay, cap), member, entry_id))
         self.retries.schedule_and_ack(scheduled)
         # Answered (or timed out and now marked resent): no longer in flight. Off the steady path.
@@ -577,7 +576,7 @@ class Forwarder:
                     "event_id": alert.get("event_id", ""),
                     "source_id": entry_id,
                     "failed_at": datetime.now(UTC).isoformat(),
-                    "e": orjson.dumps(alert),
+                    "e": streams.dumps(alert),
                 },
             )
             DEAD_LETTERED.labels(result.reason).inc()

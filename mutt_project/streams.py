@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import redis
 
+from ingest import exactjson
 from mutt_project.redis import key
 
 ALERTERS_GROUP = "alerters"
@@ -38,15 +39,43 @@ def dlq_stream(name: str) -> str:
 
 
 def encode(payload: dict[str, Any]) -> dict[bytes, bytes]:
-    return {PAYLOAD_FIELD: orjson.dumps(payload)}
+    return {PAYLOAD_FIELD: dumps(payload)}
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` as JSON: orjson's, or the standard library's for what orjson cannot write (an integer past
+    64 bits, which an event's ``extra`` or ``variables`` may hold). Raises ValueError when neither can."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        pass
+    written = exactjson.dumps(value)  # tries orjson once more: only reached for the rare big integer
+    if written is None:
+        raise ValueError("the payload cannot be written as JSON")
+    return written
+
+
+def loads(raw: bytes | str) -> Any:
+    """``raw`` parsed by orjson, or by the standard library when orjson refuses a number as infinite: ingest
+    accepts integers of up to 4,300 digits, and orjson reads none past 308. Raises ValueError (orjson's
+    JSONDecodeError is one) for what is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "infinity" not in str(exc):
+            raise
+    return exactjson.loads_exact(raw.encode() if isinstance(raw, str) else raw)
 
 
 def decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """The payload of an entry; raises ValueError for an entry that is not ours (a poison message)."""
+    """The payload of an entry; raises ValueError for an entry that is not ours (a poison message).
+
+    An accepted event may hold an integer orjson refuses (over 308 digits): it is read exactly (see
+    :func:`loads`), not dead-lettered as malformed; the fallback costs nothing on any other entry."""
     raw = fields.get(PAYLOAD_FIELD)
     if raw is None:
         raise ValueError(f"entry has no {PAYLOAD_FIELD.decode()!r} field")
-    payload = orjson.loads(raw)
+    payload = loads(raw)
     if not isinstance(payload, dict):
         raise ValueError("entry payload is not a JSON object")
     return payload

@@ -1111,7 +1111,7 @@ class Alerter:
         if not alerting:
             return row, None, None
         alert = rule_alert(event, rule, team=team, severity=severity, handling=handling, environment=environment)
-        return row, orjson.dumps(alert), None
+        return row, streams.dumps(alert), None  # orjson, or exact for an integer past 64 bits
 
     def _publish_and_ack(self, alerts: list[tuple[str, str, bytes]], ack_ids: list[bytes]) -> int:
         """Add alerts not added before and acknowledge entries, atomically per dedup bucket."""
