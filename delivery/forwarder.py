@@ -298,14 +298,14 @@ class Forwarder:
         """Alerts taken over from a stalled forwarder: those whose entries are on the in-flight record were
         being POSTed when it stopped, and Moogsoft may have taken them. They are sent again (a POST cannot
         be taken back, and one that may have failed must not be lost), marked ``resent`` and counted, so
-        Moogsoft and operators can tell the copy from a new alert."""
+        Moogsoft and operators can tell the copy from a new alert.
+
+        The records stay: this forwarder may be held (rate limit) or die before its own POST, and the next
+        one to take them over must still find them. Its own record before its POST overwrites them, and
+        every outcome (delivered, retry, DLQ, given back) deletes them."""
         if not items:
             return items
-        ids = [entry_id for entry_id, _ in items]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(self._inflight, ids)
-        pipe.hdel(self._inflight, *ids)  # this forwarder records them again before its own POST
-        records = pipe.execute()[0]
+        records = self.client.hmget(self._inflight, [entry_id for entry_id, _ in items])
         marked = [
             (entry_id, {**alert, "resent": True} if record is not None else alert)
             for (entry_id, alert), record in zip(items, records, strict=True)
