@@ -68,6 +68,8 @@ logger = logging.getLogger("mutt.forwarder")
 DELIVERED_TTL = 86_400  # long enough to cover any redelivery after a crash
 HEADERS_SECONDS = 1.0  # how long the request headers (with the credential) are reused
 TRIM_INTERVAL = 1.0  # seconds between two trims of the alert stream (a safety net, see Forwarder._trim)
+# Seconds between two sweeps of the in-flight record (a safety net: every outcome deletes its records).
+INFLIGHT_SWEEP_INTERVAL = 60.0
 RETRYABLE_STATUSES = frozenset({408, 429})
 # Moogsoft refusing the credential is an outage of the destination (a key rotated on one side only), not a
 # fault of the alerts: it opens the breaker and holds alerts like a 503, and uses up none of their retries.
@@ -220,6 +222,7 @@ class Forwarder:
         self._header_cache: tuple[float, tuple[str, dict[str, str]], SecretHeaders, str] | None = None
         self._last_claim = 0.0
         self._last_trim = 0.0
+        self._last_sweep = time.monotonic()
         streams.ensure_group(self.client, self.stream, self.group)
 
     # --- the step -----------------------------------------------------------------------------
@@ -341,6 +344,7 @@ class Forwarder:
         if done:
             pipe = self.client.pipeline(transaction=True)
             streams.ack_and_delete(pipe, self.stream, self.group, done)
+            pipe.hdel(self._inflight, *done)  # taken over after a delivery it had not recorded yet
             pipe.execute()
             SKIPPED.inc(len(done))
         return [item for item, seen in zip(items, already, strict=True) if not seen]
@@ -486,11 +490,15 @@ class Forwarder:
 
     def _trim(self) -> None:
         """Every path deletes what it acknowledges, so the stream's length is already the backlog the
-        alerters shed on; trimming what every group acknowledged is a safety net, run once a second."""
+        alerters shed on; trimming what every group acknowledged is a safety net, run once a second. So is
+        the sweep of in-flight records of entries no longer pending, once a minute."""
         now = time.monotonic()
         if now - self._last_trim >= TRIM_INTERVAL:
             self._last_trim = now
             streams.trim_acknowledged(self.client, self.stream)
+        if now - self._last_sweep >= INFLIGHT_SWEEP_INTERVAL:
+            self._last_sweep = now
+            self.scripts.sweep_in_flight()
 
     def _headers(self, fmt: str, content: dict[str, str]) -> SecretHeaders:
         """Authentication and content headers, the same mapping for up to a second: the credential is

@@ -387,3 +387,32 @@ def test_a_takeover_held_by_the_rate_limit_and_killed_before_its_post_leaves_the
     assert sorted(e["custom_info"]["event_id"] for e in sent) == sorted(a["event_id"] for a in alerts)
     assert all(e["custom_info"]["resent"] is True for e in sent), "still marked after the second takeover"
     assert redis_client.hlen(inflight_key()) == 0
+
+
+def test_alerts_given_back_on_a_graceful_stop_leave_no_in_flight_record(moog, redis_client):
+    apply_setting("moog_batch_size", 5)
+    alerts = [make_alert(signature=f"h:{i}:") for i in range(12)]
+    push_alerts(redis_client, alerts)
+    first = Forwarder("first")
+    first.step(block_ms=10)
+    first.step(block_ms=10)
+    assert first.holding, "alerts read ahead are in hand"
+    first.close()
+    second = Forwarder("second")
+    deliver_all(second)
+    second.close()
+    assert sorted(e["custom_info"]["event_id"] for e in recorded(moog)) == sorted(a["event_id"] for a in alerts)
+    assert redis_client.hlen(inflight_key()) == 0, "given back: the old entries' records are gone"
+
+
+def test_the_sweep_removes_in_flight_records_of_entries_no_longer_pending(moog, redis_client):
+    forwarder = Forwarder("sweeper")  # creates the group
+    push_alerts(redis_client, [make_alert(), make_alert()])
+    [(_, [(pending_id, _), (acked_id, _)])] = redis_client.xreadgroup(
+        streams.FORWARDERS_GROUP, "gone", {streams.alerts_stream(): ">"}, count=2
+    )
+    redis_client.xack(streams.alerts_stream(), streams.FORWARDERS_GROUP, acked_id)
+    redis_client.hset(inflight_key(), mapping={pending_id: 1, acked_id: 1, b"not-an-id": 1})
+    assert forwarder.scripts.sweep_in_flight() == 2
+    assert redis_client.hkeys(inflight_key()) == [pending_id], "a pending entry's record stays for a takeover"
+    forwarder.close()
