@@ -555,9 +555,9 @@ class Forwarder:
             delay = result.retry_after if result.retry_after is not None else backoff_delay(max(attempts, 1), base, cap)
             member = streams.dumps({**alert, "attempts": attempts, "last_error": result.reason, **resent})
             scheduled.append((now + min(delay, cap), member, entry_id))
-        self.retries.schedule_and_ack(scheduled)
-        # Answered (or timed out and now marked resent): no longer in flight. Off the steady path.
-        self.client.hdel(self._inflight, *(entry_id for entry_id, _ in items))
+        # Answered (or timed out and now marked resent): no longer in flight, in the same call. The exhausted
+        # ones leave the record in _dead_letter.
+        self.retries.schedule_and_ack(scheduled, inflight_key=self._inflight)
         RETRIES.inc(len(scheduled))
         if resent and scheduled:
             RESENT.labels("timeout").inc(len(scheduled))

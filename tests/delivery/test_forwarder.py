@@ -416,3 +416,19 @@ def test_the_sweep_removes_in_flight_records_of_entries_no_longer_pending(moog, 
     assert forwarder.scripts.sweep_in_flight() == 2
     assert redis_client.hkeys(inflight_key()) == [pending_id], "a pending entry's record stays for a takeover"
     forwarder.close()
+
+
+def test_a_scheduled_retry_takes_its_in_flight_record_with_it_in_one_call(moog, redis_client, monkeypatch):
+    apply_setting("moog_batch_size", 5)
+    push_alerts(redis_client, [make_alert(signature=f"h:{i}:") for i in range(3)])
+    forwarder = Forwarder("f1")
+
+    def connection_lost(*args, **kwargs):  # any second call after the schedule would be lost with it
+        raise redis.ConnectionError("connection lost")
+
+    monkeypatch.setattr(forwarder.client, "hdel", connection_lost)
+    moog.configure(status=500, times=1)
+    assert forwarder.step(block_ms=10) == 3
+    assert forwarder.retries.depth() == 3
+    assert redis_client.hlen(inflight_key()) == 0, "answered with a retry: no longer in flight"
+    forwarder.close()
