@@ -193,23 +193,26 @@ def forget_consumer_if_done(client: redis.Redis, stream: str, group: str, consum
         pass  # best effort on the way out
 
 
-# Remove the group's consumers that have nothing pending and were not seen for ARGV[1] ms, except the
-# caller's own (ARGV[2..]). One script, so no consumer can read an entry between the check and the removal:
-# XGROUP DELCONSUMER drops a consumer's pending entries with it, and those would never be delivered again.
+# Remove the consumers of group ARGV[1] that have nothing pending and were not seen for ARGV[2] ms, except
+# the caller's own (ARGV[3..]). The group is an argument, not a key: KEYS names only keys (a cluster routes
+# a script by its KEYS, and refuses one whose names hash to different slots). One script, so no consumer
+# can read an entry between the check and the removal: XGROUP DELCONSUMER drops a consumer's pending
+# entries with it, and those would never be delivered again.
 # A live consumer removed while idle is harmless: its next read creates it again.
 _FORGET_IDLE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
-local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], KEYS[2])
+local group = ARGV[1]
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], group)
 if consumers['err'] then return {} end
-local idle_ms = tonumber(ARGV[1])
+local idle_ms = tonumber(ARGV[2])
 local keep = {}
-for i = 2, #ARGV do keep[ARGV[i]] = true end
+for i = 3, #ARGV do keep[ARGV[i]] = true end
 local removed = {}
 for _, c in ipairs(consumers) do
   local info = {}
   for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
   if info['pending'] == 0 and info['idle'] > idle_ms and not keep[info['name']] then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], KEYS[2], info['name'])
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], group, info['name'])
     removed[#removed + 1] = info['name']
   end
 end
@@ -223,7 +226,7 @@ def forget_idle_consumers(
     """Remove consumers of killed workers: those with nothing pending, idle longer than ``idle_seconds``,
     not named in ``keep``; returns their names. A consumer with entries pending stays whatever its idle
     time: its entries are taken over first (``claim_abandoned``), then it goes at a later sweep."""
-    removed = client.eval(_FORGET_IDLE_SCRIPT, 2, stream, group, int(idle_seconds * 1000), *keep)
+    removed = client.eval(_FORGET_IDLE_SCRIPT, 1, stream, group, int(idle_seconds * 1000), *keep)
     return [name.decode() if isinstance(name, bytes) else str(name) for name in removed]
 
 
