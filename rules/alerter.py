@@ -1232,8 +1232,9 @@ class Alerter:
         """Mode ``dlq``: move ``entries`` to the DLQ unmatched. They are dead-lettered as surely as entries past
         the delivery limit, so they are audited the same way (handling dead_lettered, reason ``shed: ...``) and
         a replay updates the row to the real outcome. (Mode ``defer`` moves nothing: its entries stay queued.)
-        An entry that is no event goes as malformed. If the database is down, nothing is moved: the entries
-        stay pending and are taken over after the claim timeout, as any entry of a stalled alerter."""
+        An entry that is no event goes as malformed. If the database is down, nothing is moved: the entries are
+        held as a batch the database refused (backoff, claim kept, nothing new read meanwhile) and processed
+        when it is back."""
         if not entries:
             return
         decode = self._decoder(entries, check_deliveries=False)
@@ -1250,7 +1251,8 @@ class Alerter:
             poison += self._write_dead(dead) if dead else []
         except DatabaseError as exc:
             connection.close()  # as _audit does: the next attempt opens a new connection
-            outage.POSTGRESQL.failed(exc, doing=f"the alerter keeps {len(entries)} shed entries unacknowledged")
+            # Held as _hold holds any batch: without it each step would read (and claim) one more batch.
+            self._hold(_Batch(entries), exc)
             return
         self._dead_letter(poison)
         self._publish_and_ack([], [entry_id for entry_id, _ in entries])
