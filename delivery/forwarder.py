@@ -325,7 +325,7 @@ class Forwarder:
         poison: list[tuple[bytes, dict[str, Any], Result]] = []
         for entry_id, fields in entries:
             try:
-                fresh.append((entry_id, streams.decode(fields)))
+                fresh.append((entry_id, streams.decode(fields, exact_if="details")))  # varbinds exact
             except ValueError as exc:
                 raw = fields.get(streams.PAYLOAD_FIELD, b"").decode("utf-8", "replace")
                 poison.append((entry_id, {"raw": raw}, Result("permanent", "malformed", excerpt=str(exc))))

@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from delivery.mock_moog_state import ControlError, Decision, MockState
+from ingest import exactjson
 from mutt_project import streams
 
 logger = logging.getLogger("mutt.mock_moog")
@@ -337,7 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         received_at = datetime.now(UTC).isoformat(timespec="microseconds")
         try:
-            payload = streams.loads(body)  # an alert's varbinds may hold an integer past what orjson reads
+            payload = exactjson.loads(body)  # an alert's varbinds may hold an integer past 64 bits: kept exact
             fmt, events = _recognise(payload)
         except (orjson.JSONDecodeError, ValueError) as exc:
             error = f"malformed JSON: {exc}" if isinstance(exc, orjson.JSONDecodeError) else str(exc)

@@ -67,17 +67,22 @@ def loads(raw: bytes | str) -> Any:
     return exactjson.loads_exact(raw.encode() if isinstance(raw, str) else raw)
 
 
-def decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
+def decode(fields: dict[bytes, bytes], *, exact_if: str | None = None) -> dict[str, Any]:
     """The payload of an entry; raises ValueError for an entry that is not ours (a poison message).
 
     An accepted event may hold an integer orjson refuses (over 308 digits): it is read exactly (see
-    :func:`loads`), not dead-lettered as malformed; the fallback costs nothing on any other entry."""
+    :func:`loads`), not dead-lettered as malformed; the fallback costs nothing on any other entry. An integer
+    of 20 to 308 digits past 64 bits orjson reads as a float; with ``exact_if``, a payload holding that field
+    (an alert's ``details``: the varbinds sent on) is read again exactly when it may hold one, so only those
+    payloads pay the scan."""
     raw = fields.get(PAYLOAD_FIELD)
     if raw is None:
         raise ValueError(f"entry has no {PAYLOAD_FIELD.decode()!r} field")
     payload = loads(raw)
     if not isinstance(payload, dict):
         raise ValueError("entry payload is not a JSON object")
+    if exact_if is not None and payload.get(exact_if) and exactjson.may_hold_long_integer(raw):
+        return exactjson.loads_exact(raw)
     return payload
 
 

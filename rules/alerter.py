@@ -59,6 +59,7 @@ from django.db import (
 from psycopg2.extras import execute_values
 
 from configcenter.runtime import get_setting
+from ingest import exactjson
 from mutt_project import outage, streams
 from mutt_project.redis import DeferredCommand, DeferredScript, get_redis, key
 from rules import flood, metrics
@@ -1110,6 +1111,9 @@ class Alerter:
         )  # fmt: skip
         if not alerting:
             return row, None, None
+        if get("variables") and exactjson.may_hold_long_integer(item.raw):
+            # orjson read an integer past 64 bits as a float; the alert sends the varbinds on: read them exactly.
+            event = exactjson.loads_exact(item.raw)
         alert = rule_alert(event, rule, team=team, severity=severity, handling=handling, environment=environment)
         return row, streams.dumps(alert), None  # orjson, or exact for an integer past 64 bits
 

@@ -17,7 +17,8 @@ from tests.delivery.support import deliver_all, recorded
 from tests.ingest.helpers import post
 from tests.support.waiting import apply_setting
 
-BIG = 7 * 10**399 + 12345  # 400 digits: orjson refuses it as an infinite float
+# 400 digits: orjson refuses it as an infinite float; 2**64: orjson reads it as a float (1.8446744073709552e19).
+BIGS = [7 * 10**399 + 12345, 2**64 + 1]
 
 
 @pytest.fixture
@@ -29,12 +30,17 @@ def page_rule(clean_pipeline):
 
 
 @pytest.mark.usefixtures("page_rule")
-@pytest.mark.parametrize("fmt", ["webhook", "events_api"])
-def test_a_400_digit_integer_is_audited_exactly_and_delivered(client, api_keys, redis_client, moog, fmt):
+@pytest.mark.parametrize(
+    "case",
+    [(fmt, big) for fmt in ("webhook", "events_api") for big in BIGS],
+    ids=[f"{fmt}-{name}" for fmt in ("webhook", "events_api") for name in ("400_digits", "2_to_the_64_plus_1")],
+)
+def test_an_integer_past_64_bits_is_audited_exactly_and_delivered(client, api_keys, redis_client, moog, case):
+    fmt, big = case
     apply_setting("moog_format", fmt)
     body = json.dumps(
         [
-            {"hostname": "edge-1", "message": "Gi0/1 changed state to down", "n": BIG, "variables": {"ifIndex": BIG}},
+            {"hostname": "edge-1", "message": "Gi0/1 changed state to down", "n": big, "variables": {"ifIndex": big}},
             {"hostname": "edge-2", "message": "Gi0/2 changed state to down"},
         ]
     )
@@ -48,7 +54,7 @@ def test_a_400_digit_integer_is_audited_exactly_and_delivered(client, api_keys, 
     rows = {str(row.event_id): row for row in EventAuditLog.objects.all()}
     assert set(rows) == {big_id, plain_id}, "both events audited"
     raw = rows[big_id].raw if isinstance(rows[big_id].raw, dict) else json.loads(rows[big_id].raw)
-    assert (raw["extra"], raw["variables"]) == ({"n": BIG}, {"ifIndex": BIG}), "every digit kept"
+    assert (raw["extra"], raw["variables"]) == ({"n": big}, {"ifIndex": big}), "every digit kept"
     assert rows[big_id].handling == "page_and_ticket"
 
     forwarder = Forwarder("big-ints")
@@ -60,9 +66,9 @@ def test_a_400_digit_integer_is_audited_exactly_and_delivered(client, api_keys, 
     assert set(events) == {big_id, plain_id}, "both alerts delivered"
     sent = events[big_id]
     if fmt == "webhook":
-        assert sent["custom_info"]["details"]["varbinds"] == {"ifIndex": BIG}, "every digit sent"
+        assert sent["custom_info"]["details"]["varbinds"] == {"ifIndex": big}, "every digit sent"
     else:
-        assert sent["tags"]["varbind.ifIndex"] in (BIG, str(BIG)), "every digit sent (Cloud tags are text)"
+        assert sent["tags"]["varbind.ifIndex"] in (big, str(big)), "every digit sent (Cloud tags are text)"
     for name in ("alerter", "moog", "dead"):
         assert redis_client.xlen(streams.dlq_stream(name)) == 0, f"nothing in the {name} DLQ"
     assert redis_client.hlen(inflight_key()) == 0
