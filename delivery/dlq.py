@@ -106,8 +106,8 @@ class DlqEntry:
     def payload(self) -> dict[str, Any] | None:
         """The payload as a JSON object, or None when it is not one (a malformed entry)."""
         try:
-            value = streams.loads(self.raw_payload)  # exact for an integer orjson refuses
-        except ValueError:
+            value = exactjson.loads(self.raw_payload)  # every integer exact: a replay writes the payload again
+        except ValueError:  # orjson's JSONDecodeError and ExactParseError alike
             return None
         return value if isinstance(value, dict) else None
 
