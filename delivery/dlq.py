@@ -106,8 +106,8 @@ class DlqEntry:
     def payload(self) -> dict[str, Any] | None:
         """The payload as a JSON object, or None when it is not one (a malformed entry)."""
         try:
-            value = orjson.loads(self.raw_payload)
-        except orjson.JSONDecodeError:
+            value = exactjson.loads(self.raw_payload)  # every integer exact: a replay writes the payload again
+        except ValueError:  # orjson's JSONDecodeError and ExactParseError alike
             return None
         return value if isinstance(value, dict) else None
 
@@ -322,7 +322,7 @@ def replay_payload(entry: DlqEntry) -> bytes | None:
         if alert is None:
             return None
         # A fresh set of delivery retries; everything else (event id, last error) is kept.
-        return orjson.dumps({**alert, "attempts": 0})
+        return streams.dumps({**alert, "attempts": 0})
     return None
 
 

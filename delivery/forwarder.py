@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import redis
 from prometheus_client import Counter, Histogram
 
@@ -69,6 +68,8 @@ logger = logging.getLogger("mutt.forwarder")
 DELIVERED_TTL = 86_400  # long enough to cover any redelivery after a crash
 HEADERS_SECONDS = 1.0  # how long the request headers (with the credential) are reused
 TRIM_INTERVAL = 1.0  # seconds between two trims of the alert stream (a safety net, see Forwarder._trim)
+# Seconds between two sweeps of the in-flight record (a safety net: every outcome deletes its records).
+INFLIGHT_SWEEP_INTERVAL = 60.0
 RETRYABLE_STATUSES = frozenset({408, 429})
 # Moogsoft refusing the credential is an outage of the destination (a key rotated on one side only), not a
 # fault of the alerts: it opens the breaker and holds alerts like a 503, and uses up none of their retries.
@@ -221,6 +222,7 @@ class Forwarder:
         self._header_cache: tuple[float, tuple[str, dict[str, str]], SecretHeaders, str] | None = None
         self._last_claim = 0.0
         self._last_trim = 0.0
+        self._last_sweep = time.monotonic()
         streams.ensure_group(self.client, self.stream, self.group)
 
     # --- the step -----------------------------------------------------------------------------
@@ -299,14 +301,14 @@ class Forwarder:
         """Alerts taken over from a stalled forwarder: those whose entries are on the in-flight record were
         being POSTed when it stopped, and Moogsoft may have taken them. They are sent again (a POST cannot
         be taken back, and one that may have failed must not be lost), marked ``resent`` and counted, so
-        Moogsoft and operators can tell the copy from a new alert."""
+        Moogsoft and operators can tell the copy from a new alert.
+
+        The records stay: this forwarder may be held (rate limit) or die before its own POST, and the next
+        one to take them over must still find them. Its own record before its POST overwrites them, and
+        every outcome (delivered, retry, DLQ, given back) deletes them."""
         if not items:
             return items
-        ids = [entry_id for entry_id, _ in items]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(self._inflight, ids)
-        pipe.hdel(self._inflight, *ids)  # this forwarder records them again before its own POST
-        records = pipe.execute()[0]
+        records = self.client.hmget(self._inflight, [entry_id for entry_id, _ in items])
         marked = [
             (entry_id, {**alert, "resent": True} if record is not None else alert)
             for (entry_id, alert), record in zip(items, records, strict=True)
@@ -323,7 +325,7 @@ class Forwarder:
         poison: list[tuple[bytes, dict[str, Any], Result]] = []
         for entry_id, fields in entries:
             try:
-                fresh.append((entry_id, streams.decode(fields)))
+                fresh.append((entry_id, streams.decode(fields, exact_if="details")))  # varbinds exact
             except ValueError as exc:
                 raw = fields.get(streams.PAYLOAD_FIELD, b"").decode("utf-8", "replace")
                 poison.append((entry_id, {"raw": raw}, Result("permanent", "malformed", excerpt=str(exc))))
@@ -342,6 +344,7 @@ class Forwarder:
         if done:
             pipe = self.client.pipeline(transaction=True)
             streams.ack_and_delete(pipe, self.stream, self.group, done)
+            pipe.hdel(self._inflight, *done)  # taken over after a delivery it had not recorded yet
             pipe.execute()
             SKIPPED.inc(len(done))
         return [item for item, seen in zip(items, already, strict=True) if not seen]
@@ -386,7 +389,7 @@ class Forwarder:
         alerts = [(entry_id, alert) for entry_id, alert in held.items if entry_id not in done] if held else []
         if ahead is not None:
             alerts += self._accept(ahead.entries)
-        return self.scripts.give_back([(entry_id, orjson.dumps(alert)) for entry_id, alert in alerts])
+        return self.scripts.give_back([(entry_id, streams.dumps(alert)) for entry_id, alert in alerts])
 
     @property
     def holding(self) -> bool:
@@ -491,11 +494,15 @@ class Forwarder:
 
     def _trim(self) -> None:
         """Every path deletes what it acknowledges, so the stream's length is already the backlog the
-        alerters shed on; trimming what every group acknowledged is a safety net, run once a second."""
+        alerters shed on; trimming what every group acknowledged is a safety net, run once a second. So is
+        the sweep of in-flight records of entries no longer pending, once a minute."""
         now = time.monotonic()
         if now - self._last_trim >= TRIM_INTERVAL:
             self._last_trim = now
             streams.trim_acknowledged(self.client, self.stream)
+        if now - self._last_sweep >= INFLIGHT_SWEEP_INTERVAL:
+            self._last_sweep = now
+            self.scripts.sweep_in_flight()
 
     def _headers(self, fmt: str, content: dict[str, str]) -> SecretHeaders:
         """Authentication and content headers, the same mapping for up to a second: the credential is
@@ -550,11 +557,11 @@ class Forwarder:
                 exhausted.append((entry_id, {**alert, "attempts": attempts}, _exhausted(result)))
                 continue
             delay = result.retry_after if result.retry_after is not None else backoff_delay(max(attempts, 1), base, cap)
-            member = orjson.dumps({**alert, "attempts": attempts, "last_error": result.reason, **resent})
+            member = streams.dumps({**alert, "attempts": attempts, "last_error": result.reason, **resent})
             scheduled.append((now + min(delay, cap), member, entry_id))
-        self.retries.schedule_and_ack(scheduled)
-        # Answered (or timed out and now marked resent): no longer in flight. Off the steady path.
-        self.client.hdel(self._inflight, *(entry_id for entry_id, _ in items))
+        # Answered (or timed out and now marked resent): no longer in flight, in the same call. The exhausted
+        # ones leave the record in _dead_letter.
+        self.retries.schedule_and_ack(scheduled, inflight_key=self._inflight)
         RETRIES.inc(len(scheduled))
         if resent and scheduled:
             RESENT.labels("timeout").inc(len(scheduled))
@@ -581,7 +588,7 @@ class Forwarder:
                     "event_id": alert.get("event_id", ""),
                     "source_id": entry_id,
                     "failed_at": datetime.now(UTC).isoformat(),
-                    "e": orjson.dumps(alert),
+                    "e": streams.dumps(alert),
                 },
             )
             DEAD_LETTERED.labels(result.reason).inc()

@@ -126,15 +126,33 @@ return {decision, state, released, wait, done, entries, before, after, marked}
 """
 )
 
-# KEYS: alert stream. ARGV: group, then pairs (entry id, payload). Each payload is added again as a new
-# entry and the old entry acknowledged and deleted. Returns how many.
+# KEYS: alert stream, in-flight hash. ARGV: group, then pairs (entry id, payload). Each payload is added
+# again as a new entry and the old entry acknowledged, deleted and taken off the in-flight record (a
+# taken-over alert keeps its record until an outcome: the new entry's payload carries its resent marker).
+# Returns how many.
 _GIVE_BACK = """
 for i = 2, #ARGV, 2 do
   redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
   redis.call('XDEL', KEYS[1], ARGV[i])
+  redis.call('HDEL', KEYS[2], ARGV[i])
 end
 return (#ARGV - 1) / 2
+"""
+
+# KEYS: alert stream, in-flight hash. ARGV: group. Removes the in-flight records of entries no longer
+# pending in the group (acknowledged by a path that left its record behind); returns how many. Every record
+# of a pending entry stays, so a takeover still finds it.
+_SWEEP_IN_FLIGHT = """
+local gone = {}
+for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if not ok or #pending == 0 then gone[#gone + 1] = id end
+end
+for i = 1, #gone, 1000 do
+  redis.call('HDEL', KEYS[2], unpack(gone, i, math.min(i + 999, #gone)))
+end
+return #gone
 """
 
 
@@ -176,6 +194,7 @@ class StepScripts:
         self.consumer = consumer
         self._gate = DeferredScript(client, _GATE)  # on a connection kept for it
         self._give_back = client.register_script(_GIVE_BACK)
+        self._sweep = client.register_script(_SWEEP_IN_FLIGHT)
 
     def gate(
         self,
@@ -218,7 +237,11 @@ class StepScripts:
         args: list[Any] = [self.group]
         for entry_id, payload in held:
             args += [entry_id, payload]
-        return int(self._give_back(keys=[self.stream], args=args))
+        return int(self._give_back(keys=[self.stream, self.inflight_key], args=args))
+
+    def sweep_in_flight(self) -> int:
+        """Remove in-flight records of entries no longer pending in the group; returns how many."""
+        return int(self._sweep(keys=[self.stream, self.inflight_key], args=[self.group]))
 
     def close(self) -> None:
         """Give the kept connection back to the client's pool."""

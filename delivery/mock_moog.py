@@ -32,6 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from delivery.mock_moog_state import ControlError, Decision, MockState
+from ingest import exactjson
+from mutt_project import streams
 
 logger = logging.getLogger("mutt.mock_moog")
 
@@ -336,7 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         received_at = datetime.now(UTC).isoformat(timespec="microseconds")
         try:
-            payload = orjson.loads(body)
+            payload = exactjson.loads(body)  # an alert's varbinds may hold an integer past 64 bits: kept exact
             fmt, events = _recognise(payload)
         except (orjson.JSONDecodeError, ValueError) as exc:
             error = f"malformed JSON: {exc}" if isinstance(exc, orjson.JSONDecodeError) else str(exc)
@@ -424,7 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, payload, headers)
 
     def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = orjson.dumps(payload)
+        data = streams.dumps(payload)
         self.send_response(status)
         self.send_header("Content-Type", _JSON)
         self.send_header("Content-Length", str(len(data)))

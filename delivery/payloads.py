@@ -33,6 +33,7 @@ from typing import Any, NotRequired, TypedDict
 
 import orjson
 
+from ingest import exactjson
 from rules.signature import varbinds
 
 MANAGER = "MUTT"
@@ -286,13 +287,27 @@ def build_request(alerts: Sequence[Mapping[str, Any]], fmt: str, *, class_from: 
     moog_format = parse_format(fmt)
     if moog_format == MoogFormat.WEBHOOK:
         location = agent_location()
-        body = orjson.dumps(
+        body = _json(
             {"events": [to_webhook_event(alert, location=location, class_from=class_from) for alert in alerts]}
         )
     else:
-        body = orjson.dumps([to_cloud_event(alert, class_from=class_from) for alert in alerts])
+        body = _json([to_cloud_event(alert, class_from=class_from) for alert in alerts])
     headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
     return MoogRequest(moog_format, body, headers, tuple(str(alert["event_id"]) for alert in alerts))
+
+
+def _json(value: Any) -> bytes:
+    """``value`` as JSON. orjson cannot write an integer past 64 bits (an event's varbinds may hold one,
+    kept exact from ingest on): the standard library writes it then, and what neither can write is a
+    PayloadError, a permanent failure of the alerts, never an exception escaping the forwarder's step."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        pass
+    written = exactjson.dumps(value)
+    if written is None:
+        raise PayloadError("the alert cannot be written as JSON")
+    return written
 
 
 def build_requests(
@@ -404,5 +419,5 @@ def _varbind_tags(alert: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in found:
         if len(tags) == MAX_VARBIND_TAGS:
             break
-        tags[f"varbind.{name}"] = value if isinstance(value, str | int | float) else orjson.dumps(value).decode()
+        tags[f"varbind.{name}"] = value if isinstance(value, str | int | float) else _json(value).decode()
     return tags

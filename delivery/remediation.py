@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import redis
 import urllib3
 from django.conf import settings
+from django.db import connection
 from prometheus_client import Counter, Gauge
 
 from configcenter.runtime import get_setting
@@ -136,12 +137,19 @@ class Remediator:
         return result
 
     def _ended_outage(self, queue: str, result: PassResult) -> None:
-        """A pass over ``queue`` after one that failed on an outage: Redis answered it; the database only
-        did if the pass replayed something (its audit row)."""
+        """A pass over ``queue`` after one that failed on an outage: Redis answered it; the database did if
+        the pass replayed something (its audit row), else one query asks it, so the outage ends with the first
+        pass after it whatever that pass found to do (an emptied queue, a breaker open). A query that fails
+        raises: the pass counts as failed on the outage still going on."""
         reporter = self._outages.get(queue)
-        if reporter is outage.REDIS or (reporter is not None and queue in result.replayed):
-            del self._outages[queue]
-            reporter.recovered()
+        if reporter is None:
+            return
+        if reporter is outage.POSTGRESQL and queue not in result.replayed:
+            connection.close_if_unusable_or_obsolete()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        del self._outages[queue]
+        reporter.recovered()
 
     def _lock(self) -> bool:
         # Longer than any pass can take (two probes at the longest timeout), so a crashed pass frees it.

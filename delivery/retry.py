@@ -13,12 +13,14 @@ import redis
 
 from mutt_project.redis import key
 
-# KEYS: schedule zset, alert stream. ARGV: group, then triples (due time, member JSON, entry id to ack).
+# KEYS: schedule zset, alert stream, then optionally the in-flight hash. ARGV: group, then triples (due time,
+# member JSON, entry id to ack). An entry scheduled is answered: its in-flight record goes in the same call.
 _SCHEDULE_AND_ACK = """
 for i = 2, #ARGV, 3 do
   redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[i + 2])
   redis.call('XDEL', KEYS[2], ARGV[i + 2])
+  if KEYS[3] then redis.call('HDEL', KEYS[3], ARGV[i + 2]) end
 end
 return (#ARGV - 1) / 3
 """
@@ -59,14 +61,16 @@ class RetrySchedule:
         self._schedule = client.register_script(_SCHEDULE_AND_ACK)
         self._release = client.register_script(_RELEASE_DUE)
 
-    def schedule_and_ack(self, items: list[tuple[float, bytes, bytes]]) -> None:
-        """Schedule (due epoch seconds, alert JSON, entry id) and acknowledge those entries, atomically."""
+    def schedule_and_ack(self, items: list[tuple[float, bytes, bytes]], *, inflight_key: str | None = None) -> None:
+        """Schedule (due epoch seconds, alert JSON, entry id) and acknowledge those entries, atomically; with
+        ``inflight_key``, their in-flight records are deleted in the same call."""
         if not items:
             return
         args: list[str | float | bytes] = [self.group]
         for due, member, entry_id in items:
             args += [due, member, entry_id]
-        self._schedule(keys=[self.key, self.stream], args=args)
+        keys = [self.key, self.stream] if inflight_key is None else [self.key, self.stream, inflight_key]
+        self._schedule(keys=keys, args=args)
 
     def release_due(self, now: float, limit: int = 1000) -> int:
         """Move retries whose time has come back into the alert stream; returns how many."""

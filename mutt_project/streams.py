@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import redis
 
+from ingest import exactjson
 from mutt_project.redis import key
 
 ALERTERS_GROUP = "alerters"
@@ -38,17 +39,50 @@ def dlq_stream(name: str) -> str:
 
 
 def encode(payload: dict[str, Any]) -> dict[bytes, bytes]:
-    return {PAYLOAD_FIELD: orjson.dumps(payload)}
+    return {PAYLOAD_FIELD: dumps(payload)}
 
 
-def decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """The payload of an entry; raises ValueError for an entry that is not ours (a poison message)."""
+def dumps(value: Any) -> bytes:
+    """``value`` as JSON: orjson's, or the standard library's for what orjson cannot write (an integer past
+    64 bits, which an event's ``extra`` or ``variables`` may hold). Raises ValueError when neither can."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        pass
+    written = exactjson.dumps(value)  # tries orjson once more: only reached for the rare big integer
+    if written is None:
+        raise ValueError("the payload cannot be written as JSON")
+    return written
+
+
+def loads(raw: bytes | str) -> Any:
+    """``raw`` parsed by orjson, or by the standard library when orjson refuses a number as infinite: ingest
+    accepts integers of up to 4,300 digits, and orjson reads none past 308. Raises ValueError (orjson's
+    JSONDecodeError is one) for what is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "infinity" not in str(exc):
+            raise
+    return exactjson.loads_exact(raw.encode() if isinstance(raw, str) else raw)
+
+
+def decode(fields: dict[bytes, bytes], *, exact_if: str | None = None) -> dict[str, Any]:
+    """The payload of an entry; raises ValueError for an entry that is not ours (a poison message).
+
+    An accepted event may hold an integer orjson refuses (over 308 digits): it is read exactly (see
+    :func:`loads`), not dead-lettered as malformed; the fallback costs nothing on any other entry. An integer
+    of 20 to 308 digits past 64 bits orjson reads as a float; with ``exact_if``, a payload holding that field
+    (an alert's ``details``: the varbinds sent on) is read again exactly when it may hold one, so only those
+    payloads pay the scan."""
     raw = fields.get(PAYLOAD_FIELD)
     if raw is None:
         raise ValueError(f"entry has no {PAYLOAD_FIELD.decode()!r} field")
-    payload = orjson.loads(raw)
+    payload = loads(raw)
     if not isinstance(payload, dict):
         raise ValueError("entry payload is not a JSON object")
+    if exact_if is not None and payload.get(exact_if) and exactjson.may_hold_long_integer(raw):
+        return exactjson.loads_exact(raw)
     return payload
 
 
@@ -164,23 +198,26 @@ def forget_consumer_if_done(client: redis.Redis, stream: str, group: str, consum
         pass  # best effort on the way out
 
 
-# Remove the group's consumers that have nothing pending and were not seen for ARGV[1] ms, except the
-# caller's own (ARGV[2..]). One script, so no consumer can read an entry between the check and the removal:
-# XGROUP DELCONSUMER drops a consumer's pending entries with it, and those would never be delivered again.
+# Remove the consumers of group ARGV[1] that have nothing pending and were not seen for ARGV[2] ms, except
+# the caller's own (ARGV[3..]). The group is an argument, not a key: KEYS names only keys (a cluster routes
+# a script by its KEYS, and refuses one whose names hash to different slots). One script, so no consumer
+# can read an entry between the check and the removal: XGROUP DELCONSUMER drops a consumer's pending
+# entries with it, and those would never be delivered again.
 # A live consumer removed while idle is harmless: its next read creates it again.
 _FORGET_IDLE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
-local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], KEYS[2])
+local group = ARGV[1]
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], group)
 if consumers['err'] then return {} end
-local idle_ms = tonumber(ARGV[1])
+local idle_ms = tonumber(ARGV[2])
 local keep = {}
-for i = 2, #ARGV do keep[ARGV[i]] = true end
+for i = 3, #ARGV do keep[ARGV[i]] = true end
 local removed = {}
 for _, c in ipairs(consumers) do
   local info = {}
   for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
   if info['pending'] == 0 and info['idle'] > idle_ms and not keep[info['name']] then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], KEYS[2], info['name'])
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], group, info['name'])
     removed[#removed + 1] = info['name']
   end
 end
@@ -194,7 +231,7 @@ def forget_idle_consumers(
     """Remove consumers of killed workers: those with nothing pending, idle longer than ``idle_seconds``,
     not named in ``keep``; returns their names. A consumer with entries pending stays whatever its idle
     time: its entries are taken over first (``claim_abandoned``), then it goes at a later sweep."""
-    removed = client.eval(_FORGET_IDLE_SCRIPT, 2, stream, group, int(idle_seconds * 1000), *keep)
+    removed = client.eval(_FORGET_IDLE_SCRIPT, 1, stream, group, int(idle_seconds * 1000), *keep)
     return [name.decode() if isinstance(name, bytes) else str(name) for name in removed]
 
 

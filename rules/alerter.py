@@ -59,6 +59,7 @@ from django.db import (
 from psycopg2.extras import execute_values
 
 from configcenter.runtime import get_setting
+from ingest import exactjson
 from mutt_project import outage, streams
 from mutt_project.redis import DeferredCommand, DeferredScript, get_redis, key
 from rules import flood, metrics
@@ -1111,8 +1112,11 @@ class Alerter:
         )  # fmt: skip
         if not alerting:
             return row, None, None
+        if get("variables") and exactjson.may_hold_long_integer(item.raw):
+            # orjson read an integer past 64 bits as a float; the alert sends the varbinds on: read them exactly.
+            event = exactjson.loads_exact(item.raw)
         alert = rule_alert(event, rule, team=team, severity=severity, handling=handling, environment=environment)
-        return row, orjson.dumps(alert), None
+        return row, streams.dumps(alert), None  # orjson, or exact for an integer past 64 bits
 
     def _publish_and_ack(self, alerts: list[tuple[str, str, bytes]], ack_ids: list[bytes]) -> int:
         """Add alerts not added before and acknowledge entries, atomically per dedup bucket."""
@@ -1233,8 +1237,9 @@ class Alerter:
         """Mode ``dlq``: move ``entries`` to the DLQ unmatched. They are dead-lettered as surely as entries past
         the delivery limit, so they are audited the same way (handling dead_lettered, reason ``shed: ...``) and
         a replay updates the row to the real outcome. (Mode ``defer`` moves nothing: its entries stay queued.)
-        An entry that is no event goes as malformed. If the database is down, nothing is moved: the entries
-        stay pending and are taken over after the claim timeout, as any entry of a stalled alerter."""
+        An entry that is no event goes as malformed. If the database is down, nothing is moved: the entries are
+        held as a batch the database refused (backoff, claim kept, nothing new read meanwhile) and processed
+        when it is back."""
         if not entries:
             return
         decode = self._decoder(entries, check_deliveries=False)
@@ -1251,7 +1256,8 @@ class Alerter:
             poison += self._write_dead(dead) if dead else []
         except DatabaseError as exc:
             connection.close()  # as _audit does: the next attempt opens a new connection
-            outage.POSTGRESQL.failed(exc, doing=f"the alerter keeps {len(entries)} shed entries unacknowledged")
+            # Held as _hold holds any batch: without it each step would read (and claim) one more batch.
+            self._hold(_Batch(entries), exc)
             return
         self._dead_letter(poison)
         self._publish_and_ack([], [entry_id for entry_id, _ in entries])

@@ -404,3 +404,11 @@ def test_the_queues_page_shows_the_breaker_and_the_retry_schedule(queues, admin_
     finally:
         breaker.reset()
         redis_client.delete(schedule_key())
+
+
+def test_a_replayed_alert_keeps_an_integer_past_64_bits_exact(queues):
+    big = 2**64 + 1  # orjson would read it as the float 1.8446744073709552e19
+    entry_id, _ = add_moog_entry(queues, alert=make_alert(details={"varbinds": {"ifIndex": big}}))
+    assert dlq.replay(queues, "moog", [entry_id]).ids("replayed") == [entry_id]
+    [(_, fields)] = queues.xrange(streams.alerts_stream())
+    assert json.loads(fields[streams.PAYLOAD_FIELD])["details"] == {"varbinds": {"ifIndex": big}}

@@ -16,6 +16,7 @@ from configcenter.runtime import get_setting
 from configcenter.secrets import reset_secrets
 from delivery.breaker import CLOSED, OPEN, CircuitBreaker
 from delivery.forwarder import Forwarder, delivered_key, inflight_key
+from delivery.ratelimit import SharedRateLimit
 from delivery.retry import schedule_key
 from mutt_project import streams
 from tests.delivery.support import deliver_all, recorded
@@ -343,3 +344,91 @@ def test_the_in_flight_record_covers_each_post_and_is_cleared_whatever_the_answe
     assert all(len(fields) == len(seen[0]) == 5 for fields in seen[:4]), "every alert of a batch, before its POST"
     assert redis_client.hlen(inflight_key()) == 0, "confirmed after a 2xx, a retry or the DLQ alike"
     assert redis_client.xlen(streams.dlq_stream("moog")) == 5, "the batch refused with 400"
+
+
+class _Killed(BaseException):
+    """What a SIGKILL leaves: the step stops where it is, nothing after it runs."""
+
+
+def test_a_takeover_held_by_the_rate_limit_and_killed_before_its_post_leaves_the_copies_marked_resent(
+    moog, redis_client, monkeypatch
+):
+    apply_setting("moog_timeout", 0.5)
+    apply_setting("forwarder_claim_idle_seconds", 1)
+    apply_setting("moog_batch_size", 5)
+    alerts = [make_alert(signature=f"h:{i}:") for i in range(3)]
+    push_alerts(redis_client, alerts)
+    doomed = Forwarder("doomed")
+
+    def killed_mid_post(*args, **kwargs):
+        raise _Killed
+
+    monkeypatch.setattr(doomed.http, "post", killed_mid_post)
+    with pytest.raises(_Killed):
+        doomed.step(block_ms=10)
+    assert redis_client.hlen(inflight_key()) == 3, "recorded in flight before the POST"
+
+    # The second forwarder takes them over, is held by the rate limit, and is killed before its POST.
+    apply_setting("moog_rate_limit", 1)
+    apply_setting("moog_rate_period", 3600)
+    SharedRateLimit(redis_client).take(1, 3600)  # the one request of the period is spent
+    time.sleep(1.1)
+    taker = Forwarder("taker")
+    assert wait_for(lambda: (taker.step(block_ms=10), taker.holding)[1], 10), "took them over and holds them"
+    assert not recorded(moog)
+
+    apply_setting("moog_rate_limit", 50)
+    apply_setting("moog_rate_period", 1)
+    redis_client.delete(SharedRateLimit(redis_client).key)
+    time.sleep(1.1)  # the taker is gone: its entries go idle
+    survivor = Forwarder("survivor")
+    deliver_all(survivor)
+    sent = recorded(moog)
+    assert sorted(e["custom_info"]["event_id"] for e in sent) == sorted(a["event_id"] for a in alerts)
+    assert all(e["custom_info"]["resent"] is True for e in sent), "still marked after the second takeover"
+    assert redis_client.hlen(inflight_key()) == 0
+
+
+def test_alerts_given_back_on_a_graceful_stop_leave_no_in_flight_record(moog, redis_client):
+    apply_setting("moog_batch_size", 5)
+    alerts = [make_alert(signature=f"h:{i}:") for i in range(12)]
+    push_alerts(redis_client, alerts)
+    first = Forwarder("first")
+    first.step(block_ms=10)
+    first.step(block_ms=10)
+    assert first.holding, "alerts read ahead are in hand"
+    first.close()
+    second = Forwarder("second")
+    deliver_all(second)
+    second.close()
+    assert sorted(e["custom_info"]["event_id"] for e in recorded(moog)) == sorted(a["event_id"] for a in alerts)
+    assert redis_client.hlen(inflight_key()) == 0, "given back: the old entries' records are gone"
+
+
+def test_the_sweep_removes_in_flight_records_of_entries_no_longer_pending(moog, redis_client):
+    forwarder = Forwarder("sweeper")  # creates the group
+    push_alerts(redis_client, [make_alert(), make_alert()])
+    [(_, [(pending_id, _), (acked_id, _)])] = redis_client.xreadgroup(
+        streams.FORWARDERS_GROUP, "gone", {streams.alerts_stream(): ">"}, count=2
+    )
+    redis_client.xack(streams.alerts_stream(), streams.FORWARDERS_GROUP, acked_id)
+    redis_client.hset(inflight_key(), mapping={pending_id: 1, acked_id: 1, b"not-an-id": 1})
+    assert forwarder.scripts.sweep_in_flight() == 2
+    assert redis_client.hkeys(inflight_key()) == [pending_id], "a pending entry's record stays for a takeover"
+    forwarder.close()
+
+
+def test_a_scheduled_retry_takes_its_in_flight_record_with_it_in_one_call(moog, redis_client, monkeypatch):
+    apply_setting("moog_batch_size", 5)
+    push_alerts(redis_client, [make_alert(signature=f"h:{i}:") for i in range(3)])
+    forwarder = Forwarder("f1")
+
+    def connection_lost(*args, **kwargs):  # any second call after the schedule would be lost with it
+        raise redis.ConnectionError("connection lost")
+
+    monkeypatch.setattr(forwarder.client, "hdel", connection_lost)
+    moog.configure(status=500, times=1)
+    assert forwarder.step(block_ms=10) == 3
+    assert forwarder.retries.depth() == 3
+    assert redis_client.hlen(inflight_key()) == 0, "answered with a retry: no longer in flight"
+    forwarder.close()

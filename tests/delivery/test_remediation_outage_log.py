@@ -40,3 +40,31 @@ def test_a_database_outage_is_one_line_not_a_traceback_per_pass(redis_client, cl
     assert not [r for r in caplog.records if r.exc_info], "no traceback for an outage"
     back = [r.getMessage() for r in caplog.records if r.getMessage().startswith("PostgreSQL available again")]
     assert len(back) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_outage_ends_with_the_first_good_pass_even_when_it_replays_nothing(
+    redis_client, clean_pipeline, caplog
+):
+    redis_client.delete(key("remediation", "lock"))
+    add_alerter_entry(redis_client, reason="shed")
+    remediator = Remediator(client=redis_client)
+    get_setting("remediation_batch_size")
+    caplog.set_level(logging.INFO)
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update({"HOST": "/nonexistent-socket-dir", "PORT": "1"})
+    try:
+        assert remediator.step().failed == ["alerter"]
+        redis_client.delete(streams.dlq_stream("alerter"))  # meanwhile an operator dealt with the entry
+        assert remediator.step().failed == ["alerter"], "still down: the pass asks the database and fails"
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+    result = remediator.step()
+    assert (result.failed, result.replayed) == ([], {})
+    back = [r.getMessage() for r in caplog.records if r.getMessage().startswith("PostgreSQL available again")]
+    assert len(back) == 1, caplog.text
+    assert remediator.step().failed == []
+    assert len([r for r in caplog.records if r.getMessage().startswith("PostgreSQL available again")]) == 1

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from configcenter import services as key_services
 from configcenter.models import ApiKey
-from ingest import fields, schema
+from ingest import exactjson, fields, schema
 from ingest.auth import key_cache
 from ingest.body import BodyRefused, read_body
 from mutt_project import streams
@@ -545,3 +545,48 @@ def test_integers_the_standard_library_cannot_read_are_refused_clearly(client, i
         json.loads(entry[streams.PAYLOAD_FIELD])["extra"] for _, entry in redis_client.xrange(streams.ingest_stream())
     ]
     assert extras == [{"n": long}, {"n": 12345678901234567890123}]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1733222222123456789, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**19, -(2**63), -(2**63) - 1, -(10**19), 10**25],
+)
+def test_the_slow_exact_parse_is_chosen_exactly_when_orjson_would_not_keep_the_integer(value):
+    raw = b'{"n": %d}' % value
+    parsed = orjson.loads(raw)["n"]
+    orjson_exact = type(parsed) is int and parsed == value
+    assert exactjson.may_hold_long_integer(raw) is not orjson_exact
+    assert exactjson.loads(raw) == {"n": value}
+    assert type(exactjson.loads(raw)["n"]) is int
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
+def test_nanosecond_timestamps_take_the_fast_path_and_a_2_to_the_64_stays_exact(
+    client, ingest_key, redis_client, monkeypatch, content_type
+):
+    slow = []
+    loads_exact = exactjson.loads_exact
+
+    def counted(raw):
+        slow.append(raw)
+        return loads_exact(raw)
+
+    monkeypatch.setattr(exactjson, "loads_exact", counted)
+    nanos = 1733222222123456789  # 19 digits, as OpenTelemetry, Vector and Loki send
+    fast = [event(1, time_unix_nano=nanos), event(2, time_unix_nano=-nanos)]
+    body = json.dumps(fast[0]) if content_type == "application/json" else "\n".join(json.dumps(e) for e in fast)
+    assert post(client, body, key=ingest_key, content_type=content_type).status_code == 202
+    assert slow == [], "orjson reads a 19-digit integer exactly: no second parse"
+    body = json.dumps(event(3, big=2**64))  # one object, one line: the same body in both types
+    assert post(client, body, key=ingest_key, content_type=content_type).status_code == 202
+    assert len(slow) == 1
+    extras = [
+        json.loads(entry[streams.PAYLOAD_FIELD])["extra"] for _, entry in redis_client.xrange(streams.ingest_stream())
+    ]
+    expected = (
+        [{"time_unix_nano": nanos}]
+        if content_type == "application/json"
+        else [{"time_unix_nano": nanos}, {"time_unix_nano": -nanos}]
+    )
+    assert extras == [*expected, {"big": 2**64}]
+    assert all(type(value) is int for extra in extras for value in extra.values())

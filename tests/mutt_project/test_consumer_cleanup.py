@@ -106,3 +106,22 @@ def test_forwarder_lanes_remove_killed_forwarders_consumers_but_never_their_own(
         assert "fw" in consumers(redis_client, stream, group)
     finally:
         lanes.close()
+
+
+def test_the_sweep_script_names_only_keys_in_keys(redis_client, clean_pipeline, monkeypatch):
+    """A cluster routes a script by its KEYS: a group name there is no key (CROSSSLOT). Every name the sweep
+    passes as a key is the stream itself."""
+    stream, group = streams.ingest_stream(), streams.ALERTERS_GROUP
+    streams.ensure_group(redis_client, stream, group)
+    leave_consumer(redis_client, stream, group, "killed")
+    time.sleep(0.01)  # idle for longer than the threshold (0 ms)
+    calls = []
+    evaluate = redis_client.eval
+
+    def recorded_eval(script, numkeys, *args):
+        calls.append(args[:numkeys])
+        return evaluate(script, numkeys, *args)
+
+    monkeypatch.setattr(redis_client, "eval", recorded_eval)
+    assert streams.forget_idle_consumers(redis_client, stream, group, idle_seconds=0) == ["killed"]
+    assert calls == [(stream,)]

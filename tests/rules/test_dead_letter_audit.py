@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
 from delivery import services as dlq_services
@@ -218,3 +219,39 @@ def test_shed_entries_are_audited_as_dead_lettered_and_a_replay_updates_their_ro
     alerts = sorted(a["event_id"] for a in read_stream(redis_client, streams.alerts_stream()))
     assert alerts == sorted(e["event_id"] for e in events), "alerted once each"
     assert [fields[b"reason"] for _, fields in dlq_entries(redis_client)] == [b"malformed"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_shedding_while_the_database_is_down_holds_one_batch_and_reads_no_more(redis_client, clean_pipeline, link_rule):
+    apply_setting("alerter_queue_warn_threshold", 2)
+    apply_setting("alerter_queue_shed_threshold", 5)
+    apply_setting("alerter_shed_mode", "dlq")
+    apply_setting("alerter_batch_size", 2)
+    for _ in range(6):
+        redis_client.xadd(streams.alerts_stream(), {"e": b"{}"})
+    events = [make_event(hostname=f"edge-rtr-{n:02d}") for n in range(8)]
+    push(redis_client, events)
+    alerter = Alerter("a1")
+    alerter.refresh_rules(force=True)
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update({"HOST": "/nonexistent-socket-dir", "PORT": "1"})
+    try:
+        for _ in range(4):
+            assert alerter.step(block_ms=10) == 0
+        pending = redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"]
+        assert pending <= 4, "one batch held (and what was read ahead), not a batch more per step"
+        assert redis_client.xlen(streams.dlq_stream("alerter")) == 0
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+    redis_client.delete(streams.alerts_stream())  # the backlog drains: no more shedding
+    deadline = time.monotonic() + 20
+    while EventAuditLog.objects.count() < len(events) and time.monotonic() < deadline:
+        alerter.step(block_ms=10)
+    alerter.flush()
+    assert sorted(str(e) for e in EventAuditLog.objects.values_list("event_id", flat=True)) == sorted(
+        e["event_id"] for e in events
+    ), "every event audited once"
+    assert redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"] == 0

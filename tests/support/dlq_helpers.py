@@ -42,7 +42,7 @@ def add_moog_entry(
             "event_id": alert.get("event_id", ""),
             "source_id": f"{int(time.time() * 1000)}-0",
             "failed_at": datetime.now(UTC).isoformat(),
-            "e": orjson.dumps(alert),
+            "e": streams.dumps(alert),  # as the forwarder writes it: integers past 64 bits included
         },
     )
     return entry_id.decode(), alert
