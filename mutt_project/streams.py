@@ -82,7 +82,8 @@ def decode(fields: dict[bytes, bytes], *, exact_if: str | None = None) -> dict[s
     if not isinstance(payload, dict):
         raise ValueError("entry payload is not a JSON object")
     if exact_if is not None and payload.get(exact_if) and exactjson.may_hold_long_integer(raw):
-        return exactjson.loads_exact(raw)
+        exact: dict[str, Any] = exactjson.loads_exact(raw)
+        return exact
     return payload
 
 
