@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import orjson
@@ -27,7 +26,6 @@ import orjson
 # 2**63 (the first int64 overflow) has 19 digits; fewer digits always fit.
 _LONG_RUN = b"0" * 19
 _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
-_LONG_NUMBER = re.compile(rb"(-?)([0-9]{19,})")
 # The extremes orjson reads as integers: u64's maximum (20 digits) and i64's minimum (19 digits, signed).
 _U64_MAX = str(2**64 - 1).encode()
 _I64_MIN_DIGITS = str(2**63).encode()
@@ -47,17 +45,24 @@ def may_hold_long_integer(raw: bytes) -> bool:
     """False when every run of digits in ``raw`` is an integer orjson reads exactly (from -2**63 to 2**64 - 1),
     so orjson's value is exact; True when one may not be (a run inside a string or a fraction counts too: the
     standard library's value is the same then, only slower)."""
-    if _LONG_RUN not in raw.translate(_DIGITS_AS_ZERO):
-        return False  # almost every body: no run of 19 digits at all
-    for sign, digits in _LONG_NUMBER.findall(raw):
+    shape = raw.translate(_DIGITS_AS_ZERO)  # digits as "0", everything else as " "
+    start = shape.find(_LONG_RUN)
+    # Each run of 19 or more digits is looked at where it is, found by ``find`` in C: a regular expression
+    # over the whole body (an NDJSON batch with one nanosecond timestamp) cost 40 ns a byte.
+    while start >= 0:
+        end = shape.find(b" ", start)
+        if end < 0:
+            end = len(shape)
+        digits = raw[start:end]
         if len(digits) > 20:
             return True
-        if sign:
-            if len(digits) == 20 or digits > _I64_MIN_DIGITS:  # past -2**63 (equal lengths compare as numbers)
+        if start and raw[start - 1] == 0x2D:  # "-": past -2**63 (equal lengths compare as numbers)
+            if len(digits) == 20 or digits > _I64_MIN_DIGITS:
                 return True
         elif len(digits) == 20 and digits > _U64_MAX:
             return True
-    return False
+        start = shape.find(_LONG_RUN, end)
+    return False  # almost every body: no run of 19 digits at all
 
 
 def loads(raw: bytes) -> Any:
