@@ -69,6 +69,10 @@ def build(
     variables: Any,
 ) -> str:
     """The signature: the values of ``fields`` joined by ``:``."""
+    if fields == DEFAULT_FIELDS:  # most rules: the same parts as the loop below, without it (once per alert)
+        rule = "" if rule_id is None else str(rule_id)
+        interface = interface_of(message, variables)
+        return f"{hostname}:{rule}:{trap_oid}:{interface}" if interface else f"{hostname}:{rule}:{trap_oid}"
     parts = []
     for name in fields:
         if name == "hostname":
