@@ -31,9 +31,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
-import orjson
-
-from ingest import exactjson
+from mutt_project import streams
 from rules.signature import varbinds
 
 MANAGER = "MUTT"
@@ -297,17 +295,13 @@ def build_request(alerts: Sequence[Mapping[str, Any]], fmt: str, *, class_from: 
 
 
 def _json(value: Any) -> bytes:
-    """``value`` as JSON. orjson cannot write an integer past 64 bits (an event's varbinds may hold one,
-    kept exact from ingest on): the standard library writes it then, and what neither can write is a
-    PayloadError, a permanent failure of the alerts, never an exception escaping the forwarder's step."""
+    """``value`` as JSON (``streams.dumps``: exact for an integer past 64 bits, which an event's varbinds may
+    hold); what cannot be written is a PayloadError, a permanent failure of the alerts, never an exception
+    escaping the forwarder's step."""
     try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        pass
-    written = exactjson.dumps(value)
-    if written is None:
-        raise PayloadError("the alert cannot be written as JSON")
-    return written
+        return streams.dumps(value)
+    except ValueError as exc:
+        raise PayloadError("the alert cannot be written as JSON") from exc
 
 
 def build_requests(

@@ -1013,7 +1013,9 @@ class Alerter:
         try:
             with connection.cursor() as cursor, connection.wrap_database_errors:
                 values = [_insert_values(row) for _, row in dead]
-                execute_values(cursor.cursor, _INSERT_DEAD_SQL, values, template=_INSERT_DEAD_TEMPLATE)
+                execute_values(
+                    cursor.cursor, _INSERT_DEAD_SQL, values, template=_INSERT_DEAD_TEMPLATE, page_size=len(values)
+                )
         except (OperationalError, InterfaceError):
             raise
         except (DatabaseError, ValueError) as exc:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rules import signature
-from rules.engine import RuleSpec
+from rules.engine import DEFAULT_ALERT_SEVERITY, RuleSpec
 
 MAX_DESCRIPTION = 2000
 
@@ -38,7 +38,7 @@ def rule_alert(
         "rule_id": rule.id,
         "rule_name": rule.name,
         "team": team,
-        "severity": severity or "indeterminate",
+        "severity": severity or DEFAULT_ALERT_SEVERITY,
         "handling": handling,
         "environment": environment,
         "description": description[:MAX_DESCRIPTION],
