@@ -759,6 +759,14 @@ class Alerter:
                 batch.entries.extend(self._take_read())
             except redis.RedisError:
                 logger.warning("could not take the entries read ahead; they are taken over later", exc_info=True)
+        held = self._held
+        if held is not None and held is not batch:
+            # Another batch is held already (shed entries held while the writer's audit failed too): keep
+            # both, so none of their entries stops being kept claimed.
+            known = {entry_id for entry_id, _ in batch.entries}
+            batch.entries.extend(entry for entry in held.entries if entry[0] not in known)
+            batch.attempts = max(batch.attempts, held.attempts)
+            batch.claimed = batch.claimed or held.claimed
         batch.attempts += 1
         delay = min(_MAX_DB_BACKOFF, 0.5 * 2 ** (batch.attempts - 1))
         batch.retry_at = time.monotonic() + delay

@@ -255,3 +255,21 @@ def test_shedding_while_the_database_is_down_holds_one_batch_and_reads_no_more(r
         e["event_id"] for e in events
     ), "every event audited once"
     assert redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"] == 0
+
+
+def test_a_second_held_batch_keeps_the_first_ones_entries_claimed(clean_pipeline):
+    """Shed entries held while the writer's audit of the batch before them fails too: the alerter holds
+    one batch, so the second hold must take the first one's entries with it, not drop them from memory
+    (they would stop being kept claimed and wait for a takeover, costing each a delivery)."""
+    from django.db import OperationalError
+
+    alerter = Alerter("holder")
+    first = _Batch([(b"1-1", {}), (b"1-2", {})], claimed=True, attempts=2)
+    second = _Batch([(b"2-1", {}), (b"1-2", {})])
+    alerter._hold(first, OperationalError("database down"))
+    alerter._hold(second, OperationalError("database down"))
+    held = alerter._held
+    assert held is not None
+    assert [entry_id for entry_id, _ in held.entries] == [b"2-1", b"1-2", b"1-1"]
+    assert held.claimed
+    assert held.attempts == 4  # the backoff goes on from the longer-held batch (3 after its own hold)
