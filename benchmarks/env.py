@@ -140,7 +140,7 @@ class BenchEnv:
         """Store runtime settings through the audited service (in the given order: relations hold)."""
         from configcenter.runtime import reload
         from configcenter.settings_service import set_setting
-        from mutt_project.audit import Actor
+        from core.audit import Actor
 
         for name, value in values.items():
             set_setting(name, value, actor=Actor.system("bench"), reason="benchmark")
@@ -150,8 +150,8 @@ class BenchEnv:
         """Empty streams, DLQs, dedup/idempotency/flood/rate-limit keys and the audit log; recreate groups."""
         from django.db import connection
 
-        from mutt_project import streams
-        from mutt_project.redis import get_redis, key
+        from core import streams
+        from core.redis import get_redis, key
 
         client = get_redis()
         keep = {key("config", "values").encode()}
@@ -201,7 +201,7 @@ class BenchEnv:
         from django.db import connections
 
         from configcenter import runtime
-        from mutt_project.redis import get_redis, reset_clients
+        from core.redis import get_redis, reset_clients
 
         runtime.reset()  # the settings subscriber must stop before its Redis goes away
         with contextlib.suppress(Exception):

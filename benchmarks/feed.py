@@ -73,7 +73,7 @@ def _bulk_with_history(objects: list[Any], model: type, bulk_create_with_history
 
 
 def _announce_rules() -> None:
-    from mutt_project.redis import get_redis
+    from core.redis import get_redis
     from rules.services import rules_channel
 
     get_redis().publish(rules_channel(), "bulk")
@@ -108,8 +108,8 @@ def event_payloads(count: int) -> list[bytes]:
     correlation id. Each event has a request of its own (single-event ingest), the costlier case for the
     audit log's correlation index; a batch request shares one id among its events.
     """
-    from mutt_project.context import new_request_id
-    from mutt_project.ids import uuid7
+    from core.context import new_request_id
+    from core.ids import uuid7
 
     now = datetime.now(UTC).isoformat(timespec="microseconds")
     payloads = []
@@ -140,8 +140,8 @@ def event_payloads(count: int) -> list[bytes]:
 
 def alert_payloads(count: int) -> list[bytes]:
     """``count`` rule alerts as the alerter queues them for the forwarder, JSON-encoded."""
-    from mutt_project.context import new_request_id
-    from mutt_project.ids import uuid7
+    from core.context import new_request_id
+    from core.ids import uuid7
 
     now = datetime.now(UTC).isoformat(timespec="microseconds")
     payloads = []

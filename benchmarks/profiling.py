@@ -138,8 +138,8 @@ def profile_alerter(env: BenchEnv, events: int, rules: int = 1_000) -> dict[str,
     """The same drain the stage timed (as many events, 1,000 rules), so flood detection reaches its
     steady state (hosts over the threshold) as it did in the measured runs."""
     from benchmarks.stages.alerter import QUIET_BACKLOG
-    from mutt_project import streams
-    from mutt_project.redis import get_redis
+    from core import streams
+    from core.redis import get_redis
     from rules.alerter import WRITER_SWITCH_INTERVAL, Alerter
 
     env.set_settings(QUIET_BACKLOG)
@@ -235,9 +235,9 @@ def _wsgi_post(handler: Any, path: str, body: bytes, api_key: str) -> None:
 
 
 def profile_forwarder(env: BenchEnv, batch_size: int, alerts: int = 5_000) -> dict[str, Any]:
+    from core import streams
+    from core.redis import get_redis
     from delivery.forwarder import Forwarder
-    from mutt_project import streams
-    from mutt_project.redis import get_redis
 
     mock, url = servers.start_mock_moog(env, "mock-moog-profile", max_events=1000)
     try:

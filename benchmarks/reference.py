@@ -46,7 +46,7 @@ def _python_loop() -> float:
 
 
 def _redis_pings() -> float:
-    from mutt_project.redis import get_redis
+    from core.redis import get_redis
 
     client = get_redis()
     connection = client.connection_pool.get_connection()

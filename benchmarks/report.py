@@ -32,7 +32,7 @@ _SHOWN = {"rule_engine": ("ratio_10000_vs_10",)}
 def machine(env: BenchEnv) -> dict[str, Any]:
     from django.db import connection
 
-    from mutt_project.redis import get_redis
+    from core.redis import get_redis
 
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")

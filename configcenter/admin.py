@@ -16,8 +16,8 @@ from simple_history.admin import SimpleHistoryAdmin
 from configcenter import services, settings_service
 from configcenter.models import ApiKey, DynamicSetting, Scope
 from configcenter.registry import REGISTRY, InvalidSettingValue, UnknownSetting, get_definition
-from mutt_project.admin_audit import confirm_with_reason
-from mutt_project.audit import Actor
+from core.admin_audit import confirm_with_reason
+from core.audit import Actor
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -64,7 +64,7 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
 
     def secrets_view(self, request: HttpRequest) -> HttpResponse:
         """Secrets status for superusers: source and masked fingerprints, never a value."""
-        from configcenter.secrets import secret_status
+        from core.secrets import secret_status
 
         if not request.user.is_superuser:
             raise PermissionDenied

@@ -24,7 +24,7 @@ from django.db.models import Max
 
 from configcenter.models import DynamicSetting
 from configcenter.registry import REGISTRY, InvalidSettingValue
-from mutt_project.redis import get_redis, key
+from core.redis import get_redis, key
 
 logger = logging.getLogger("mutt.config")
 

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from mutt_project.audit import AuditedHistory
+from core.audit import AuditedHistory
 
 
 class Scope(models.TextChoices):

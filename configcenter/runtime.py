@@ -25,7 +25,7 @@ import redis
 from django.conf import settings
 
 from configcenter.registry import get_definition
-from mutt_project import outage
+from core import outage
 
 logger = logging.getLogger("mutt.config")
 
@@ -175,7 +175,7 @@ RECONCILE_SECONDS = 60.0
 
 def _subscribe_loop(state: _Runtime) -> None:
     from configcenter.mirror import updates_channel
-    from mutt_project.redis import get_redis
+    from core.redis import get_redis
 
     backoff = 0.1
     last_reconcile = time.monotonic()
@@ -265,5 +265,5 @@ def wait_until_subscribed(timeout: float = 5.0) -> bool:
 # A forked child (gunicorn workers) has a copy of the parent's lock and no subscriber thread: start afresh,
 # once, at fork time, rather than comparing pids on every read. The copy is usually locked: the subscriber
 # holds the lock for the whole of each reload. (The Redis clients, whose pool locks the subscriber holds
-# briefly on every command, are renewed by mutt_project.redis's own fork hook.)
+# briefly on every command, are renewed by core.redis's own fork hook.)
 os.register_at_fork(after_in_child=_reset_after_fork)

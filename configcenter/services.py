@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from configcenter.models import ApiKey, Scope
-from mutt_project.audit import Actor, audited
+from core.audit import Actor, audited
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

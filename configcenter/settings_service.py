@@ -10,7 +10,7 @@ from django.db import transaction
 from configcenter import mirror
 from configcenter.models import DynamicSetting
 from configcenter.registry import REGISTRY, InvalidSettingValue, get_definition, relations_for
-from mutt_project.audit import Actor, audited
+from core.audit import Actor, audited
 
 logger = logging.getLogger("mutt.config")
 

@@ -19,11 +19,11 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
+from core.admin_audit import ActionReasonForm
+from core.audit import Actor
+from core.redis import get_redis
 from delivery import dlq, services
 from delivery.models import DlqAction
-from mutt_project.admin_audit import ActionReasonForm
-from mutt_project.audit import Actor
-from mutt_project.redis import get_redis
 
 MANAGE_PERMISSION = "delivery.manage_dlq"
 PAGE_SIZE = 50

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import redis
 from prometheus_client import Counter
 
-from mutt_project.redis import key
+from core.redis import key
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 STATE_CODES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}

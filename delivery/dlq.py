@@ -32,9 +32,8 @@ from typing import Any
 import orjson
 import redis
 
-from ingest import exactjson
-from mutt_project import streams
-from mutt_project.redis import key
+from core import exactjson, streams
+from core.redis import key
 
 QUEUES = ("alerter", "moog", "dead")
 REPLAY_COUNT_TTL = 30 * 86_400

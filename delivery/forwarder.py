@@ -49,9 +49,11 @@ import redis
 from prometheus_client import Counter, Histogram
 
 from configcenter.registry import get_definition
-from configcenter.rotation import ordered_values, remember_accepted
 from configcenter.runtime import current_snapshot, get_setting
-from configcenter.secrets import refresh_secrets
+from core import streams
+from core.redis import get_redis, key
+from core.rotation import ordered_values, remember_accepted
+from core.secrets import refresh_secrets
 from delivery.breaker import CircuitBreaker
 from delivery.destination import local_mock_url
 from delivery.gate import GateResult, StepScripts
@@ -60,8 +62,6 @@ from delivery.ratelimit import SharedRateLimit
 from delivery.retry import RetrySchedule, backoff_delay
 from delivery.status import COLLECTOR  # noqa: F401  (imported: this worker's /metrics exports the state)
 from delivery.transport import Transport, TransportError
-from mutt_project import streams
-from mutt_project.redis import get_redis, key
 
 logger = logging.getLogger("mutt.forwarder")
 

@@ -41,10 +41,10 @@ from typing import Any
 
 import redis
 
+from core.redis import DeferredScript
 from delivery.breaker import ACQUIRE_LUA, CLOCK_LUA, RECORD_LUA
 from delivery.ratelimit import TAKE_LUA
 from delivery.retry import RELEASE_LUA
-from mutt_project.redis import DeferredScript
 
 # Most retries released per gate; more wait for the next one.
 RELEASE_LIMIT = 1000

@@ -25,8 +25,8 @@ import redis
 from django.db import close_old_connections, connections
 
 from configcenter.runtime import get_setting
+from core import outage, streams
 from delivery.forwarder import Forwarder
-from mutt_project import outage, streams
 
 logger = logging.getLogger("mutt.forwarder")
 

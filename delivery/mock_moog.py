@@ -31,9 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from core import exactjson, streams
 from delivery.mock_moog_state import ControlError, Decision, MockState
-from ingest import exactjson
-from mutt_project import streams
 
 logger = logging.getLogger("mutt.mock_moog")
 

@@ -27,8 +27,8 @@ import urllib3
 from prometheus_client import Counter
 
 from configcenter.runtime import get_setting
-from configcenter.secrets import get_secret
-from mutt_project import streams
+from core import streams
+from core.secrets import get_secret
 
 logger = logging.getLogger("mutt.remediation")
 

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
-from mutt_project import streams
+from core import streams
 from rules.signature import varbinds
 
 MANAGER = "MUTT"
@@ -354,7 +354,7 @@ def auth_headers(fmt: str, secret: str | None = None) -> SecretHeaders:
     """
     moog_format = parse_format(fmt)
     if secret is None:
-        from configcenter.secrets import get_credential
+        from core.secrets import get_credential
 
         credential = get_credential("MOOG_API_KEY")
         secret = credential.current or credential.next

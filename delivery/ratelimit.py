@@ -9,8 +9,8 @@ from __future__ import annotations
 import redis
 from prometheus_client import Counter
 
+from core.redis import key
 from delivery.breaker import CLOCK_LUA
-from mutt_project.redis import key
 
 WAITS = Counter("mutt_forwarder_rate_limit_waits_total", "Times a forwarder waited for the shared rate limit.")
 

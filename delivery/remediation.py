@@ -34,14 +34,14 @@ from django.db import connection
 from prometheus_client import Counter, Gauge
 
 from configcenter.runtime import get_setting
+from core import outage, streams
+from core.audit import Actor
+from core.context import request_id_scope
+from core.redis import get_redis, key
 from delivery import dlq, services
 from delivery.breaker import CLOSED, CircuitBreaker
 from delivery.destination import is_local_mock
 from delivery.notify import PoisonReport, notify_poison
-from mutt_project import outage, streams
-from mutt_project.audit import Actor
-from mutt_project.context import request_id_scope
-from mutt_project.redis import get_redis, key
 
 logger = logging.getLogger("mutt.remediation")
 

@@ -11,7 +11,7 @@ import random
 
 import redis
 
-from mutt_project.redis import key
+from core.redis import key
 
 # KEYS: schedule zset, alert stream, then optionally the in-flight hash. ARGV: group, then triples (due time,
 # member JSON, entry id to ack). An entry scheduled is answered: its in-flight record goes in the same call.

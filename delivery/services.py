@@ -18,11 +18,11 @@ import redis
 from django.db import transaction
 from prometheus_client import Counter
 
+from core.audit import Actor
+from core.context import get_request_id
+from core.redis import get_redis
 from delivery import dlq
 from delivery.models import DlqAction, DlqActionKind, DlqOutcome
-from mutt_project.audit import Actor
-from mutt_project.context import get_request_id
-from mutt_project.redis import get_redis
 
 logger = logging.getLogger("mutt.dlq")
 

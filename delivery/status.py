@@ -23,10 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core import streams
+from core.redis import get_redis
 from delivery.breaker import CLOSED, STATE_CODES, breaker_key
 from delivery.retry import schedule_key
-from mutt_project import streams
-from mutt_project.redis import get_redis
 
 logger = logging.getLogger("mutt.delivery")
 

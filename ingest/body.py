@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ingest import exactjson
+from core import exactjson
 
 _READ_CHUNK = 1 << 20
 # zlib's window bits for a gzip wrapper (16 + the largest window), as omhttp and gzip(1) write it.

@@ -15,10 +15,10 @@ from typing import Any
 import redis
 
 from configcenter.runtime import get_setting
+from core import outage
+from core.redis import get_redis
 from ingest import body, metrics, ratelimit
 from ingest.schema import Receipt, encode, normalise
-from mutt_project import outage
-from mutt_project.redis import get_redis
 
 logger = logging.getLogger("mutt.ingest")
 

@@ -29,8 +29,8 @@ from typing import Any
 import redis
 from redis.connection import AbstractConnection
 
-from mutt_project import streams
-from mutt_project.redis import evalsha_on, key
+from core import streams
+from core.redis import evalsha_on, key
 
 BACKPRESSURE_RETRY_AFTER = 2
 

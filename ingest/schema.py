@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
-from ingest import exactjson, fields
+from core import exactjson
+from core.ids import uuid7
+from ingest import fields
 from ingest.fields import FieldError
-from mutt_project.ids import uuid7
 
 logger = logging.getLogger("mutt.ingest")
 

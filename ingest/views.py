@@ -18,11 +18,11 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
+from core.api.versioning import CURRENT_VERSION, DEPRECATED_VERSIONS, VERSION_HEADER, MuttVersioning
+from core.context import get_request_id, new_request_id
 from ingest import metrics
 from ingest.auth import AuthRefused, authenticate
 from ingest.pipeline import IngestResult, Sender, ingest
-from mutt_project.api.versioning import CURRENT_VERSION, DEPRECATED_VERSIONS, VERSION_HEADER, MuttVersioning
-from mutt_project.context import get_request_id, new_request_id
 
 CORRELATION_HEADER = "X-Correlation-ID"
 SERVED_VERSIONS = frozenset({"v1", CURRENT_VERSION})

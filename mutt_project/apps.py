@@ -9,4 +9,4 @@ class MuttProjectConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the checks, the history signal and the lockout log line.
-        from mutt_project import audit, checks, login_throttle  # noqa: F401
+        from mutt_project import checks, login_throttle  # noqa: F401

@@ -19,7 +19,7 @@ from django.db import transaction
 
 from configcenter import services as config_services
 from configcenter.models import ApiKey, BootstrapStep, Scope
-from mutt_project.audit import Actor
+from core.audit import Actor
 from rules import services as rule_services
 from rules.models import AlertRule, DevHost, DeviceTeam
 

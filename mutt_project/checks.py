@@ -48,7 +48,7 @@ def check_deployment_settings(app_configs: Any = None, **kwargs: Any) -> list[Ch
 @register("mutt", deploy=True)
 def check_redis_eviction(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Redis must never evict: the streams hold accepted events that exist nowhere else yet."""
-    from mutt_project.redis import get_redis
+    from core.redis import get_redis
 
     try:
         policy = get_redis().config_get("maxmemory-policy").get("maxmemory-policy", "")

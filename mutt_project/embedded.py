@@ -100,7 +100,7 @@ def redis_socket_path(data_dir: Path) -> Path:
 def database_settings(data_dir: Path) -> dict[str, Any]:
     """The Django DATABASES entry for the embedded PostgreSQL of ``data_dir``."""
     return {
-        "ENGINE": "mutt_project.db.postgresql",
+        "ENGINE": "core.db.postgresql",
         "NAME": DATABASE_NAME,
         "USER": DATABASE_USER,
         "PASSWORD": "",

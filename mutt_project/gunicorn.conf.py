@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mutt_project.envparse import env_int, env_path
+from core.envparse import env_int, env_path
 
 _BASE_DIR = Path(__file__).resolve().parent.parent
 

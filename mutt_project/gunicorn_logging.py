@@ -24,9 +24,9 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from core.envparse import env_bool, env_str
+from core.logging import RequestIdFilter, make_formatter
 from ingest import ROUTE_ENDINGS
-from mutt_project.envparse import env_bool, env_str
-from mutt_project.logging import RequestIdFilter, make_formatter
 
 
 def status_of(resp: Any) -> int | None:

@@ -33,7 +33,7 @@ from typing import Any
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker as GunicornThreadWorker
 
-from mutt_project.envparse import env_int
+from core.envparse import env_int
 
 HEADER_TIMEOUT = env_int(os.environ, "MUTT_HTTP_HEADER_TIMEOUT", 10, minimum=1)
 BODY_TIMEOUT = env_int(os.environ, "MUTT_HTTP_BODY_TIMEOUT", 30, minimum=1)

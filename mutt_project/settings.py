@@ -11,8 +11,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from mutt_project import embedded
-from mutt_project.envparse import (
+from core.envparse import (
     check_redis_url,
     env_bool,
     env_header,
@@ -23,7 +22,8 @@ from mutt_project.envparse import (
     env_str,
     parse_database_url,
 )
-from mutt_project.logging import PLAIN_FORMAT
+from core.logging import PLAIN_FORMAT
+from mutt_project import embedded
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ENV = os.environ
@@ -59,11 +59,11 @@ DATABASES = {
     }
 }
 REDIS_URL = check_redis_url(REDIS_URL) if REDIS_URL else embedded.redis_url(MUTT_DATA_DIR)
-# Every Redis key and channel starts with this prefix (mutt_project.redis.key), so several
+# Every Redis key and channel starts with this prefix (core.redis.key), so several
 # deployments or test runs can share one Redis, and keys can be hash-tagged for Redis Cluster.
 MUTT_REDIS_PREFIX = env_str(ENV, "MUTT_REDIS_PREFIX", "mutt")
 
-# --- secrets (configcenter.secrets is the only reader) ----------------------------------------
+# --- secrets (core.secrets is the only reader) ----------------------------------------
 # Credentials with CURRENT/NEXT values for zero-downtime rotation. For each NAME the environment may
 # set NAME / NAME_CURRENT / NAME_NEXT, or the same with _FILE naming a file that holds the value
 # (files are re-read, so a rotated file applies without restart). Vault, when configured, comes first.
@@ -212,7 +212,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "mutt_project.middleware.RequestIdMiddleware",
+    "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Answers ingest requests itself (API keys, no browser): the middleware below never see them.
     "ingest.middleware.IngestShortcutMiddleware",
@@ -257,7 +257,7 @@ CACHES = {
         # The rotating pool follows REDIS_PASSWORD's CURRENT/NEXT values like every other connection.
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "CONNECTION_POOL_CLASS": "mutt_project.redis.RotatingConnectionPool",
+            "CONNECTION_POOL_CLASS": "core.redis.RotatingConnectionPool",
         },
     }
 }
@@ -288,7 +288,7 @@ SIMPLE_HISTORY_REVERT_DISABLED = True  # a revert must go through a service func
 
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_VERSIONING_CLASS": "mutt_project.api.versioning.MuttVersioning",
+    "DEFAULT_VERSIONING_CLASS": "core.api.versioning.MuttVersioning",
     "DEFAULT_VERSION": "v2",
     "ALLOWED_VERSIONS": ["v1", "v2"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -296,11 +296,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["configcenter.authentication.HasScope"],
-    "DEFAULT_PAGINATION_CLASS": "mutt_project.api.pagination.MuttPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.pagination.MuttPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "mutt_project.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MUTT API",
@@ -317,9 +317,9 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "mutt_project.logging.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "core.logging.RequestIdFilter"}},
     "formatters": {
-        "json": {"()": "mutt_project.logging.JsonFormatter"},
+        "json": {"()": "core.logging.JsonFormatter"},
         "plain": {"format": PLAIN_FORMAT},
     },
     "handlers": {

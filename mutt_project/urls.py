@@ -6,11 +6,11 @@ from django.urls import URLPattern, URLResolver, include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from core import health
+from core.api.root import ApiRootView
 from delivery.status import metrics_view
 from ingest.urls import api_urlpatterns as ingest_api_urlpatterns
 from ingest.urls import legacy_urlpatterns as ingest_legacy_urlpatterns
-from mutt_project import health
-from mutt_project.api.root import ApiRootView
 
 admin.site.site_header = "MUTT operations"
 admin.site.site_title = "MUTT"

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
-from mutt_project.admin_audit import AuditedAdmin, confirm_with_reason
+from core.admin_audit import AuditedAdmin, confirm_with_reason
 from rules import services
 from rules.cost import COST_SAMPLE_BYTES
 from rules.engine import SEVERITY_DEFAULT_TEXT, InvalidRule

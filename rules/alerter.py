@@ -59,9 +59,8 @@ from django.db import (
 from psycopg2.extras import execute_values
 
 from configcenter.runtime import get_setting
-from ingest import exactjson
-from mutt_project import outage, streams
-from mutt_project.redis import DeferredCommand, DeferredScript, get_redis, key
+from core import exactjson, outage, streams
+from core.redis import DeferredCommand, DeferredScript, get_redis, key
 from rules import flood, metrics
 from rules.alerts import rule_alert
 from rules.engine import SEVERITY_FROM_SYSLOG, RuleSet, clip_message
@@ -283,7 +282,7 @@ def blames_the_data(exc: BaseException) -> bool:
 
 def _warn_or_report(exc: redis.RedisError, message: str) -> None:
     """A Redis error in housekeeping: Redis unreachable is an outage (one line per state change, see
-    :mod:`mutt_project.outage`); anything else is logged here (``message`` has one ``%s``: the error)."""
+    :mod:`core.outage`); anything else is logged here (``message`` has one ``%s``: the error)."""
     reporter = outage.reporter_for(exc)
     if reporter is None:
         logger.warning(message, exc)

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from mutt_project.redis import key
+from core.redis import key
 
 # (pattern, replacement, what the text must hold for the pattern to have any chance of matching).
 # The precondition is a few C-speed character counts; it skips most patterns for most messages

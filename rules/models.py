@@ -16,7 +16,7 @@ from django.db.models.functions import Lower
 from simple_history.models import HistoricalRecords
 
 from configcenter.runtime import get_setting
-from mutt_project.audit import AuditedHistory
+from core.audit import AuditedHistory
 from rules.engine import SEVERITY_DEFAULT_TEXT, regex_error, regex_program_size
 from rules.hosts import GLOB_CHARS
 from rules.signature import parse_fields as parse_signature_fields

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 from django.db import connection
 from django.db.utils import DatabaseError
 
-from mutt_project import outage
+from core import outage
 
 logger = logging.getLogger("mutt.partitions")
 

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 
-from mutt_project.audit import Actor, audited
-from mutt_project.redis import get_redis, key
+from core.audit import Actor, audited
+from core.redis import get_redis, key
 from rules.models import AlertRule, DevHost, DeviceTeam
 
 logger = logging.getLogger("mutt.rules")

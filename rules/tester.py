@@ -11,9 +11,9 @@ import orjson
 from django import forms
 
 from configcenter.runtime import get_setting
+from core.context import get_request_id
 from ingest import schema
 from ingest.schema import CanonicalEvent
-from mutt_project.context import get_request_id
 from rules.alerts import rule_alert
 from rules.cost import regex_cost_seconds
 from rules.engine import (

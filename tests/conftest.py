@@ -35,7 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     from configcenter import runtime
-    from mutt_project.redis import get_redis, reset_clients
+    from core.redis import get_redis, reset_clients
 
     runtime.reset()  # stop the settings subscriber before its Redis goes away
     try:
@@ -58,7 +58,7 @@ def fresh_runtime_settings():
     would otherwise leak its overrides into the next one.
     """
     from configcenter import mirror, runtime
-    from mutt_project.redis import get_redis
+    from core.redis import get_redis
 
     def clear() -> None:
         runtime.reset()
@@ -71,7 +71,7 @@ def fresh_runtime_settings():
 
 @pytest.fixture
 def redis_client():
-    from mutt_project.redis import get_redis
+    from core.redis import get_redis
 
     return get_redis()
 
@@ -109,7 +109,7 @@ def admin_client_alice(client, admin_user):
 
 @pytest.fixture
 def operator_actor(admin_user):
-    from mutt_project.audit import Actor
+    from core.audit import Actor
 
     return Actor.for_user(admin_user)
 
@@ -118,7 +118,7 @@ def operator_actor(admin_user):
 def api_keys(db) -> dict[str, str]:
     """Raw keys by scope name, created through the service as a CLI actor."""
     from configcenter.services import create_api_key
-    from mutt_project.audit import Actor
+    from core.audit import Actor
 
     actor = Actor.cli("test-setup")
     keys = {}
@@ -133,8 +133,8 @@ def clean_pipeline(redis_client, transactional_db):
     """Empty pipeline streams, dedup and flood keys, and the audit log (unmanaged: flushes skip it)."""
     from django.db import connection
 
-    from mutt_project import streams
-    from mutt_project.redis import key
+    from core import streams
+    from core.redis import key
 
     names = [streams.ingest_stream(), streams.alerts_stream()] + [
         streams.dlq_stream(n) for n in ("alerter", "moog", "dead")

@@ -60,8 +60,8 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
 
 
 def one_run(env: BenchEnv, payloads: list[bytes], name: str) -> dict[str, Any]:
-    from mutt_project import streams
-    from mutt_project.redis import get_redis
+    from core import streams
+    from core.redis import get_redis
 
     client = get_redis()
     stream, group = streams.ingest_stream(), streams.ALERTERS_GROUP

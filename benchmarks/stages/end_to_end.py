@@ -134,9 +134,9 @@ def one_run(
 
 def wait_pipeline_drained() -> float:
     """Seconds until ingest and alert streams are empty with nothing pending or scheduled for retry."""
+    from core import streams
+    from core.redis import get_redis
     from delivery.retry import schedule_key
-    from mutt_project import streams
-    from mutt_project.redis import get_redis
 
     client = get_redis()
     started = time.monotonic()

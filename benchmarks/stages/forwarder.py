@@ -43,8 +43,8 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
 
 
 def one_run(env: BenchEnv, url: str, payloads: list[bytes], name: str) -> float:
-    from mutt_project import streams
-    from mutt_project.redis import get_redis
+    from core import streams
+    from core.redis import get_redis
 
     client = get_redis()
     stream, group = streams.alerts_stream(), streams.FORWARDERS_GROUP

@@ -37,7 +37,7 @@ OPEN_LIMITS = {
 
 def create_ingest_key() -> str:
     from configcenter.services import create_api_key
-    from mutt_project.audit import Actor
+    from core.audit import Actor
 
     _, raw = create_api_key(
         actor=Actor.system("bench"),
@@ -67,8 +67,8 @@ class StreamTrimmer:
 
 
 def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
-    from mutt_project import streams
-    from mutt_project.redis import get_redis
+    from core import streams
+    from core.redis import get_redis
 
     env.reset_pipeline()
     env.set_settings(OPEN_LIMITS)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import re_path
 
 from configcenter.api.views import ConfigViewSet, SecretStatusView
-from mutt_project.api.routers import MuttRouter
+from core.api.routers import MuttRouter
 
 router = MuttRouter()
 router.register("config", ConfigViewSet, basename="config")

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from configcenter import settings_service
 from configcenter.models import DynamicSetting, Scope
 from configcenter.registry import InvalidSettingValue, UnknownSetting, get_definition
-from mutt_project.api.views import MuttViewMixin, actor_for
+from core.api.views import MuttViewMixin, actor_for
 
 
 class SettingChangeSerializer(serializers.Serializer):
@@ -63,7 +63,7 @@ class ConfigViewSet(MuttViewMixin, viewsets.ViewSet):
 
     def destroy(self, request: Request, key: str, *args: Any, **kwargs: Any) -> Response:
         """Return the key to its default (reason in the X-Change-Reason header)."""
-        from mutt_project.api.views import change_reason
+        from core.api.views import change_reason
 
         self._describe(key)
         try:
@@ -104,7 +104,7 @@ class SecretStatusView(MuttViewMixin, APIView):
     required_scope = Scope.ADMIN  # sessions: superusers only (no model permission covers secrets)
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        from configcenter.secrets import secret_status
+        from core.secrets import secret_status
 
         rows = secret_status()
         return Response({"count": len(rows), "results": rows})

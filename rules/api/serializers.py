@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from mutt_project.api.views import ReasonSerializerMixin
+from core.api.views import ReasonSerializerMixin
 from rules.models import AlertRule, DevHost, DeviceTeam
 
 

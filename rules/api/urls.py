@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from mutt_project.api.routers import MuttRouter
+from core.api.routers import MuttRouter
 from rules.api.views import AlertRuleViewSet, DevHostViewSet, DeviceTeamViewSet
 
 router = MuttRouter()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from mutt_project.api.views import AuditedModelViewSet
+from core.api.views import AuditedModelViewSet
 from rules import services
 from rules.api.serializers import AlertRuleSerializer, DevHostSerializer, DeviceTeamSerializer
 from rules.filtersets import AlertRuleFilterSet, DevHostFilterSet, DeviceTeamFilterSet

@@ -6,7 +6,7 @@ import pytest
 
 from configcenter import services as key_services
 from configcenter.models import ApiKey
-from mutt_project.audit import Actor
+from core.audit import Actor
 from rules import services
 from rules.models import AlertRule, DevHost
 

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
 from configcenter.models import DynamicSetting
-from mutt_project.audit import Actor
+from core.audit import Actor
 from rules import services
 from rules.models import AlertRule
 

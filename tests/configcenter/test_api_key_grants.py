@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from configcenter.models import ApiKey
 from configcenter.services import create_api_key
-from mutt_project.audit import Actor
+from core.audit import Actor
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from configcenter import settings_service
 from configcenter.models import ApiKey, DynamicSetting
-from mutt_project.audit import Actor
+from core.audit import Actor
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db

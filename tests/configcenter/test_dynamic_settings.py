@@ -9,9 +9,9 @@ from configcenter import mirror, runtime, settings_service
 from configcenter.models import DynamicSetting
 from configcenter.registry import REGISTRY, InvalidSettingValue, UnknownSetting
 from configcenter.runtime import get_setting
-from mutt_project.audit import Actor
-from mutt_project.context import request_id_scope
-from mutt_project.redis import get_redis
+from core.audit import Actor
+from core.context import request_id_scope
+from core.redis import get_redis
 from tests.support.waiting import wait_for
 
 OPS = Actor.cli("ops")
@@ -147,7 +147,7 @@ def test_redis_losing_its_copy_is_repaired_from_the_database(settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_redis_unreachable_serves_last_known_value_then_database(settings, tmp_path):
-    from mutt_project.redis import reset_clients
+    from core.redis import reset_clients
 
     settings_service.set_setting("unhandled_threshold", 42, actor=OPS)
     assert get_setting("unhandled_threshold") == 42
@@ -246,7 +246,7 @@ import faulthandler, json, os, sys, threading, time, django
 django.setup()
 from configcenter import mirror, runtime
 from configcenter.runtime import get_setting
-from mutt_project import redis as mutt_redis
+from core import redis as mutt_redis
 
 BUSY_FORKS, HELD_FORKS, BOUND = (int(arg) for arg in sys.argv[1:4])
 parent_value = get_setting("moog_rate_limit")

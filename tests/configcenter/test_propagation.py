@@ -14,8 +14,8 @@ import pytest
 
 from configcenter import runtime, settings_service
 from configcenter.runtime import get_setting
-from mutt_project.audit import Actor
-from mutt_project.redis import reset_clients
+from core.audit import Actor
+from core.redis import reset_clients
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_for
 

@@ -25,10 +25,10 @@ import redis
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.utils import OperationalError
 
-from configcenter.rotation import forget_accepted
-from configcenter.secrets import get_credential, reset_secrets
+from core.redis import RotatingConnection, RotatingUnixDomainSocketConnection, get_redis, key, reset_clients
+from core.rotation import forget_accepted
+from core.secrets import get_credential, reset_secrets
 from mutt_project import embedded
-from mutt_project.redis import RotatingConnection, RotatingUnixDomainSocketConnection, get_redis, key, reset_clients
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_for
 
@@ -273,9 +273,7 @@ def test_django_cache_can_use_the_rotating_pool(settings, secret_files, tcp_redi
     from django_redis.cache import RedisCache
 
     secret_files("REDIS_PASSWORD", current=OLD, next=NEW)
-    cache = RedisCache(
-        tcp_redis.url(), {"OPTIONS": {"CONNECTION_POOL_CLASS": "mutt_project.redis.RotatingConnectionPool"}}
-    )
+    cache = RedisCache(tcp_redis.url(), {"OPTIONS": {"CONNECTION_POOL_CLASS": "core.redis.RotatingConnectionPool"}})
     cache.set("rotation-check", 42)
     assert cache.get("rotation-check") == 42
     cache.close()
@@ -320,7 +318,7 @@ def password_postgres(short_dir) -> Iterator[PasswordPostgres]:
 def rotation_alias(password_postgres, django_db_blocker) -> Iterator[str]:
     """A DATABASES alias for the cluster with MUTT's backend and CONN_MAX_AGE=0, added at runtime."""
     entry = {
-        "ENGINE": "mutt_project.db.postgresql",
+        "ENGINE": "core.db.postgresql",
         "NAME": "rotation",
         "USER": "mutt_app",
         "PASSWORD": "",

@@ -9,8 +9,8 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from configcenter.secrets import fingerprint, reset_secrets
-from mutt_project import streams
+from core import streams
+from core.secrets import fingerprint, reset_secrets
 from mutt_project.checks import check_deployment_settings
 from tests.support.events import make_event, push
 
@@ -75,7 +75,7 @@ def test_fingerprints_depend_on_the_deployment_key(settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_queue_messages_and_audit_rows_carry_no_secret(redis_client, clean_pipeline, moog_secret):
-    from mutt_project.audit import Actor
+    from core.audit import Actor
     from rules import services
     from rules.alerter import Alerter
     from rules.models import AlertRule, EventAuditLog

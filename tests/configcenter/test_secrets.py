@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from configcenter import vault
-from configcenter.rotation import forget_accepted
-from configcenter.secrets import (
+from core import vault
+from core.rotation import forget_accepted
+from core.secrets import (
     Credential,
     UnknownSecret,
     get_credential,

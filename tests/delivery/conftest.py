@@ -6,12 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from core import streams
 from delivery.breaker import CircuitBreaker
 from delivery.forwarder import inflight_key
 from delivery.mock_moog import MockMoog
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import schedule_key
-from mutt_project import streams
 from tests.support.waiting import apply_setting
 
 

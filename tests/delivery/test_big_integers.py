@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from core import streams
+from core.audit import Actor
 from delivery.forwarder import Forwarder, inflight_key
-from mutt_project import streams
-from mutt_project.audit import Actor
 from rules import services
 from rules.alerter import Alerter
 from rules.models import AlertRule, EventAuditLog

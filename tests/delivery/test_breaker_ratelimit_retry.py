@@ -8,10 +8,10 @@ import time
 
 import pytest
 
+from core import streams
 from delivery.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import RetrySchedule, backoff_delay
-from mutt_project import streams
 
 
 @pytest.fixture

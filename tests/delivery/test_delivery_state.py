@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from core import streams
 from delivery.breaker import OPEN, CircuitBreaker
 from delivery.forwarder import Forwarder
 from delivery.retry import schedule_key
-from mutt_project import streams
 from tests.support.events import make_alert, push_alerts
 from tests.support.waiting import apply_setting, wait_for
 

@@ -9,12 +9,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from core import streams
+from core.audit import Actor
+from core.context import request_id_scope
+from core.redis import key
 from delivery import dlq, services
 from delivery.models import AppendOnlyError, DlqAction
-from mutt_project import streams
-from mutt_project.audit import Actor
-from mutt_project.context import request_id_scope
-from mutt_project.redis import key
 from rules.alerter import Alerter
 from tests.support.dlq_helpers import add_alerter_entry, add_moog_entry, make_alert, stream_payloads
 from tests.support.events import make_event

@@ -13,12 +13,12 @@ import pytest
 import redis
 
 from configcenter.runtime import get_setting
-from configcenter.secrets import reset_secrets
+from core import streams
+from core.secrets import reset_secrets
 from delivery.breaker import CLOSED, OPEN, CircuitBreaker
 from delivery.forwarder import Forwarder, delivered_key, inflight_key
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import schedule_key
-from mutt_project import streams
 from tests.delivery.support import deliver_all, recorded
 from tests.support.events import make_alert, push_alerts
 from tests.support.waiting import apply_setting, wait_for

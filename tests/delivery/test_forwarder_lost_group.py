@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from core import streams
 from delivery.lanes import Lanes
-from mutt_project import streams
 from tests.delivery.support import recorded
 from tests.support.events import make_alert, push_alerts
 from tests.support.waiting import apply_setting, wait_for

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from core import streams
 from delivery.breaker import OPEN, CircuitBreaker
 from delivery.mock_moog import MockMoog
-from mutt_project import streams
 from tests.support.events import make_alert, push_alerts
 from tests.support.waiting import apply_setting, wait_for
 

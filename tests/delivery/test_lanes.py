@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from core import streams
 from delivery.breaker import CLOSED, OPEN, CircuitBreaker
 from delivery.lanes import Lanes
-from mutt_project import streams
 from tests.delivery.support import recorded
 from tests.support.events import make_alert, push_alerts
 from tests.support.waiting import apply_setting, wait_for

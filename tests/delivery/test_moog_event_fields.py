@@ -8,8 +8,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
+from core.audit import Actor
 from delivery.forwarder import Forwarder
-from mutt_project.audit import Actor
 from rules import services
 from rules.alerter import Alerter
 from rules.models import AlertRule

@@ -333,7 +333,7 @@ def test_a_webhook_key_of_user_and_password_sets_both(settings):
 
 
 def test_a_rotated_key_can_be_used_explicitly_after_a_401(moog_key):
-    from configcenter.secrets import get_credential
+    from core.secrets import get_credential
 
     assert auth_headers("events_api", get_credential("MOOG_API_KEY").next) == {"apiKey": "next-Vw2!key"}
 

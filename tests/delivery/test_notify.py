@@ -9,10 +9,10 @@ import socket
 import pytest
 from prometheus_client import REGISTRY
 
-from configcenter.secrets import reset_secrets
+from core import streams
+from core.secrets import reset_secrets
 from delivery import notify
 from delivery.notify import PoisonReport, notify_poison
-from mutt_project import streams
 from tests.support.dlq_helpers import LocalHTTPServer, closed_port_url
 from tests.support.waiting import apply_setting
 

@@ -15,13 +15,13 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from prometheus_client import REGISTRY
 
-from configcenter.secrets import reset_secrets
+from core import streams
+from core.redis import key
+from core.secrets import reset_secrets
 from delivery import dlq
 from delivery.breaker import CircuitBreaker
 from delivery.models import DlqAction
 from delivery.remediation import Remediator, health_url
-from mutt_project import streams
-from mutt_project.redis import key
 from tests.support.dlq_helpers import (
     LocalHTTPServer,
     add_alerter_entry,

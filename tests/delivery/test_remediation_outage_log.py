@@ -8,10 +8,10 @@ import pytest
 from django.db import connection
 
 from configcenter.runtime import get_setting
+from core import streams
+from core.redis import key
 from delivery.models import DlqAction
 from delivery.remediation import Remediator
-from mutt_project import streams
-from mutt_project.redis import key
 from tests.support.dlq_helpers import add_alerter_entry
 
 

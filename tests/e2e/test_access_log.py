@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from configcenter.services import create_api_key
-from mutt_project.audit import Actor
+from core.audit import Actor
 from tests.support.events import make_event
 
 BASE_DIR = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mutt_project import streams
-from mutt_project.audit import Actor
+from core import streams
+from core.audit import Actor
 from rules import services
 from rules.models import AlertRule, EventAuditLog
 from tests.support.events import make_event, push

@@ -10,9 +10,9 @@ import uuid
 import pytest
 import redis
 
+from core import streams
+from core.audit import Actor
 from delivery.mock_moog import MockMoog
-from mutt_project import streams
-from mutt_project.audit import Actor
 from rules import services
 from rules.models import AlertRule, EventAuditLog
 from tests.e2e.test_outage_logging import lines, start, stop, text

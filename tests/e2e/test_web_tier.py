@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from configcenter.services import create_api_key
-from mutt_project.audit import Actor
+from core.audit import Actor
 from tests.support.events import make_event
 from tests.support.faulty_urls import BOOM_PATH
 from tests.support.gunicorn import get, post, raw_request, running_gunicorn

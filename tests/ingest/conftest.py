@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mutt_project.audit import Actor
+from core.audit import Actor
 
 OPS = Actor.cli("ingest-tests")
 
@@ -15,10 +15,10 @@ OPS = Actor.cli("ingest-tests")
 @pytest.fixture(autouse=True)
 def clean_ingest(redis_client) -> Iterator[None]:
     """No ingest stream, no rate-limit buckets, no remembered API keys, before and after each test."""
+    from core import streams
+    from core.redis import key
     from ingest import ratelimit
     from ingest.auth import key_cache
-    from mutt_project import streams
-    from mutt_project.redis import key
 
     def clean() -> None:
         redis_client.delete(streams.ingest_stream())

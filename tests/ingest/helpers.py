@@ -26,7 +26,7 @@ def post(
 
 
 def stream_events(redis_client: Any) -> list[dict[str, Any]]:
-    from mutt_project import streams
+    from core import streams
 
     return [streams.decode(fields) for _, fields in redis_client.xrange(streams.ingest_stream())]
 

@@ -17,9 +17,9 @@ import orjson
 import pytest
 import redis
 
+from core import streams
+from core.audit import Actor
 from ingest import ratelimit
-from mutt_project import streams
-from mutt_project.audit import Actor
 from rules import services
 from rules.alerter import Alerter
 from rules.models import AlertRule, EventAuditLog

@@ -13,9 +13,9 @@ from django.test import Client
 from configcenter import runtime, settings_service
 from configcenter.models import ApiKey
 from configcenter.registry import InvalidSettingValue
+from core import streams
+from core.redis import reset_clients
 from ingest import ratelimit
-from mutt_project import streams
-from mutt_project.redis import reset_clients
 from tests.ingest.conftest import OPS
 from tests.ingest.helpers import event, post, stream_events
 from tests.support.waiting import wait_for

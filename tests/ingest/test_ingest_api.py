@@ -12,11 +12,11 @@ from prometheus_client import REGISTRY
 
 from configcenter import services as key_services
 from configcenter.models import ApiKey
-from ingest import exactjson, fields, schema
+from core import exactjson, streams
+from core.audit import Actor
+from ingest import fields, schema
 from ingest.auth import key_cache
 from ingest.body import BodyRefused, read_body
-from mutt_project import streams
-from mutt_project.audit import Actor
 from tests.ingest.helpers import event, post, stream_events
 from tests.support.waiting import wait_for
 

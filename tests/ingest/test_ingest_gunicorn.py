@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mutt_project import streams
+from core import streams
 from tests.ingest.helpers import event, stream_events
 
 BASE_DIR = Path(__file__).resolve().parents[2]

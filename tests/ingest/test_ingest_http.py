@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from mutt_project import streams
+from core import streams
 from tests.ingest.helpers import event
 
 pytestmark = pytest.mark.django_db(transaction=True)

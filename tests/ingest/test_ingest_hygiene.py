@@ -10,9 +10,9 @@ from django.db import connection
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from core import streams
 from ingest import fields
 from ingest.schema import Receipt, encode, normalise
-from mutt_project import streams
 from rules.alerter import Alerter
 from rules.models import EventAuditLog
 from tests.ingest.helpers import post, stream_events

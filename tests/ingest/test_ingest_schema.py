@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core.ids import uuid7
 from ingest import fields, schema
 from ingest.fields import FieldError
 from ingest.schema import CanonicalEvent, Receipt, normalise
-from mutt_project.ids import uuid7
 
 RECEIVED = datetime(2026, 5, 1, 12, 0, 0, 654321, tzinfo=UTC)
 

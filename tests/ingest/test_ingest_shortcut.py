@@ -10,9 +10,9 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.test import Client, override_settings
 
+from core import streams
 from ingest.middleware import IngestShortcutMiddleware
 from ingest.views import ingest_view
-from mutt_project import streams
 from tests.ingest.helpers import event, post, stream_events
 
 pytestmark = pytest.mark.django_db
@@ -132,8 +132,8 @@ def test_a_script_redis_has_forgotten_is_loaded_again(client, ingest_key, redis_
 
 
 def test_a_forked_child_does_not_share_the_parents_script_connection(client, ingest_key, redis_client):
+    from core.redis import get_redis
     from ingest import ratelimit
-    from mutt_project.redis import get_redis
 
     assert post(client, [event(0)], key=ingest_key).status_code == 202  # the parent now keeps a connection
     limits = ratelimit.Limits(global_rate=1000, key_rate=1000, max_depth=1000)

@@ -1,12 +1,12 @@
 """While Redis is down, ingest answers every request 503 but writes one "Redis unavailable" line per
-outage and process (``mutt_project.outage``), not one per refused request, and one line when it is back."""
+outage and process (``core.outage``), not one per refused request, and one line when it is back."""
 
 from __future__ import annotations
 
 import logging
 
-from mutt_project import outage
-from mutt_project.redis import reset_clients
+from core import outage
+from core.redis import reset_clients
 from tests.ingest.helpers import event, post
 
 

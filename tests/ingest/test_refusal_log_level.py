@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from mutt_project import streams
-from mutt_project.redis import reset_clients
+from core import streams
+from core.redis import reset_clients
 from tests.ingest.helpers import event, post
 
 

@@ -52,7 +52,7 @@ def test_second_run_changes_nothing(tmp_path):
 
 
 def test_sample_data_is_not_reloaded_after_an_operator_deleted_it(tmp_path):
-    from mutt_project.audit import Actor
+    from core.audit import Actor
     from rules import services
 
     path = tmp_path / "credentials.json"

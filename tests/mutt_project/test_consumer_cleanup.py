@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from core import streams
 from delivery.lanes import Lanes
-from mutt_project import streams
 from rules.alerter import Alerter
 from tests.support.events import make_event, push
 from tests.support.waiting import apply_setting

@@ -7,7 +7,7 @@ import socket
 import pytest
 import redis
 
-from mutt_project.redis import DeferredScript, key
+from core.redis import DeferredScript, key
 
 INCR_BY = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 
@@ -85,7 +85,7 @@ def test_closing_with_a_call_in_flight_leaves_no_stale_reply_in_the_pool(redis_c
 
 
 def test_commands_are_packed_byte_for_byte_as_redis_py_packs_them(redis_client):
-    from mutt_project.redis import packed
+    from core.redis import packed
 
     connection = redis_client.connection_pool.get_connection()
     try:
@@ -122,7 +122,7 @@ def test_a_kept_connection_redis_closed_while_it_was_idle_is_replaced_before_the
     # The alerter's and the forwarder's kept connections sit idle between calls; a Redis restarted meanwhile
     # (by a supervisor, or an outage another thread has seen end) must not fail the next call with the old
     # socket's "Broken pipe": the pool checks the connections it hands out, and so does a kept one.
-    from mutt_project.redis import DeferredCommand, RotatingConnectionPool
+    from core.redis import DeferredCommand, RotatingConnectionPool
 
     client = redis.Redis.from_pool(RotatingConnectionPool.from_url(private_redis.url))
     reader, script = DeferredCommand(client), DeferredScript(client, INCR_BY)

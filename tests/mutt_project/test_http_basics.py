@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from mutt_project.context import request_id_scope
-from mutt_project.logging import JsonFormatter, RequestIdFilter
-from mutt_project.redis import reset_clients
+from core.context import request_id_scope
+from core.logging import JsonFormatter, RequestIdFilter
+from core.redis import reset_clients
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,8 @@ from datetime import timedelta
 from gunicorn.config import Config
 from gunicorn.http.wsgi import Response
 
+from core.logging import JsonFormatter, RequestIdFilter
 from mutt_project.gunicorn_logging import AccessLogger
-from mutt_project.logging import JsonFormatter, RequestIdFilter
 
 
 class _Request:

@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from mutt_project import streams
+from core import streams
 from mutt_project.checks import check_redis_eviction
 from rules.partitions import ensure_partitions, partition_name
 

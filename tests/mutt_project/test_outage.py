@@ -10,7 +10,7 @@ import pytest
 import redis
 from django.db import DataError, OperationalError
 
-from mutt_project import outage
+from core import outage
 
 
 class Clock:

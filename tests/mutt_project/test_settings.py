@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from core.envparse import env_bool, env_int, env_secret, parse_database_url
 from mutt_project import embedded
-from mutt_project.envparse import env_bool, env_int, env_secret, parse_database_url
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from mutt_project.audit import Actor
+from core.audit import Actor
 from rules import services
 from rules.models import AlertRule, DevHost, DeviceTeam
 

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 import pytest
 from django.db import connection
 
-from mutt_project import streams
-from mutt_project.audit import Actor
+from core import streams
+from core.audit import Actor
 from rules import services
 from rules.alerter import Alerter
 from rules.models import AlertRule, DevHost, EventAuditLog

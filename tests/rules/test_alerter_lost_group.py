@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from mutt_project import streams
-from mutt_project.audit import Actor
+from core import streams
+from core.audit import Actor
 from rules import services
 from rules.alerter import Alerter
 from rules.models import AlertRule, EventAuditLog

@@ -9,8 +9,8 @@ import pytest
 import redis
 from django.db import connection
 
-from mutt_project import outage, streams
-from mutt_project.redis import RotatingConnectionPool
+from core import outage, streams
+from core.redis import RotatingConnectionPool
 from rules.alerter import BACKLOG_CLEAR_SECONDS, Alerter
 from rules.models import EventAuditLog
 from rules.services import rules_channel
@@ -58,7 +58,7 @@ def test_a_redis_outage_another_thread_saw_end_is_not_reported_again_by_the_next
     alerter = Alerter("a1", client=client)
 
     def unit() -> bool:
-        """One pass of the worker loop (mutt_project.worker): an outage is reported, a success ends it."""
+        """One pass of the worker loop (core.worker): an outage is reported, a success ends it."""
         try:
             alerter.step(block_ms=10)
         except redis.RedisError as exc:

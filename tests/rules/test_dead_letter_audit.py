@@ -9,11 +9,11 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
+from core import streams
+from core.audit import Actor
 from delivery import services as dlq_services
 from delivery.models import DlqAction
 from delivery.remediation import Remediator
-from mutt_project import streams
-from mutt_project.audit import Actor
 from rules import services
 from rules.alerter import Alerter, _Batch
 from rules.models import AlertRule, EventAuditLog

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mutt_project.redis import key
+from core.redis import key
 from rules.flood import dedup_bucket, record_unmatched, template_of
 
 

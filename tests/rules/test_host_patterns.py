@@ -8,7 +8,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from mutt_project.audit import Actor
+from core.audit import Actor
 from rules import services
 from rules.alerter import Alerter
 from rules.engine import RuleSet, RuleSpec

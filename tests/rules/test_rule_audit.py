@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
-from mutt_project.audit import Actor, AuditContextMissing
-from mutt_project.context import request_id_scope
+from core.audit import Actor, AuditContextMissing
+from core.context import request_id_scope
 from rules import services
 from rules.models import AlertRule, DevHost, DeviceTeam
 

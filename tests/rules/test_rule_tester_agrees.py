@@ -11,8 +11,8 @@ import pytest
 from django.urls import reverse
 from django.utils.html import escape
 
+from core.audit import Actor
 from ingest import schema
-from mutt_project.audit import Actor
 from rules import services
 from rules.alerter import Alerter
 from rules.models import AlertRule, DevHost, DeviceTeam, EventAuditLog

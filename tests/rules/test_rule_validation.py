@@ -107,7 +107,7 @@ def test_device_team_needs_a_team_name(operator_actor):
 
 
 def test_any_orm_save_stores_the_hostname_lower_case(operator_actor):
-    from mutt_project.audit import audited
+    from core.audit import audited
 
     with audited(operator_actor, "direct save"):
         DevHost.objects.create(hostname="UPPER-Case")

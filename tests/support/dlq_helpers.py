@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from mutt_project import streams
+from core import streams
 from tests.support.events import make_alert as base_alert
 from tests.support.events import make_event
 

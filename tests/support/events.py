@@ -6,9 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from core import streams
+from core.ids import uuid7
 from ingest.fields import isoformat
-from mutt_project import streams
-from mutt_project.ids import uuid7
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:

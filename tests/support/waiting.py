@@ -19,7 +19,7 @@ def apply_setting(key: str, value: object, *, reason: str = "test") -> None:
     from configcenter.registry import get_definition
     from configcenter.runtime import get_setting
     from configcenter.settings_service import set_setting
-    from mutt_project.audit import Actor
+    from core.audit import Actor
 
     set_setting(key, value, actor=Actor.cli("test"), reason=reason)
     expected = get_definition(key).parse(value)

@@ -20,7 +20,7 @@ from configcenter import services as key_services
 from configcenter import settings_service
 from configcenter.models import ApiKey, DynamicSetting, Scope
 from configcenter.registry import InvalidSettingValue, UnknownSetting, get_definition
-from mutt_project.audit import Actor
+from core.audit import Actor
 
 
 def print_table(out: Any, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -143,12 +143,12 @@ class Command(BaseCommand):
     # --- secrets ------------------------------------------------------------------------------
 
     def secrets_status(self, options: dict[str, Any]) -> None:
-        from configcenter.secrets import secret_status
+        from core.secrets import secret_status
 
         self.emit(secret_status(), ["name", "source", "current", "next", "stale"])
 
     def secrets_fingerprint(self, options: dict[str, Any]) -> None:
-        from configcenter.secrets import fingerprint
+        from core.secrets import fingerprint
 
         value = sys.stdin.read().rstrip("\n")
         if not value:

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
+from core.worker import WorkerCommand
 from delivery.lanes import Lanes
-from mutt_project.worker import WorkerCommand
 
 
 class Command(WorkerCommand):

@@ -13,8 +13,8 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from configcenter.runtime import get_setting
+from core.worker import WorkerCommand
 from delivery.remediation import Remediator
-from mutt_project.worker import WorkerCommand
 
 logger = logging.getLogger("mutt.remediation")
 

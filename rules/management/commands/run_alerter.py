@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from mutt_project.worker import WorkerCommand
+from core.worker import WorkerCommand
 from rules.alerter import WRITER_SWITCH_INTERVAL, Alerter
 from rules.partitions import ensure_partitions
 

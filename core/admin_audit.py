@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from simple_history.admin import SimpleHistoryAdmin
 
-from mutt_project.audit import Actor
+from core.audit import Actor
 
 REASON_FIELD = "change_reason"
 

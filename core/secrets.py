@@ -1,7 +1,7 @@
 """Secrets: the only way MUTT code reads a credential (ARCHITECTURE.md §6, docs/secrets.md).
 
 A credential has a CURRENT and a NEXT value so that it can be rotated without downtime: connection
-factories try CURRENT, then NEXT (see :mod:`configcenter.rotation`). Values come from the first
+factories try CURRENT, then NEXT (see :mod:`core.rotation`). Values come from the first
 provider that has the secret:
 
 1. Vault KV v2, ``{VAULT_SECRET_PATH}/{name.lower()}`` on ``VAULT_KV_MOUNT``, fields ``current`` and
@@ -33,7 +33,7 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 
-from configcenter import vault
+from core import vault
 
 logger = logging.getLogger("mutt.secrets")
 
@@ -295,5 +295,5 @@ def _after_fork_in_child() -> None:
     _locks_guard = threading.Lock()
 
 
-setting_changed.connect(_forget_on_settings_change, dispatch_uid="configcenter.secrets")
+setting_changed.connect(_forget_on_settings_change, dispatch_uid="core.secrets")
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -10,8 +10,8 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from mutt_project.api.versioning import CURRENT_VERSION
-from mutt_project.api.views import MuttViewMixin
+from core.api.versioning import CURRENT_VERSION
+from core.api.views import MuttViewMixin
 
 # Link name -> URL name; what each link answers is still guarded by its own view's permissions.
 _LINKS = {

@@ -1,8 +1,8 @@
 """PostgreSQL backend whose new connections log in with the ``DATABASE_PASSWORD`` credential.
 
 It is Django's own backend except for how a connection is opened: when the credential has a value,
-the password comes from :mod:`configcenter.secrets` (CURRENT, then NEXT when the server answers
-"password authentication failed"; see :mod:`configcenter.rotation`), so a rotation needs no restart.
+the password comes from :mod:`core.secrets` (CURRENT, then NEXT when the server answers
+"password authentication failed"; see :mod:`core.rotation`), so a rotation needs no restart.
 When the credential has no value, the ``PASSWORD`` of the DATABASES entry (from ``DATABASE_URL``) is
 used, as with Django's backend. Open connections are not affected by a password change on the server;
 PostgreSQL checks a password only when a connection starts.
@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db.backends.postgresql import base
 
-from configcenter.rotation import connect_with_credential
+from core.rotation import connect_with_credential
 
 CREDENTIAL = "DATABASE_PASSWORD"
 # SQLSTATE invalid_password; psycopg2 does not attach it to connection errors, hence the message too

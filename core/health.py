@@ -11,7 +11,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from mutt_project.redis import get_redis
+from core.redis import get_redis
 
 # Once all migrations are applied they stay applied for the life of the process: check until then.
 _state = {"migrations_applied": False}

@@ -10,7 +10,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
-from mutt_project.ids import uuid7_hex
+from core.ids import uuid7_hex
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("mutt_request_id", default="")
 

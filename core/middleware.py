@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from mutt_project.context import new_request_id, request_id_scope
+from core.context import new_request_id, request_id_scope
 
 # A caller may pass its own id (a load balancer's, or an upstream correlation id) if it looks sane;
 # anything else is replaced so ids stay safe to log and to put in headers.

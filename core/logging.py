@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from mutt_project.context import get_request_id
+from core.context import get_request_id
 
 # Attributes every LogRecord has; anything else passed with ``extra=`` is emitted as a field.
 # ``request`` is the HttpRequest Django's ``django.request`` logger attaches: its id is taken, not its repr.

@@ -21,7 +21,7 @@ from django.db.models.signals import pre_delete, pre_save
 from simple_history.models import HistoricalChanges
 from simple_history.signals import pre_create_historical_record
 
-from mutt_project.context import get_request_id
+from core.context import get_request_id
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser

@@ -12,8 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from configcenter.models import ApiKey
-from mutt_project.api.versioning import CURRENT_VERSION, DEPRECATED_VERSIONS, VERSION_HEADER
-from mutt_project.audit import Actor
+from core.api.versioning import CURRENT_VERSION, DEPRECATED_VERSIONS, VERSION_HEADER
+from core.audit import Actor
 
 REASON_HEADER = "X-Change-Reason"
 

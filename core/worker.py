@@ -5,7 +5,7 @@ one unit of work, then rest if there was nothing to do. The unit in hand always 
 process exits 0; an exception in a unit is logged and the loop goes on (a bug or an outage must not
 kill the worker, whose entries stay pending and are retried). A bug is logged with its traceback each
 time; an outage of Redis or PostgreSQL once when it starts, once a minute while it lasts and once when
-it ends (:mod:`mutt_project.outage`). The logic lives in plain classes that
+it ends (:mod:`core.outage`). The logic lives in plain classes that
 tests drive directly; subclasses only wire them in.
 """
 
@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 from prometheus_client import start_http_server
 
-from mutt_project import outage
+from core import outage
 
 logger = logging.getLogger("mutt.worker")
 

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from django.core.signals import setting_changed
 
-from configcenter.secrets import SECRET_SETTINGS, Credential, fingerprint, get_credential, refresh_secrets
+from core.secrets import SECRET_SETTINGS, Credential, fingerprint, get_credential, refresh_secrets
 
 logger = logging.getLogger("mutt.secrets.rotation")
 
@@ -130,4 +130,4 @@ def _forget_on_settings_change(*, setting: str, **kwargs: object) -> None:
         forget_accepted()
 
 
-setting_changed.connect(_forget_on_settings_change, dispatch_uid="configcenter.rotation")
+setting_changed.connect(_forget_on_settings_change, dispatch_uid="core.rotation")

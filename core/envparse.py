@@ -71,7 +71,7 @@ def env_secret(env: Mapping[str, str], name: str) -> str:
     """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (the file wins when both are set).
 
     Bootstrap secrets such as the Django secret key are needed before the configuration center can
-    run; every other secret goes through ``configcenter.secrets``.
+    run; every other secret goes through ``core.secrets``.
     """
     file_name = env.get(f"{name}_FILE", "").strip()
     if file_name:
@@ -106,7 +106,7 @@ def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, Any
     host = unquote(parts.hostname or "") or options.pop("host", "")
     options.pop("host", None)
     return {
-        "ENGINE": "mutt_project.db.postgresql",
+        "ENGINE": "core.db.postgresql",
         "NAME": dbname,
         "USER": unquote(parts.username or ""),
         "PASSWORD": unquote(parts.password or ""),

@@ -5,7 +5,7 @@ Every key, stream and channel name comes from :func:`key`, which puts the deploy
 later carry hash tags for Redis Cluster.
 
 Connections authenticate with the ``REDIS_PASSWORD`` credential when it has a value (CURRENT, then
-NEXT when Redis rejects it; see :mod:`configcenter.rotation`), and with the password in ``REDIS_URL``
+NEXT when Redis rejects it; see :mod:`core.rotation`), and with the password in ``REDIS_URL``
 otherwise. Redis checks a password only when a connection authenticates, so a password change on the
 server leaves pooled connections working; only new connections need the new value, and that is where
 the rotation hooks in.
@@ -23,7 +23,7 @@ import redis
 from django.conf import settings
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
-from configcenter.rotation import connect_with_credential
+from core.rotation import connect_with_credential
 
 CREDENTIAL = "REDIS_PASSWORD"
 

@@ -1,6 +1,6 @@
 """Redis Streams plumbing shared by ingest, the alerter and the forwarder (ADR-001).
 
-Names come from here (through ``mutt_project.redis.key``). Entries carry one field, ``e``: the
+Names come from here (through ``core.redis.key``). Entries carry one field, ``e``: the
 event or alert as JSON, so a batch is one XADD per entry in one pipeline and one parse per entry.
 
 Backlog is the stream's length: consumers trim what every group has acknowledged
@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import redis
 
-from ingest import exactjson
-from mutt_project.redis import key
+from core import exactjson
+from core.redis import key
 
 ALERTERS_GROUP = "alerters"
 FORWARDERS_GROUP = "forwarders"

@@ -1,4 +1,4 @@
-"""Vault access for :mod:`configcenter.secrets`: one authenticated hvac client per process, kept alive.
+"""Vault access for :mod:`core.secrets`: one authenticated hvac client per process, kept alive.
 
 The client logs in with a token (``VAULT_TOKEN``) or with AppRole (``VAULT_ROLE_ID`` and the secret id
 in ``VAULT_SECRET_ID_FILE``, read at every login so a rotated secret id applies). A daemon thread
