@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rules import signature
 
@@ -62,3 +66,24 @@ def test_a_trap_renders_its_oid_and_varbinds():
     assert signature.render_trap("", None) == ""
     many = {f"v{i}": i for i in range(12)}
     assert signature.render_trap("1.3", many).endswith("v9=9 ...")
+
+
+# The message scan was one regular expression; it is now str.find for the words and an expression for the
+# name (faster per alert). The expression stays here as the definition the scan must agree with.
+_DEFINITION = re.compile(r"\b(?:[Ii]nterface|[Pp]ort)\s+([A-Za-z0-9][\w/.:-]*)")
+_TOKENS = [*"IiPpnterfacort _-/.,:;0123456789Gé\t\n", "Interface ", "port ", "xport ", "nterface", "ort"]
+_WORDY = st.lists(st.sampled_from(_TOKENS), max_size=40).map("".join)
+
+
+def _by_definition(message: str) -> str:
+    found = _DEFINITION.search(message, 0, 500)
+    name = found.group(1).rstrip(".,:;") if found else ""
+    return name if any(map(str.isdigit, name)) else ""
+
+
+@settings(max_examples=2000, deadline=None)
+@given(prefix=_WORDY, suffix=_WORDY, padding=st.integers(min_value=0, max_value=520))
+def test_the_message_scan_agrees_with_its_definition(prefix, suffix, padding):
+    # Padding moves the words across the 500-character scan limit, where a name may be cut short.
+    message = prefix + "x" * padding + suffix
+    assert signature.interface_of(message, None) == _by_definition(message)
