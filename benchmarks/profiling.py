@@ -37,23 +37,26 @@ AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("Django request handling and middleware", ("site-packages/django/",)),
     ("runtime settings (configcenter)", ("configcenter/",)),
     ("metrics (prometheus_client)", ("prometheus_client",)),
-    ("worker logic (rules/alerter.py, delivery/)", ("rules/alerter.py", "delivery/", "mutt_project/")),
+    (
+        "worker logic (rules/alerter/, delivery/)",
+        ("rules/alerter/", "rules/listener.py", "delivery/", "mutt_project/", "core/"),
+    ),
 ]
 
 
 # The named steps of each hot path: (label, file, function); their cumulative time as a share of the run.
 ALERTER_STEPS = [
-    ("take a batch (the read sent ahead: waiting for it, reply parsing)", "rules/alerter.py", "_read_new"),
-    ("evaluate the batch", "rules/alerter.py", "_rows"),
-    ("  decode entries", "rules/alerter.py", "decode"),
-    ("  match and build rows and alerts", "rules/alerter.py", "_evaluate"),
+    ("take a batch (the read sent ahead: waiting for it, reply parsing)", "rules/alerter/intake.py", "read_new"),
+    ("evaluate the batch", "rules/alerter/step.py", "_rows"),
+    ("  decode entries", "rules/alerter/evaluate.py", "decode"),
+    ("  match and build rows and alerts", "rules/alerter/evaluate.py", "evaluate"),
     ("  flood templates of unmatched events", "rules/flood.py", "template_of"),
-    ("  rows in COPY text format", "rules/alerter.py", "copy_text"),
-    ("wait for the audit writer thread (its COPY is not profiled)", "rules/alerter.py", "_land"),
-    ("send the finishing scripts (publish and ack, flood counts)", "rules/alerter.py", "_send_finish"),
-    ("read their replies, raise floods", "rules/alerter.py", "_collect"),
-    ("trim and queue depths", "rules/alerter.py", "_trim"),
-    ("load-shedding check", "rules/alerter.py", "_shedding"),
+    ("  rows in COPY text format", "rules/alerter/copytext.py", "copy_text"),
+    ("wait for the audit writer thread (its COPY is not profiled)", "rules/alerter/step.py", "_land"),
+    ("send the finishing scripts (publish and ack, flood counts)", "rules/alerter/finish.py", "send_finish"),
+    ("read their replies, raise floods", "rules/alerter/finish.py", "collect"),
+    ("trim and queue depths", "rules/alerter/finish.py", "_trim"),
+    ("load-shedding check", "rules/alerter/step.py", "_shedding"),
 ]
 INGEST_STEPS = [
     ("ingest view, all of it", "ingest/views.py", "ingest_view"),

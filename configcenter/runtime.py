@@ -13,7 +13,6 @@ unreachable, the last snapshot; with no snapshot yet, the database; failing that
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -21,11 +20,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from django.conf import settings
 
 from configcenter.registry import get_definition
-from core import outage
+from core import outage, subscription
 
 logger = logging.getLogger("mutt.config")
 
@@ -177,43 +175,25 @@ def _subscribe_loop(state: _Runtime) -> None:
     from configcenter.mirror import updates_channel
     from core.redis import get_redis
 
-    backoff = 0.1
-    last_reconcile = time.monotonic()
-    while not state.stop.is_set():
-        pubsub = None
-        try:
-            pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(updates_channel())
-            # Anything announced while we were not listening is picked up by this reload.
-            _reload_from_thread(state)
-            state.subscribed.set()
-            outage.REDIS.recovered()
-            backoff = 0.1
-            while not state.stop.is_set():
-                message = pubsub.get_message(timeout=0.25)  # short, so a stop is noticed quickly
-                if message is not None:
-                    _reload_from_thread(state)
-                if time.monotonic() - last_reconcile > RECONCILE_SECONDS:
-                    last_reconcile = time.monotonic()
-                    _reconcile_from_thread()
-        except redis.RedisError as exc:
-            state.subscribed.clear()
-            reporter = outage.reporter_for(exc)
-            if reporter is None:
-                logger.warning("settings subscription lost (%s); reconnecting in %.1fs", exc, backoff)
-            else:  # one line per outage, not one per reconnection attempt
-                reporter.failed(exc, doing="settings changes are picked up once it is back")
-            state.stop.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
-        except Exception:
-            state.subscribed.clear()
-            logger.exception("settings subscriber failed; restarting it in %.1fs", backoff)
-            state.stop.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
-        finally:
-            if pubsub is not None:
-                with contextlib.suppress(redis.RedisError):
-                    pubsub.close()
+    reconciled_at = time.monotonic()
+
+    def subscribed() -> None:
+        # Anything announced while we were not listening is picked up by this reload.
+        _reload_from_thread(state)
+        state.subscribed.set()
+
+    def reconcile_when_due() -> None:
+        nonlocal reconciled_at
+        if time.monotonic() - reconciled_at > RECONCILE_SECONDS:
+            reconciled_at = time.monotonic()
+            _reconcile_from_thread()
+
+    subscription.listen(
+        updates_channel(), client=get_redis, stop=state.stop,
+        on_message=lambda: _reload_from_thread(state), on_subscribed=subscribed,
+        on_poll=reconcile_when_due, on_lost=state.subscribed.clear,
+        name="settings subscription", log=logger, doing="settings changes are picked up once it is back",
+    )  # fmt: skip
 
 
 def _reload_from_thread(state: _Runtime) -> None:

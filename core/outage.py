@@ -109,3 +109,14 @@ def reporter_for(exc: BaseException) -> OutageReporter | None:
         current = current.__cause__ or current.__context__
         seen += 1
     return None
+
+
+def warn_or_report(exc: BaseException, log: logging.Logger, message: str, *args: object, doing: str = "") -> None:
+    """A failure the caller retries on its own: an outage goes to its reporter (one line per change of
+    state, ``doing`` saying what is held meanwhile); anything else is logged at WARNING as ``message``,
+    whose first ``%s`` is the error and whose other placeholders take ``args``."""
+    reporter = reporter_for(exc)
+    if reporter is None:
+        log.warning(message, exc, *args)
+    else:
+        reporter.failed(exc, doing=doing)

@@ -42,20 +42,20 @@ def test_an_alerter_removes_only_idle_consumers_with_nothing_pending(redis_clien
     time.sleep(1.2)
     leave_consumer(redis_client, stream, group, "just-seen")  # idle for less than the threshold
     try:
-        alerter._last_claim = time.monotonic()  # no takeover in this step: the sweep alone is tested
-        alerter._swept_at = -1e9
+        alerter.intake._last_claim = time.monotonic()  # no takeover in this step: the sweep alone is tested
+        alerter.intake._swept_at = -1e9
         assert sorted(alerter.forget_dead_consumers()) == ["killed-empty-1", "killed-empty-2"]
         left = consumers(redis_client, stream, group)
         assert left == {"alive": 0, "killed-holding": 2, "just-seen": 0}, "own and pending consumers stay"
 
         # Once the killed consumer's entries are taken over, it has nothing pending and goes at a sweep.
-        alerter._last_claim = 0
-        alerter._swept_at = time.monotonic()  # not during the takeover step
+        alerter.intake._last_claim = 0
+        alerter.intake._swept_at = time.monotonic()  # not during the takeover step
         assert alerter.step(block_ms=10) == 2
         alerter.flush()
         assert consumers(redis_client, stream, group)["killed-holding"] == 0
         time.sleep(1.2)
-        alerter._swept_at = -1e9
+        alerter.intake._swept_at = -1e9
         assert sorted(alerter.forget_dead_consumers()) == ["just-seen", "killed-holding"]
         assert consumers(redis_client, stream, group) == {"alive": 0}, "never itself, even when idle"
     finally:

@@ -15,8 +15,10 @@ from delivery import services as dlq_services
 from delivery.models import DlqAction
 from delivery.remediation import Remediator
 from rules import services
-from rules.alerter import Alerter, _Batch
+from rules.alerter import Alerter
+from rules.alerter.step import Batch
 from rules.models import AlertRule, EventAuditLog
+from tests.support.alerting import drain
 from tests.support.events import make_event, push, read_stream
 from tests.support.waiting import apply_setting
 
@@ -29,16 +31,6 @@ def link_rule(db):
         AlertRule, actor=OPS, name="link down", match_type="contains", match_string="changed state to down",
         priority=10, team_assignment="network-ops", severity="major",
     )  # fmt: skip
-
-
-def drain(alerter: Alerter, rounds: int = 20) -> int:
-    total = 0
-    for _ in range(rounds):
-        done = alerter.step(block_ms=10)
-        total += done
-        if not done and alerter.idle:
-            break
-    return total
 
 
 def make_poison(client, event: dict) -> Alerter:
@@ -100,8 +92,8 @@ def test_an_event_audited_before_its_alerter_died_keeps_its_row_when_dead_letter
     stalled = Alerter("stalled")
     push(redis_client, [event])
     stalled.refresh_rules(force=True)
-    entries = stalled._read_new(block_ms=10)
-    stalled._audit(stalled._rows(_Batch(entries)))  # audited, then "killed": no alert, no acknowledgement
+    entries = stalled.intake.read_new(block_ms=10)
+    stalled.writer.audit(stalled._rows(Batch(entries)))  # audited, then "killed": no alert, no acknowledgement
     time.sleep(1.1)
     apply_setting("alerter_claim_idle_seconds", 1)
     apply_setting("alerter_max_deliveries", 1)
@@ -264,8 +256,8 @@ def test_a_second_held_batch_keeps_the_first_ones_entries_claimed(clean_pipeline
     from django.db import OperationalError
 
     alerter = Alerter("holder")
-    first = _Batch([(b"1-1", {}), (b"1-2", {})], claimed=True, attempts=2)
-    second = _Batch([(b"2-1", {}), (b"1-2", {})])
+    first = Batch([(b"1-1", {}), (b"1-2", {})], claimed=True, attempts=2)
+    second = Batch([(b"2-1", {}), (b"1-2", {})])
     alerter._hold(first, OperationalError("database down"))
     alerter._hold(second, OperationalError("database down"))
     held = alerter._held
