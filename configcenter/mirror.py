@@ -24,6 +24,7 @@ from django.db.models import Max
 
 from configcenter.models import DynamicSetting
 from configcenter.registry import REGISTRY, InvalidSettingValue
+from core import contracts
 from core.redis import get_redis, key
 
 logger = logging.getLogger("mutt.config")
@@ -109,7 +110,7 @@ def values_key() -> str:
 
 
 def updates_channel() -> str:
-    return key("config", "updates")
+    return key(contracts.CONFIG_CHANNEL)
 
 
 def encode(value: Any, version: int) -> bytes:

@@ -1,7 +1,8 @@
 """Redis Streams plumbing shared by ingest, the alerter and the forwarder (ADR-001).
 
-Names come from here (through ``core.redis.key``). Entries carry one field, ``e``: the
-event or alert as JSON, so a batch is one XADD per entry in one pipeline and one parse per entry.
+Names are the contracts' (``core.contracts``) with the deployment prefix (``core.redis.key``). Entries carry
+one field, ``e``: the event or alert as JSON, so a batch is one XADD per entry in one pipeline and one parse
+per entry.
 
 Backlog is the stream's length: consumers trim what every group has acknowledged
 (:func:`trim_acknowledged`), so XLEN counts exactly the entries not yet acknowledged plus at most one
@@ -17,25 +18,26 @@ from typing import Any
 import orjson
 import redis
 
-from core import exactjson
-from core.redis import key
+from core import contracts, exactjson
 
-ALERTERS_GROUP = "alerters"
-FORWARDERS_GROUP = "forwarders"
-PAYLOAD_FIELD = b"e"
+# Re-exported: the contracts' names, for the modules that work with streams through this one.
+from core.contracts import ALERTERS_GROUP as ALERTERS_GROUP  # noqa: PLC0414
+from core.contracts import FORWARDERS_GROUP as FORWARDERS_GROUP  # noqa: PLC0414
+from core.contracts import PAYLOAD_FIELD as PAYLOAD_FIELD  # noqa: PLC0414
+from core.redis import key
 
 
 def ingest_stream() -> str:
-    return key("stream", "ingest")
+    return key(contracts.INGEST_STREAM)
 
 
 def alerts_stream() -> str:
-    return key("stream", "alerts")
+    return key(contracts.ALERTS_STREAM)
 
 
 def dlq_stream(name: str) -> str:
-    """Dead-letter streams: ``alerter``, ``moog``, ``dead``."""
-    return key("dlq", name)
+    """Dead-letter streams: ``alerter``, ``moog``, ``dead`` (``core.contracts.DLQ_QUEUES``)."""
+    return key(contracts.dlq_key(name))
 
 
 def encode(payload: dict[str, Any]) -> dict[bytes, bytes]:

@@ -19,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
+from core import contracts
 from core.admin_audit import ActionReasonForm
 from core.audit import Actor
 from core.redis import get_redis
@@ -28,9 +29,13 @@ from delivery.models import DlqAction
 MANAGE_PERMISSION = "delivery.manage_dlq"
 PAGE_SIZE = 50
 KNOWN_REASONS = {
-    "alerter": ["shed", "malformed", "max_deliveries", "processing_error"],
-    "moog": ["retries_exhausted", "malformed", "http_400", "http_401", "http_403", "http_404", "http_413"],
-    "dead": [],
+    contracts.ALERTER_QUEUE: list(contracts.ALERTER_DLQ_REASONS),
+    contracts.MOOG_QUEUE: [
+        contracts.RETRIES_EXHAUSTED,
+        contracts.MALFORMED,
+        *(contracts.http_reason(status) for status in (400, 401, 403, 404, 413)),
+    ],
+    contracts.DEAD_QUEUE: [],
 }
 ACTIONS = {
     "replay": ("Replay", "Put the entries back where they came from (Moogsoft alerts with fresh retries)."),
@@ -41,7 +46,9 @@ ACTIONS = {
 
 def actions_for(queue: str) -> list[tuple[str, str]]:
     """(name, label) of the actions offered on ``queue``: dead entries cannot be moved to the dead queue."""
-    return [(name, label) for name, (label, _) in ACTIONS.items() if not (queue == "dead" and name == "dead")]
+    return [
+        (name, label) for name, (label, _) in ACTIONS.items() if not (queue == contracts.DEAD_QUEUE and name == "dead")
+    ]
 
 
 def can_manage(request: HttpRequest) -> bool:
@@ -88,9 +95,9 @@ class DlqActionAdmin(admin.ModelAdmin):
         """One queue's entries, newest first, filtered by reason, with checkboxes for the actions."""
         self._require_manage(request)
         client = get_redis()
-        queue = request.GET.get("queue", "moog")
-        if queue not in dlq.QUEUES:
-            queue = "moog"
+        queue = request.GET.get("queue", contracts.MOOG_QUEUE)
+        if queue not in contracts.DLQ_QUEUES:
+            queue = contracts.MOOG_QUEUE
         reason = request.GET.get("reason", "").strip()
         page = dlq.list_entries(client, queue, reason=reason or None, before=request.GET.get("before"), limit=PAGE_SIZE)
         counts = dlq.replay_counts(client, page.entries)
@@ -114,7 +121,7 @@ class DlqActionAdmin(admin.ModelAdmin):
     def entry_view(self, request: HttpRequest, queue: str, entry_id: str) -> HttpResponse:
         """One entry: every field, the payload as indented JSON, and how often its event was replayed."""
         self._require_manage(request)
-        if queue not in dlq.QUEUES:
+        if queue not in contracts.DLQ_QUEUES:
             raise Http404("no such queue")
         client = get_redis()
         entry = dlq.get_entry(client, queue, entry_id)
@@ -137,11 +144,11 @@ class DlqActionAdmin(admin.ModelAdmin):
     def act_view(self, request: HttpRequest, queue: str) -> HttpResponse:
         """Ask for a reason for the selected entries, then replay, purge or bury them through the service."""
         self._require_manage(request)
-        if queue not in dlq.QUEUES:
+        if queue not in contracts.DLQ_QUEUES:
             raise Http404("no such queue")
         action = request.POST.get("action", "")
         entry_ids = [i for i in request.POST.getlist("ids") if i]
-        if action not in ACTIONS or (queue == "dead" and action == "dead"):
+        if action not in ACTIONS or (queue == contracts.DEAD_QUEUE and action == "dead"):
             self.message_user(request, "Choose an action.", messages.ERROR)
             return HttpResponseRedirect(self._queue_url(queue))
         if not entry_ids:

@@ -1,13 +1,12 @@
 """Dead-letter queue primitives on Redis streams: read entries, and replay, bury or purge them atomically.
 
-Three streams (``streams.dlq_stream(name)``):
+Three streams (``streams.dlq_stream(name)``), their records declared in :mod:`core.contracts`:
 
-- ``alerter``: ingest events the alerter could not process (fields ``reason`` ∈ malformed, max_deliveries,
-  processing_error, shed; ``error``, ``attempts``, ``source_id``, ``failed_at``, ``consumer``, ``e``);
-- ``moog``: alerts Moogsoft did not take (fields ``reason`` ∈ http_4xx, malformed, retries_exhausted;
-  ``status``, ``response``, ``attempts``, ``event_id``, ``source_id``, ``failed_at``, ``e``);
+- ``alerter``: ingest events the alerter could not process (``AlerterDeadLetter``);
+- ``moog``: alerts Moogsoft did not take (``MoogDeadLetter``);
 - ``dead``: entries replayed too often (poison), or buried by an operator: every field of the original
-  entry plus ``origin`` (the queue it came from), ``replays`` (the event's replay count) and ``moved_at``.
+  entry plus ``origin`` (the queue it came from), ``replays`` (the event's replay count) and ``moved_at``
+  (``BuriedFields``).
 
 Replaying puts ``e`` back where it came from: alerter entries on the ingest stream as they are, Moogsoft
 entries on the alert stream with ``attempts`` reset to 0 (a fresh set of delivery retries), dead entries
@@ -32,10 +31,9 @@ from typing import Any
 import orjson
 import redis
 
-from core import exactjson, streams
+from core import contracts, exactjson, streams
 from core.redis import key
 
-QUEUES = ("alerter", "moog", "dead")
 REPLAY_COUNT_TTL = 30 * 86_400
 # Stream ids are "<ms>-<seq>"; anything else would make XRANGE fail for the whole batch.
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -48,11 +46,11 @@ REPLAYED, DEAD, PURGED, MISSING, INVALID = "replayed", "dead", "purged", "missin
 
 class UnknownQueue(ValueError):
     def __init__(self, queue: str) -> None:
-        super().__init__(f"unknown DLQ {queue!r}; use one of {', '.join(QUEUES)}")
+        super().__init__(f"unknown DLQ {queue!r}; use one of {', '.join(contracts.DLQ_QUEUES)}")
 
 
 def check_queue(queue: str) -> str:
-    if queue not in QUEUES:
+    if queue not in contracts.DLQ_QUEUES:
         raise UnknownQueue(queue)
     return queue
 
@@ -75,9 +73,9 @@ class DlqEntry:
 
     @classmethod
     def from_stream(cls, queue: str, entry_id: bytes | str, raw: dict[bytes, bytes]) -> DlqEntry:
-        text = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items() if k != streams.PAYLOAD_FIELD}
+        text = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items() if k != contracts.PAYLOAD_FIELD}
         entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        return cls(queue, entry_id, text, raw.get(streams.PAYLOAD_FIELD, b""))
+        return cls(queue, entry_id, text, raw.get(contracts.PAYLOAD_FIELD, b""))
 
     @property
     def reason(self) -> str:
@@ -100,7 +98,7 @@ class DlqEntry:
     @property
     def origin(self) -> str:
         """The queue whose replay rules apply: this one, or for a dead entry the one it came from."""
-        return self.fields.get("origin", "") if self.queue == "dead" else self.queue
+        return self.fields.get("origin", "") if self.queue == contracts.DEAD_QUEUE else self.queue
 
     def payload(self) -> dict[str, Any] | None:
         """The payload as a JSON object, or None when it is not one (a malformed entry)."""
@@ -214,9 +212,9 @@ def oldest_entries(client: redis.Redis, queue: str, reasons: Iterable[str], limi
 
 def depths(client: redis.Redis) -> dict[str, int]:
     pipe = client.pipeline(transaction=False)
-    for queue in QUEUES:
+    for queue in contracts.DLQ_QUEUES:
         pipe.xlen(streams.dlq_stream(queue))
-    return dict(zip(QUEUES, (int(n) for n in pipe.execute()), strict=True))
+    return dict(zip(contracts.DLQ_QUEUES, (int(n) for n in pipe.execute()), strict=True))
 
 
 def replay_counts(client: redis.Redis, entries: list[DlqEntry]) -> dict[str, int]:
@@ -308,15 +306,16 @@ return results
 
 def target_stream(origin: str) -> str | None:
     """Where entries of ``origin`` replay to: ingest events to the ingest stream, alerts to the alert stream."""
-    return {"alerter": streams.ingest_stream(), "moog": streams.alerts_stream()}.get(origin)
+    stream = contracts.REPLAY_STREAMS.get(origin)
+    return None if stream is None else key(stream)
 
 
 def replay_payload(entry: DlqEntry) -> bytes | None:
     """What a replay puts back, or None when the entry cannot be replayed as it is."""
-    if entry.origin == "alerter":
+    if entry.origin == contracts.ALERTER_QUEUE:
         # As it came: the alerter decides again (a malformed event will come back as malformed).
         return entry.raw_payload or None
-    if entry.origin == "moog":
+    if entry.origin == contracts.MOOG_QUEUE:
         alert = entry.payload()
         if alert is None:
             return None
@@ -331,7 +330,7 @@ def replay(client: redis.Redis, queue: str, entry_ids: list[str], *, max_replays
 
 
 def move_to_dead(client: redis.Redis, queue: str, entry_ids: list[str]) -> BatchResult:
-    if check_queue(queue) == "dead":
+    if check_queue(queue) == contracts.DEAD_QUEUE:
         raise ValueError("entries of the dead queue are already dead")
     return _replay_or_bury(client, queue, entry_ids, mode="dead", max_replays=0)
 
@@ -397,7 +396,7 @@ def _replay_or_bury(
         # Bounded calls: a script blocks Redis while it runs, and other clients must not wait long.
         for start in range(0, len(ready), _SCRIPT_BATCH):
             part = ready[start : start + _SCRIPT_BATCH]
-            keys = [streams.dlq_stream(queue), streams.dlq_stream("dead")]
+            keys = [streams.dlq_stream(queue), streams.dlq_stream(contracts.DEAD_QUEUE)]
             args: list[Any] = [mode, max_replays, REPLAY_COUNT_TTL, origin, moved_at]
             for entry, payload in part:
                 keys += [target, replay_count_key(entry.event_key)]

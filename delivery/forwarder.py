@@ -50,7 +50,7 @@ from prometheus_client import Counter, Histogram
 
 from configcenter.registry import get_definition
 from configcenter.runtime import current_snapshot, get_setting
-from core import streams
+from core import contracts, streams
 from core.redis import get_redis, key
 from core.rotation import ordered_values, remember_accepted
 from core.secrets import refresh_secrets
@@ -194,8 +194,8 @@ class Forwarder:
         self.consumer = consumer or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.client = client or get_redis()
         self.stream = streams.alerts_stream()
-        self.dlq = streams.dlq_stream("moog")
-        self.group = streams.FORWARDERS_GROUP
+        self.dlq = streams.dlq_stream(contracts.MOOG_QUEUE)
+        self.group = contracts.FORWARDERS_GROUP
         self.breaker = CircuitBreaker(self.client)
         self.rate_limit = SharedRateLimit(self.client)
         self.retries = RetrySchedule(self.client, self.stream, self.group)
@@ -327,7 +327,7 @@ class Forwarder:
             try:
                 fresh.append((entry_id, streams.decode(fields, exact_if="details")))  # varbinds exact
             except ValueError as exc:
-                raw = fields.get(streams.PAYLOAD_FIELD, b"").decode("utf-8", "replace")
+                raw = fields.get(contracts.PAYLOAD_FIELD, b"").decode("utf-8", "replace")
                 poison.append((entry_id, {"raw": raw}, Result("permanent", "malformed", excerpt=str(exc))))
         self._dead_letter(poison)
         return fresh

@@ -11,11 +11,10 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
+from core import contracts
+from core.choices import text_choices
 
-class DlqQueue(models.TextChoices):
-    ALERTER = "alerter", "Alerter DLQ (ingest events)"
-    MOOG = "moog", "Moogsoft DLQ (alerts)"
-    DEAD = "dead", "Dead queue (poison entries)"
+DlqQueue = text_choices("DlqQueue", contracts.DLQ_QUEUE_LABELS, module=__name__)
 
 
 class DlqActionKind(models.TextChoices):

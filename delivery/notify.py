@@ -27,7 +27,7 @@ import urllib3
 from prometheus_client import Counter
 
 from configcenter.runtime import get_setting
-from core import streams
+from core import contracts, streams
 from core.secrets import get_secret
 
 logger = logging.getLogger("mutt.remediation")
@@ -63,7 +63,7 @@ class PoisonReport:
             "count": self.count,
             "queues": dict(sorted(self.queues.items())),
             "sample_event_ids": self.sample_event_ids[:SAMPLE_SIZE],
-            "dead_queue": streams.dlq_stream("dead"),
+            "dead_queue": streams.dlq_stream(contracts.DEAD_QUEUE),
             "max_poison_retries": self.max_replays,
         }
 
@@ -73,7 +73,7 @@ def pagerduty_body(report: PoisonReport, routing_key: str) -> dict[str, Any]:
     return {
         "routing_key": routing_key,
         "event_action": "trigger",
-        "dedup_key": streams.dlq_stream("dead"),
+        "dedup_key": streams.dlq_stream(contracts.DEAD_QUEUE),
         "payload": {
             "summary": report.summary()[:1024],  # PagerDuty's limit
             "source": socket.gethostname(),

@@ -6,8 +6,9 @@ Moogsoft's integers (0 clear … 5 critical); authentication is HTTP Basic (see 
 ``events_api``: Moogsoft Cloud Events API. Body ``[event, ...]``; severities are Cloud's names (clear,
 unknown, warning, minor, major, critical); authentication is the ``apiKey`` header.
 
-The alert payload is what the alerter puts on the alert stream (``rules.alerter`` for rule alerts,
-``rules.flood.meta_alert`` for floods). Every Moogsoft event carries its MUTT event id (webhook
+The alert payload is what the alerter puts on the alert stream (``core.contracts.Alert``: made by
+``rules.alerts.rule_alert`` and ``rules.flood.meta_alert``). The mapping functions accept any mapping of
+that shape, so a decoded stream entry needs no cast. Every Moogsoft event carries its MUTT event id (webhook
 ``external_id`` and ``custom_info.event_id``; Cloud tag ``event_id``), one per event and the same for
 every copy of it, and the ingest request's correlation id (``custom_info.correlation_id``; Cloud tag
 ``correlation_id``) so an operator can follow one event from ingest to Moogsoft. ``class`` is the team,
@@ -29,9 +30,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
 
 from core import streams
+from core.contracts import FLOOD_ALERT, SEVERITIES
 from rules.signature import varbinds
 
 MANAGER = "MUTT"
@@ -51,15 +53,8 @@ class MoogFormat(StrEnum):
     EVENTS_API = "events_api"
 
 
-# Moogsoft's severity scale (Enterprise LAMs use the integer, Cloud the name).
-SEVERITY_LEVELS: dict[str, int] = {
-    "clear": 0,
-    "indeterminate": 1,
-    "warning": 2,
-    "minor": 3,
-    "major": 4,
-    "critical": 5,
-}
+# Moogsoft's severity scale (Enterprise LAMs use the integer, Cloud the name): clear 0 … critical 5.
+SEVERITY_LEVELS: dict[str, int] = {name: level for level, name in enumerate(SEVERITIES)}
 CLOUD_SEVERITIES: dict[str, str] = {
     "clear": "clear",
     "indeterminate": "unknown",  # Cloud's name for "could not be determined"
@@ -74,31 +69,6 @@ FALLBACK_SEVERITY = "indeterminate"
 
 class PayloadError(ValueError):
     """An alert that cannot be mapped (a required field is missing or malformed): a permanent failure."""
-
-
-class Alert(TypedDict):
-    """An alert as the alerter queues it (one per alerting event, or one per flood).
-
-    The mapping functions accept any mapping of this shape, so a decoded stream entry needs no cast.
-    """
-
-    kind: str  # rule | flood
-    event_id: str
-    correlation_id: str
-    hostname: str
-    rule_id: int | None
-    team: str
-    severity: str
-    handling: str
-    environment: str
-    description: str
-    event_time: str  # ISO 8601
-    trap_oid: str
-    source_type: str
-    signature: str
-    rule_name: NotRequired[str]
-    details: NotRequired[dict[str, Any]]
-    resent: NotRequired[bool]
 
 
 class CustomInfo(TypedDict):
@@ -181,7 +151,7 @@ def moog_severity(alert: Mapping[str, Any]) -> str:
 
 def event_type(alert: Mapping[str, Any]) -> str:
     """What raised the alert: ``rule-<id>``, or ``unmatched-flood`` for a flood meta-alert."""
-    if alert.get("kind") == "flood":
+    if alert.get("kind") == FLOOD_ALERT:
         return FLOOD_TYPE
     rule_id = alert.get("rule_id")
     return f"rule-{rule_id}" if rule_id is not None else "unmatched"

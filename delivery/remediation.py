@@ -37,6 +37,15 @@ from configcenter.runtime import get_setting
 from core import outage, streams
 from core.audit import Actor
 from core.context import request_id_scope
+from core.contracts import (
+    ALERTER_QUEUE,
+    DATABASE_ERROR,
+    MAX_DELIVERIES,
+    MOOG_QUEUE,
+    RETRIES_EXHAUSTED,
+    SHED,
+    http_reason,
+)
 from core.redis import get_redis, key
 from delivery import dlq, services
 from delivery.breaker import CLOSED, CircuitBreaker
@@ -49,8 +58,8 @@ ACTOR = Actor.system("remediation")
 # Reasons worth another try without anyone changing anything.
 TRANSIENT_REASONS: dict[str, tuple[str, ...]] = {
     # http_401/403: entries dead-lettered before a refused credential was treated as an outage
-    "moog": ("retries_exhausted", "http_401", "http_403"),
-    "alerter": ("shed", "database_error", "max_deliveries"),
+    MOOG_QUEUE: (RETRIES_EXHAUSTED, http_reason(401), http_reason(403)),
+    ALERTER_QUEUE: (SHED, DATABASE_ERROR, MAX_DELIVERIES),
 }
 
 PASSES = Counter("mutt_remediation_passes_total", "Remediation passes run.")
@@ -115,7 +124,7 @@ class Remediator:
             return result
         try:
             with request_id_scope():  # the audit rows and log lines of one pass share a request id
-                for queue, remediate in (("moog", self._remediate_moog), ("alerter", self._remediate_alerter)):
+                for queue, remediate in ((MOOG_QUEUE, self._remediate_moog), (ALERTER_QUEUE, self._remediate_alerter)):
                     try:
                         remediate(result)
                         self._ended_outage(queue, result)
@@ -173,36 +182,36 @@ class Remediator:
 
     def _remediate_moog(self, result: PassResult) -> None:
         candidates = dlq.oldest_entries(
-            self.client, "moog", TRANSIENT_REASONS["moog"], get_setting("remediation_batch_size")
+            self.client, MOOG_QUEUE, TRANSIENT_REASONS[MOOG_QUEUE], get_setting("remediation_batch_size")
         )
         if not candidates:
             return
         if self.breaker.snapshot().state != CLOSED:
-            self._skip(result, "moog", "breaker_open", len(candidates))
+            self._skip(result, MOOG_QUEUE, "breaker_open", len(candidates))
             return
         url = health_url()
         if url is None:
-            self._skip(result, "moog", "health_unconfigured", len(candidates))
+            self._skip(result, MOOG_QUEUE, "health_unconfigured", len(candidates))
             return
         if not self._healthy(url):
-            self._skip(result, "moog", "health_failed", len(candidates))
+            self._skip(result, MOOG_QUEUE, "health_failed", len(candidates))
             return
-        self._replay(result, "moog", candidates, "automatic replay: Moogsoft is healthy again")
+        self._replay(result, MOOG_QUEUE, candidates, "automatic replay: Moogsoft is healthy again")
 
     def _remediate_alerter(self, result: PassResult) -> None:
         candidates = dlq.oldest_entries(
-            self.client, "alerter", TRANSIENT_REASONS["alerter"], get_setting("remediation_batch_size")
+            self.client, ALERTER_QUEUE, TRANSIENT_REASONS[ALERTER_QUEUE], get_setting("remediation_batch_size")
         )
         if not candidates:
             return
         room = get_setting("ingest_max_queue_depth") // 2 - streams.backlog(self.client, streams.ingest_stream())
         if room <= 0:
-            self._skip(result, "alerter", "ingest_backlog_high", len(candidates))
+            self._skip(result, ALERTER_QUEUE, "ingest_backlog_high", len(candidates))
             return
         if streams.backlog(self.client, streams.alerts_stream()) > get_setting("alerter_queue_warn_threshold"):
-            self._skip(result, "alerter", "alert_backlog_high", len(candidates))
+            self._skip(result, ALERTER_QUEUE, "alert_backlog_high", len(candidates))
             return
-        self._replay(result, "alerter", candidates[:room], "automatic replay: load is back to normal")
+        self._replay(result, ALERTER_QUEUE, candidates[:room], "automatic replay: load is back to normal")
 
     def _replay(self, result: PassResult, queue: str, candidates: list[dlq.DlqEntry], reason: str) -> None:
         reasons = sorted({entry.reason for entry in candidates})

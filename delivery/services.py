@@ -18,6 +18,7 @@ import redis
 from django.db import transaction
 from prometheus_client import Counter
 
+from core import contracts
 from core.audit import Actor
 from core.context import get_request_id
 from core.redis import get_redis
@@ -108,7 +109,7 @@ def bury_entries(
 ) -> ActionReport:
     """Move entries of the alerter or Moogsoft DLQ to the dead queue (out of remediation's reach)."""
     reason = _check(actor, queue, entry_ids, reason)
-    if queue == "dead":
+    if queue == contracts.DEAD_QUEUE:
         raise ValueError("entries of the dead queue are already dead")
     report = _run(
         actor, queue, entry_ids=entry_ids, reason=reason, kind=DlqActionKind.DEAD, success=dlq.DEAD,

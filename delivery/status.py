@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from core import streams
+from core import contracts, streams
 from core.redis import get_redis
 from delivery.breaker import CLOSED, STATE_CODES, breaker_key
 from delivery.retry import schedule_key
@@ -64,7 +64,7 @@ def read_state(client: redis.Redis, destination: str = "moog") -> DeliveryState:
     opened = fields.get("opened_at")
     group: dict[str, Any] = {}
     if not isinstance(groups, Exception):  # no stream yet: nothing held, nothing unread
-        group = next((g for g in groups if _text(g["name"]) == streams.FORWARDERS_GROUP), {})
+        group = next((g for g in groups if _text(g["name"]) == contracts.FORWARDERS_GROUP), {})
     held = int(group.get("pending") or 0)
     lag = group.get("lag")
     # Entries are deleted when acknowledged, so the stream holds the pending ones and the unread ones

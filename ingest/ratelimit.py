@@ -29,7 +29,7 @@ from typing import Any
 import redis
 from redis.connection import AbstractConnection
 
-from core import streams
+from core import contracts, streams
 from core.redis import evalsha_on, key
 
 BACKPRESSURE_RETRY_AFTER = 2
@@ -132,7 +132,7 @@ def admit(client: redis.Redis, *, key_prefix: str, payloads: list[bytes], limits
     reply = _connections.run_script(
         client,
         [global_bucket(), key_bucket(key_prefix), stream],
-        [limits.global_rate, limits.key_rate, limits.max_depth, streams.ALERTERS_GROUP, streams.PAYLOAD_FIELD,
+        [limits.global_rate, limits.key_rate, limits.max_depth, contracts.ALERTERS_GROUP, contracts.PAYLOAD_FIELD,
          *payloads],
     )  # fmt: skip
     code = int(reply[0])
@@ -218,7 +218,7 @@ def _ensure_group_once(client: redis.Redis, stream: str) -> None:
         return
     with _groups_lock:
         if stream not in _groups_ensured:
-            streams.ensure_group(client, stream, streams.ALERTERS_GROUP)
+            streams.ensure_group(client, stream, contracts.ALERTERS_GROUP)
             _groups_ensured.add(stream)
 
 

@@ -1,7 +1,5 @@
-"""The canonical event: the one shape every source (HTTP, syslog, SNMP traps) is turned into.
-
-Every key is always present, so consumers (the alerter, the audit log, Moogsoft mapping) never guess;
-optional facts are ``None``. Fields a source sends that are not canonical are kept under ``extra``.
+"""An incoming item made into the canonical event (``core.contracts.CanonicalEvent``), the one shape every
+source (HTTP, syslog, SNMP traps) is turned into, and the event as the JSON queued for the alerters.
 """
 
 from __future__ import annotations
@@ -10,44 +8,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any
 
 from core import exactjson
+from core.contracts import DEFAULT_SOURCE_TYPE, CanonicalEvent
 from core.ids import uuid7
 from ingest import fields
 from ingest.fields import FieldError
 
 logger = logging.getLogger("mutt.ingest")
 
-DEFAULT_SOURCE_TYPE = "webhook"
 INVALID_VALUE = "is not a valid value"
 NUL_ERROR = "contains a NUL character"
 NUL_NAME_ERROR = "has a field name containing a NUL character"
 TOO_DEEP_ERROR = "is nested too deeply to be stored; keep objects and arrays under 250 levels"
 # How orjson writes U+0000, which PostgreSQL text and jsonb refuse.
 _NUL_ESCAPE = b"\\u0000"
-
-
-class CanonicalEvent(TypedDict):
-    event_id: str  # UUID v7 (time-ordered), stamped at ingest; the dedup key downstream
-    hostname: str  # stripped, lower-case
-    message: str  # "" for a trap sent without one
-    timestamp: str  # ISO 8601, UTC, microseconds: when the event happened
-    timestamp_inferred: bool  # true when the source sent no timestamp and received_at was used
-    # True when the source's time was outside [received_at - max_event_age, received_at + max_clock_skew]
-    # and received_at was used instead; the time the source sent is then in original_timestamp.
-    timestamp_corrected: bool
-    original_timestamp: str | None  # ISO 8601, UTC, microseconds; None unless timestamp_corrected
-    syslog_severity: int | None  # 0 (emergency) … 7 (debug)
-    facility: int | None  # 0 … 23
-    trap_oid: str | None  # dotted numeric, no leading dot
-    source_type: str  # "webhook" unless the source says otherwise ("syslog", "snmp_trap", …)
-    source_ip: str | None
-    variables: dict[str, Any] | list[Any] | None  # trap varbinds
-    extra: dict[str, Any]  # every other field the source sent, unchanged
-    received_at: str  # ISO 8601, UTC, microseconds: when MUTT received it
-    correlation_id: str  # the request id of the ingest request (X-Request-ID)
-    ingested_by: str  # name of the API key (or listener) that brought it in
 
 
 FieldErrors = dict[str, str]

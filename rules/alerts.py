@@ -1,8 +1,8 @@
 """The alert a rule raises for an event: the payload the alerter queues for the forwarder.
 
 One function, used by the alerter and by the admin's rule tester, so the tester shows exactly the
-signature and description the alert will carry. What the forwarder makes of it for Moogsoft is
-delivery/payloads.py; the choices are recorded in docs/adr/ADR-005-moogsoft-event-fields.md.
+signature and description the alert will carry. Its shape is ``core.contracts.Alert``; what the forwarder
+makes of it for Moogsoft is delivery/payloads.py; the choices are recorded in docs/adr/ADR-005-moogsoft-event-fields.md.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from core.contracts import RULE_ALERT, Alert
 from rules import signature
 from rules.engine import DEFAULT_ALERT_SEVERITY, RuleSpec
 
@@ -18,7 +19,7 @@ MAX_DESCRIPTION = 2000
 
 def rule_alert(
     event: Mapping[str, Any], rule: RuleSpec, *, team: str, severity: str, handling: str, environment: str
-) -> dict[str, Any]:
+) -> Alert:
     """The alert of ``event`` matched by ``rule``.
 
     ``description``: the message, else the rendered trap (OID and varbinds), else the rule's description,
@@ -30,8 +31,8 @@ def rule_alert(
     source_type = event.get("source_type") or ""
     variables = event.get("variables")
     description = message or signature.render_trap(trap_oid, variables) or rule.description or rule.name
-    alert: dict[str, Any] = {
-        "kind": "rule",
+    alert: Alert = {
+        "kind": RULE_ALERT,
         "event_id": event["event_id"],
         "correlation_id": event.get("correlation_id") or "",
         "hostname": hostname,

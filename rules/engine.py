@@ -28,19 +28,22 @@ from dataclasses import dataclass
 import ahocorasick
 import re2
 
+from core.contracts import (
+    CONTAINS,
+    DEV,
+    HANDLINGS,
+    MATCH_TYPES,
+    OID_PREFIX,
+    PAGE_AND_TICKET,
+    PROD,
+    REGEX,
+    TICKET_ONLY,
+    UNHANDLED,
+)
 from rules.hosts import HostTable
 from rules.signature import DEFAULT_FIELDS as DEFAULT_SIGNATURE_FIELDS
 
 logger = logging.getLogger(__name__)
-
-CONTAINS = "contains"
-REGEX = "regex"
-OID_PREFIX = "oid_prefix"
-MATCH_TYPES = frozenset({CONTAINS, REGEX, OID_PREFIX})
-HANDLINGS = frozenset({"page_and_ticket", "page_only", "ticket_only", "ignore"})
-UNHANDLED = "unhandled"
-DEV = "dev"
-PROD = "prod"
 
 # Each RE2 set is one lazily built DFA, and a Match() call costs about a microsecond almost
 # regardless of set size (measured: 900 and 8,000 realistic patterns cost the same), so few large
@@ -102,8 +105,8 @@ class RuleSpec:
     match_string: str = ""
     trap_oid: str = ""
     syslog_severity: int | None = None
-    prod_handling: str = "page_and_ticket"
-    dev_handling: str = "ticket_only"
+    prod_handling: str = PAGE_AND_TICKET
+    dev_handling: str = TICKET_ONLY
     team_assignment: str = ""
     severity: str = ""
     description: str = ""

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from core.contracts import FLOOD_ALERT, PAGE_AND_TICKET, Alert
 from core.redis import key
 
 # (pattern, replacement, what the text must hold for the pattern to have any chance of matching).
@@ -209,18 +210,18 @@ class Counting:
         return floods
 
 
-def meta_alert(flood: Flood, *, team: str, received_at: str) -> dict[str, Any]:
+def meta_alert(flood: Flood, *, team: str, received_at: str) -> Alert:
     """The alert payload of a flood (same shape as rule alerts, ``kind`` tells them apart)."""
     summary = "; ".join(f"{count} x {template}" for template, count in flood.top_templates)
     return {
-        "kind": "flood",
+        "kind": FLOOD_ALERT,
         "event_id": flood.alert_id,
         "correlation_id": flood.alert_id,
         "hostname": flood.hostname,
         "rule_id": None,
         "team": team,
         "severity": "warning",
-        "handling": "page_and_ticket",
+        "handling": PAGE_AND_TICKET,
         "environment": "",
         "description": (
             f"{flood.count} unmatched events from {flood.hostname} in {flood.window_seconds}s; top: {summary}"

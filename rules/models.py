@@ -16,7 +16,9 @@ from django.db.models.functions import Lower
 from simple_history.models import HistoricalRecords
 
 from configcenter.runtime import get_setting
+from core import contracts
 from core.audit import AuditedHistory
+from core.choices import text_choices
 from rules.engine import SEVERITY_DEFAULT_TEXT, regex_error, regex_program_size
 from rules.hosts import GLOB_CHARS
 from rules.signature import parse_fields as parse_signature_fields
@@ -37,28 +39,12 @@ MATCH_STRING_HELP = (
 )
 
 
-class MatchType(models.TextChoices):
-    CONTAINS = "contains", "Message contains (case-insensitive)"
-    REGEX = "regex", "Message matches regular expression (RE2 search)"
-    OID_PREFIX = "oid_prefix", "Trap OID starts with"
-
-
-class Handling(models.TextChoices):
-    PAGE_AND_TICKET = "page_and_ticket", "Page and ticket"
-    PAGE_ONLY = "page_only", "Page only"
-    TICKET_ONLY = "ticket_only", "Ticket only"
-    IGNORE = "ignore", "Ignore"
-
-
-class AlertSeverity(models.TextChoices):
-    """Moogsoft's severity names, from least to most severe."""
-
-    CLEAR = "clear", "Clear"
-    INDETERMINATE = "indeterminate", "Indeterminate"
-    WARNING = "warning", "Warning"
-    MINOR = "minor", "Minor"
-    MAJOR = "major", "Major"
-    CRITICAL = "critical", "Critical"
+MatchType = text_choices("MatchType", contracts.MATCH_TYPE_LABELS, module=__name__)
+Handling = text_choices("Handling", contracts.HANDLING_LABELS, module=__name__)
+# Moogsoft's severity names, from least to most severe.
+AlertSeverity = text_choices(
+    "AlertSeverity", {severity: severity.capitalize() for severity in contracts.SEVERITIES}, module=__name__
+)
 
 
 class SyslogSeverity(models.IntegerChoices):
@@ -108,7 +94,7 @@ class AlertRule(models.Model):
 
     name = models.CharField(max_length=200, help_text="Short label shown to operators.")
     description = models.TextField(blank=True)
-    match_type = models.CharField(max_length=20, choices=MatchType.choices, default=MatchType.CONTAINS)
+    match_type = models.CharField(max_length=20, choices=MatchType.choices, default=contracts.CONTAINS)
     match_string = models.CharField(max_length=1000, blank=True, help_text=MATCH_STRING_HELP)
     trap_oid = models.CharField(
         max_length=255,
@@ -123,8 +109,8 @@ class AlertRule(models.Model):
         help_text="Only match events with exactly this syslog severity (empty: any).",
     )
     priority = models.PositiveIntegerField(default=100, help_text="Lower wins; ties go to the older rule.")
-    prod_handling = models.CharField(max_length=20, choices=Handling.choices, default=Handling.PAGE_AND_TICKET)
-    dev_handling = models.CharField(max_length=20, choices=Handling.choices, default=Handling.TICKET_ONLY)
+    prod_handling = models.CharField(max_length=20, choices=Handling.choices, default=contracts.PAGE_AND_TICKET)
+    dev_handling = models.CharField(max_length=20, choices=Handling.choices, default=contracts.TICKET_ONLY)
     team_assignment = models.CharField(
         max_length=100, blank=True, help_text="Team for the alert; empty uses the host's device team."
     )
@@ -162,12 +148,12 @@ class AlertRule(models.Model):
         self.trap_oid = normalise_oid(self.trap_oid)
         self.team_assignment = self.team_assignment.strip()
         errors: dict[str, str] = self._clean_signature_fields()
-        if self.match_type in (MatchType.CONTAINS, MatchType.REGEX):
+        if self.match_type in (contracts.CONTAINS, contracts.REGEX):
             if not self.match_string.strip():
                 errors["match_string"] = f"A {self.match_type} rule needs a match string (not only spaces)."
             if self.trap_oid:
                 errors["trap_oid"] = f"A {self.match_type} rule matches the message; leave trap_oid empty."
-        if self.match_type == MatchType.REGEX and self.match_string.strip():
+        if self.match_type == contracts.REGEX and self.match_string.strip():
             problem = regex_error(self.match_string)
             if problem:
                 errors["match_string"] = f"Not a valid RE2 regular expression: {problem}."
@@ -180,7 +166,7 @@ class AlertRule(models.Model):
                         "(runtime setting rule_regex_max_program_size); large counted repetitions such as "
                         "{500} cost the most."
                     )
-        if self.match_type == MatchType.OID_PREFIX:
+        if self.match_type == contracts.OID_PREFIX:
             if not self.trap_oid:
                 errors["trap_oid"] = "An oid_prefix rule needs a trap OID."
             elif not _OID.match(self.trap_oid):

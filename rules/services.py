@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 
+from core import contracts
 from core.audit import Actor, audited
 from core.redis import get_redis, key
 from rules.models import AlertRule, DevHost, DeviceTeam
@@ -28,7 +29,7 @@ _PROTECTED_FIELDS = frozenset({"id", "created_at", "updated_at"})
 
 def rules_channel() -> str:
     """The pub/sub channel on which a change to rules, hosts or teams is announced."""
-    return key("rules", "updates")
+    return key(contracts.RULES_CHANNEL)
 
 
 def _announce_change(kind: str) -> None:

@@ -12,8 +12,8 @@ from django import forms
 
 from configcenter.runtime import get_setting
 from core.context import get_request_id
+from core.contracts import CanonicalEvent
 from ingest import schema
-from ingest.schema import CanonicalEvent
 from rules.alerts import rule_alert
 from rules.cost import regex_cost_seconds
 from rules.engine import (

@@ -133,12 +133,10 @@ def clean_pipeline(redis_client, transactional_db):
     """Empty pipeline streams, dedup and flood keys, and the audit log (unmanaged: flushes skip it)."""
     from django.db import connection
 
-    from core import streams
+    from core import contracts, streams
     from core.redis import key
 
-    names = [streams.ingest_stream(), streams.alerts_stream()] + [
-        streams.dlq_stream(n) for n in ("alerter", "moog", "dead")
-    ]
+    names = [streams.ingest_stream(), streams.alerts_stream()] + [streams.dlq_stream(n) for n in contracts.DLQ_QUEUES]
     redis_client.delete(*names)
     for pattern in ("alerted:*", "flood:*", "ratelimit:*"):
         for name in redis_client.scan_iter(match=key(pattern)):

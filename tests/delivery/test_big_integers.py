@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from core import streams
+from core import contracts, streams
 from core.audit import Actor
 from delivery.forwarder import Forwarder, inflight_key
 from rules import services
@@ -69,6 +69,6 @@ def test_an_integer_past_64_bits_is_audited_exactly_and_delivered(client, api_ke
         assert sent["custom_info"]["details"]["varbinds"] == {"ifIndex": big}, "every digit sent"
     else:
         assert sent["tags"]["varbind.ifIndex"] in (big, str(big)), "every digit sent (Cloud tags are text)"
-    for name in ("alerter", "moog", "dead"):
+    for name in contracts.DLQ_QUEUES:
         assert redis_client.xlen(streams.dlq_stream(name)) == 0, f"nothing in the {name} DLQ"
     assert redis_client.hlen(inflight_key()) == 0

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from core.contracts import Alert
 from delivery import payloads
 from delivery.payloads import (
     PayloadError,
@@ -48,7 +49,7 @@ def rule_alert(**overrides: Any) -> dict[str, Any]:
     return alert
 
 
-def flood_alert() -> dict[str, Any]:
+def flood_alert() -> Alert:
     flood = Flood("edge-sw-07", 1795688100, 300, 250, [("port <n> flapping", 200), ("fan <n> slow", 50)], "port 3 flap")
     return meta_alert(flood, team="network-ops", received_at=EVENT_TIME)
 

@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from prometheus_client import REGISTRY
 
-from core import streams
+from core import contracts, streams
 from core.redis import key
 from core.secrets import reset_secrets
 from delivery import dlq
@@ -258,7 +258,7 @@ def test_depth_gauges_follow_the_queues(moog, remediator, redis_client):
     add_alerter_entry(redis_client, reason="malformed")
     add_alerter_entry(redis_client, reason="malformed")
     remediator.step()
-    depth = {q: REGISTRY.get_sample_value("mutt_dlq_depth", {"queue": q}) for q in dlq.QUEUES}
+    depth = {q: REGISTRY.get_sample_value("mutt_dlq_depth", {"queue": q}) for q in contracts.DLQ_QUEUES}
     assert depth == {"alerter": 2.0, "moog": 1.0, "dead": 0.0}
 
 

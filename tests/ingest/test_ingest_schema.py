@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core.contracts import CanonicalEvent
 from core.ids import uuid7
 from ingest import fields, schema
 from ingest.fields import FieldError
-from ingest.schema import CanonicalEvent, Receipt, normalise
+from ingest.schema import Receipt, normalise
 
 RECEIVED = datetime(2026, 5, 1, 12, 0, 0, 654321, tzinfo=UTC)
 

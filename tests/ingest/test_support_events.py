@@ -6,7 +6,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from ingest.schema import CanonicalEvent, Receipt, normalise
+from core.contracts import CanonicalEvent
+from ingest.schema import Receipt, normalise
 from tests.support.events import make_event
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from core import streams
+from core import contracts, streams
 from tests.support.events import make_alert as base_alert
 from tests.support.events import make_event
 
@@ -27,25 +28,22 @@ def add_moog_entry(
     *,
     reason: str = "retries_exhausted",
     alert: dict[str, Any] | None = None,
-    status: int | str = 503,
+    status: int = 503,
     response: str = "upstream unavailable",
 ) -> tuple[str, dict[str, Any]]:
     """One Moogsoft DLQ entry with the forwarder's fields; returns (entry id, alert)."""
     alert = alert or make_alert()
-    entry_id = client.xadd(
-        streams.dlq_stream("moog"),
-        {
-            "reason": reason,
-            "status": status,
-            "response": response,
-            "attempts": int(alert.get("attempts", 0)),
-            "event_id": alert.get("event_id", ""),
-            "source_id": f"{int(time.time() * 1000)}-0",
-            "failed_at": datetime.now(UTC).isoformat(),
-            "e": streams.dumps(alert),  # as the forwarder writes it: integers past 64 bits included
-        },
-    )
-    return entry_id.decode(), alert
+    record: contracts.MoogDeadLetter = {
+        "reason": reason,
+        "status": status,
+        "response": response,
+        "attempts": int(alert.get("attempts", 0)),
+        "event_id": alert.get("event_id", ""),
+        "source_id": _source_id(),
+        "failed_at": datetime.now(UTC).isoformat(),
+        "e": streams.dumps(alert),  # as the forwarder writes it: integers past 64 bits included
+    }
+    return _add(client, contracts.MOOG_QUEUE, record), alert
 
 
 def add_alerter_entry(
@@ -58,19 +56,25 @@ def add_alerter_entry(
 ) -> tuple[str, dict[str, Any]]:
     """One alerter DLQ entry with the alerter's fields; returns (entry id, event)."""
     event = event or make_event()
-    entry_id = client.xadd(
-        streams.dlq_stream("alerter"),
-        {
-            "reason": reason,
-            "error": error,
-            "attempts": 1,
-            "source_id": f"{int(time.time() * 1000)}-0",
-            "failed_at": datetime.now(UTC).isoformat(),
-            "consumer": "test-alerter",
-            "e": raw if raw is not None else orjson.dumps(event),
-        },
-    )
-    return entry_id.decode(), event
+    record: contracts.AlerterDeadLetter = {
+        "reason": reason,
+        "error": error,
+        "attempts": 1,
+        "source_id": _source_id(),
+        "failed_at": datetime.now(UTC).isoformat(),
+        "consumer": "test-alerter",
+        "e": raw if raw is not None else orjson.dumps(event),
+    }
+    return _add(client, contracts.ALERTER_QUEUE, record), event
+
+
+def _source_id() -> bytes:
+    """An entry id of the stream the entry failed in, as Redis makes them."""
+    return f"{int(time.time() * 1000)}-0".encode()
+
+
+def _add(client: Any, queue: str, record: Mapping[str, object]) -> str:
+    return client.xadd(streams.dlq_stream(queue), dict(record)).decode()
 
 
 def stream_payloads(client: Any, stream: str) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from ingest.fields import isoformat
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:
-    """An event with every key of ``ingest.schema.CanonicalEvent``, formatted as ingest formats it (a UUID
+    """An event with every key of ``core.contracts.CanonicalEvent``, formatted as ingest formats it (a UUID
     v7 id, times in UTC with microseconds), then ``overrides``."""
     now = isoformat(datetime.now(UTC))
     event = {
