@@ -58,8 +58,10 @@ def test_a_listener_admits_decoded_items_and_reads_each_outcome_off_the_stream(r
 def test_events_already_in_canonical_form_are_queued_as_they_are(redis_client):
     receipt = Receipt(datetime.now(UTC), "trap-7", "snmp-trap")
     trap, errors = normalise({"hostname": "edge-009", "trap_oid": ".1.3.6.1.6.3.1.1.5.3"}, receipt)
-    assert errors == {}
     holding_nul, _ = normalise(event(1, message="bad \x00 byte"), receipt)
+    assert trap is not None
+    assert holding_nul is not None
+    assert errors == {}
 
     result = admit_events(Sender.listener("snmp-trap", "192.0.2.20"), [trap, holding_nul])
 
