@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -51,8 +51,7 @@ class Refusal(StrEnum):
     UNAVAILABLE = "unavailable"  # Redis did not answer (retry_after)
 
 
-@dataclass(frozen=True)
-class Sender:
+class Sender(NamedTuple):  # a tuple rather than a frozen dataclass: made per request, in two calls, not five
     """Who sends: ``name`` is stamped on each event (``ingested_by``); ``rate_key`` is what the per-sender
     rate limit (``ingest_key_max_rate``) keys on; ``address`` is the client's address, when known."""
 
@@ -86,7 +85,8 @@ class ItemOutcome(NamedTuple):
     errors: FieldErrors  # by field, when it was refused on its own (invalid or too large)
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass's __init__ makes one call per field, and this is made once per request.
+@dataclass(slots=True)
 class AdmissionResult:
     """What one call did. ``event_ids`` are the valid items' events in order: queued unless ``refusal``
     says why not; ``errors`` the items refused on their own (``{"index", "errors", "line"?}``, the shape
@@ -137,12 +137,14 @@ def admit_values(sender: Sender, values: Iterable[Any]) -> AdmissionResult:
     return admit(sender, [Item(index, value, item_size(value), None) for index, value in enumerate(values)])
 
 
-def admit(sender: Sender, items: Sequence[Item]) -> AdmissionResult:
+def admit(sender: Sender, items: Sequence[Item], *, max_event_bytes: int | None = None) -> AdmissionResult:
     """Normalise and validate ``items``, then queue the valid ones in one Redis round trip.
 
-    Settings are read per call, so a change applies at once.
+    Settings are read per call, so a change applies at once; a caller that has read
+    ``ingest_max_event_bytes`` already (to split its input) passes it, and it is read once.
     """
-    max_event_bytes: int = get_setting("ingest_max_event_bytes")
+    if max_event_bytes is None:
+        max_event_bytes = get_setting("ingest_max_event_bytes")
     receipt = Receipt(
         datetime.now(UTC),
         sender.correlation_id,
@@ -150,7 +152,6 @@ def admit(sender: Sender, items: Sequence[Item]) -> AdmissionResult:
         max_event_age=get_setting("max_event_age"),
         max_clock_skew=get_setting("max_clock_skew"),
     )
-    # Locals rather than _Checked's fields: no attribute lookup per event on the hot path.
     payloads: list[bytes] = []
     event_ids: list[str] = []
     errors: list[dict[str, Any]] = []
@@ -173,7 +174,10 @@ def admit(sender: Sender, items: Sequence[Item]) -> AdmissionResult:
         if item.line is not None:
             error["line"] = item.line
         errors.append(error)
-    return _enqueue(sender, _Checked(len(items), payloads, event_ids, errors, too_large, corrected))
+    return _enqueue(
+        sender, count=len(items), payloads=payloads, event_ids=event_ids, errors=errors, too_large=too_large,
+        corrected=corrected,
+    )  # fmt: skip
 
 
 def admit_events(sender: Sender, events: Sequence[CanonicalEvent]) -> AdmissionResult:
@@ -181,53 +185,55 @@ def admit_events(sender: Sender, events: Sequence[CanonicalEvent]) -> AdmissionR
     only what the stream and the audit log cannot take is refused (too deep, a NUL, and an event whose
     JSON, canonical fields included, is over ``ingest_max_event_bytes``)."""
     max_event_bytes: int = get_setting("ingest_max_event_bytes")
-    checked = _Checked(len(events))
+    payloads: list[bytes] = []
+    event_ids: list[str] = []
+    errors: list[dict[str, Any]] = []
+    too_large: list[int] = []
+    corrected = 0
     for index, event in enumerate(events):
         payload, problems = encode(event, event)
         if payload is not None and len(payload) > max_event_bytes:
-            checked.too_large.append(index)
+            too_large.append(index)
             problems = _too_large(len(payload), max_event_bytes)
         elif payload is not None:
-            checked.payloads.append(payload)
-            checked.event_ids.append(event["event_id"])
-            checked.corrected += event["timestamp_corrected"]
+            payloads.append(payload)
+            event_ids.append(event["event_id"])
+            corrected += event["timestamp_corrected"]
             continue
-        checked.errors.append({"index": index, "errors": problems})
-    return _enqueue(sender, checked)
+        errors.append({"index": index, "errors": problems})
+    return _enqueue(
+        sender, count=len(events), payloads=payloads, event_ids=event_ids, errors=errors, too_large=too_large,
+        corrected=corrected,
+    )  # fmt: skip
 
 
-@dataclass
-class _Checked:
-    """The items of one call once each was checked on its own."""
-
-    count: int
-    payloads: list[bytes] = field(default_factory=list)
-    event_ids: list[str] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    too_large: list[int] = field(default_factory=list)
-    corrected: int = 0
-
-    def result(self, limits: ratelimit.Limits, refusal: Refusal | None, **facts: Any) -> AdmissionResult:
-        return AdmissionResult(self.count, self.event_ids, self.errors, self.too_large, limits, refusal, **facts)
-
-
-def _enqueue(sender: Sender, checked: _Checked) -> AdmissionResult:
-    """The valid events of ``checked`` onto the ingest stream, or the reason they were not."""
-    if checked.errors:
-        _log_refusals(sender, checked.errors)
-    payloads = checked.payloads
+def _enqueue(
+    sender: Sender,
+    *,
+    count: int,
+    payloads: list[bytes],
+    event_ids: list[str],
+    errors: list[dict[str, Any]],
+    too_large: list[int],
+    corrected: int,
+) -> AdmissionResult:
+    """The valid events (``payloads``) onto the ingest stream, or the reason they were not."""
+    if errors:
+        _log_refusals(sender, errors)
     limits = ratelimit.Limits(
         global_rate=get_setting("ingest_max_rate"),
         key_rate=get_setting("ingest_key_max_rate"),
         max_depth=get_setting("ingest_max_queue_depth"),
     )
+    result = AdmissionResult(count, event_ids, errors, too_large, limits)
     if not payloads:
-        metrics.events("rejected").inc(len(checked.errors))
-        return checked.result(limits, None)
+        metrics.events("rejected").inc(len(errors))
+        return result
     if len(payloads) > limits.max_depth:
         # Even an empty queue could not take them, so "retry after 2 s" would be forever. The settings
         # relation keeps ingest_max_batch within the depth; values stored before it, and listeners, may not.
-        return checked.result(limits, Refusal.OVER_QUEUE_DEPTH)
+        result.refusal = Refusal.OVER_QUEUE_DEPTH
+        return result
     try:
         admission = ratelimit.admit(get_redis(), rate_key=sender.rate_key, payloads=payloads, limits=limits)
     except redis.RedisError as exc:
@@ -237,29 +243,29 @@ def _enqueue(sender: Sender, checked: _Checked) -> AdmissionResult:
         # process. An error that is not a connection failure (Redis refusing writes: OOM, a read-only
         # replica) refuses as surely: same lines.
         outage.REDIS.failed(exc, doing="ingest answers 503 with Retry-After and refuses what listeners receive")
-        return checked.result(limits, Refusal.UNAVAILABLE, retry_after=REDIS_RETRY_AFTER)
+        result.refusal, result.retry_after = Refusal.UNAVAILABLE, REDIS_RETRY_AFTER
+        return result
     outage.REDIS.recovered()  # one attribute check unless Redis was down
     metrics.BACKLOG.set(admission.backlog)
+    result.backlog = admission.backlog
     if admission.outcome is ratelimit.Outcome.ACCEPTED:
         metrics.events("accepted").inc(len(payloads))
-        if checked.corrected:
-            metrics.TIMESTAMPS_CORRECTED.inc(checked.corrected)
-        if checked.errors:
-            metrics.events("rejected").inc(len(checked.errors))
-        return checked.result(limits, None, backlog=admission.backlog)
-    retry_after = admission.retry_after or ratelimit.BACKPRESSURE_RETRY_AFTER
+        if corrected:
+            metrics.TIMESTAMPS_CORRECTED.inc(corrected)
+        if errors:
+            metrics.events("rejected").inc(len(errors))
+        return result
+    result.retry_after = admission.retry_after or ratelimit.BACKPRESSURE_RETRY_AFTER
     if admission.outcome is ratelimit.Outcome.RATE_LIMITED:
         logger.info(
             "ingest rate limited: %s (%s limit), retry after %ss",
-            sender.name, admission.limited_by, retry_after,
+            sender.name, admission.limited_by, result.retry_after,
         )  # fmt: skip
-        refusal = Refusal.RATE_LIMITED
+        result.refusal, result.limited_by = Refusal.RATE_LIMITED, admission.limited_by
     else:
         logger.info("ingest backpressure: backlog %s, limit %s", admission.backlog, limits.max_depth)
-        refusal = Refusal.BACKPRESSURE
-    return checked.result(
-        limits, refusal, retry_after=retry_after, limited_by=admission.limited_by, backlog=admission.backlog
-    )
+        result.refusal = Refusal.BACKPRESSURE
+    return result
 
 
 def _too_large(size: int, limit: int) -> FieldErrors:

@@ -45,7 +45,7 @@ def ingest(
         items = body.split_body(raw, kind, max_items=max_batch, max_item_bytes=max_event_bytes)
     except body.BodyRefused as refused:
         return IngestResult(refused.status, refused.reason, refused.body)
-    return _response(sender, admit(sender, items), max_event_bytes)
+    return _response(sender, admit(sender, items, max_event_bytes=max_event_bytes), max_event_bytes)
 
 
 def _response(sender: Sender, result: AdmissionResult, max_event_bytes: int) -> IngestResult:
