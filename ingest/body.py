@@ -1,7 +1,8 @@
 """Reading and splitting an ingest request body: one object, an array of objects, or NDJSON.
 
 Everything here works on bytes and headers, not on Django requests, and refuses a body by raising
-:class:`BodyRefused` with the HTTP status, a reason (the metrics label) and the response body.
+:class:`BodyRefused` with the HTTP status, a reason (the metrics label) and the response body. A body
+becomes the :class:`ingest.admission.Item` list that admission takes from every source.
 
 A body may be gzip-compressed (``Content-Encoding: gzip``, as rsyslog's omhttp sends it): it is
 inflated while it is read, and the body limit bounds both the bytes received and the bytes inflated,
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from core import exactjson
+from ingest.admission import Item, item_size
 
 _READ_CHUNK = 1 << 20
 # zlib's window bits for a gzip wrapper (16 + the largest window), as omhttp and gzip(1) write it.
@@ -47,18 +49,6 @@ class BodyRefused(Exception):
     status: int
     reason: str
     body: dict[str, Any] = field(default_factory=dict)
-
-
-class Item(NamedTuple):
-    """One element of the batch. ``size`` is its size in bytes as sent (compact JSON for array items),
-    or 0 when the whole body fits within one event's limit and measuring was pointless (or when the
-    item is nested too deeply to serialise, which the pipeline rejects on its own)."""
-
-    # Shadows tuple.index on purpose (no caller searches an item); mypy flags any such field name.
-    index: int  # type: ignore[assignment]
-    value: Any
-    size: int
-    line: int | None  # NDJSON line number (1-based), for error messages
 
 
 class BodyFormat(NamedTuple):
@@ -241,14 +231,7 @@ def _split_json(raw: bytes, max_item_bytes: int) -> list[Item]:
     # Measuring an item means serialising it again; skip that when no item can be too large.
     if len(raw) <= max_item_bytes:
         return [Item(index, value, 0, None) for index, value in enumerate(document)]
-    return [Item(index, value, _size(value), None) for index, value in enumerate(document)]
-
-
-def _size(value: Any) -> int:
-    written = exactjson.dumps(value)
-    # None: nested deeper than an event may be; left unmeasured (0) for the pipeline, which cannot
-    # serialise its event either and rejects it for that.
-    return 0 if written is None else len(written)
+    return [Item(index, value, item_size(value), None) for index, value in enumerate(document)]
 
 
 def _split_ndjson(raw: bytes, max_items: int) -> list[Item]:

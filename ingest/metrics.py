@@ -1,4 +1,4 @@
-"""Prometheus metrics of the HTTP ingest (served by the process's /metrics, defined elsewhere).
+"""Prometheus metrics of ingest (served by the process's /metrics, defined elsewhere).
 
 ``reason`` says why a request ended as it did: ``accepted`` or ``partial`` (202), ``invalid`` (422),
 ``events_too_large``, ``body_too_large``, ``batch_too_large``, ``batch_over_queue_depth`` (413),
@@ -8,9 +8,9 @@
 ``unauthenticated`` (401), ``forbidden`` (403), ``not_found`` (404), ``method_not_allowed`` (405),
 ``error`` (500).
 
-``mutt_ingest_events_total`` counts events in requests that were parsed: each is accepted or
-rejected (invalid or too large). Events of requests refused as a whole (429, 503, 400, 413 for the
-body, the batch or the queue depth) are not counted: the client sends them again.
+``mutt_ingest_events_total`` counts the items admission checked (:mod:`ingest.admission`, from any
+source): each is accepted or rejected (invalid or too large). Items refused as a whole (429, 503, 400,
+413 for the body, the batch or the queue depth) are not counted: the client sends them again.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ REQUESTS = Counter(
 )
 EVENTS = Counter(
     "mutt_ingest_events_total",
-    "Events in parsed ingest requests, by outcome (accepted or rejected).",
+    "Events checked by ingest admission (from parsed HTTP requests and listeners), by outcome (accepted, rejected).",
     ["outcome"],
 )
 REQUEST_SECONDS = Histogram(

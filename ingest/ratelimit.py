@@ -4,12 +4,12 @@ One Lua script decides and acts atomically, so concurrent requests on any number
 neither overshoot the queue depth nor spend the same tokens twice:
 
 1. Two token buckets, refilled continuously from Redis ``TIME`` (one clock for every pod): global
-   (``ingest_max_rate`` events/s) and per API key (``ingest_key_max_rate``). Capacity is the rate,
-   i.e. one second of burst. A request of n events is admitted when both buckets hold at least one
-   token, and then both are debited by n. A bucket may so go negative by at most one batch
-   ("borrowing"): a batch larger than the rate is never refused forever, and the debt it leaves
-   makes the following requests wait, so the average rate still holds. Refusal: 429 with the
-   seconds until the emptier bucket is back at one token.
+   (``ingest_max_rate`` events/s) and per sender, an API key or a listener's peer
+   (``ingest_key_max_rate``). Capacity is the rate, i.e. one second of burst. A request of n events
+   is admitted when both buckets hold at least one token, and then both are debited by n. A bucket
+   may so go negative by at most one batch ("borrowing"): a batch larger than the rate is never
+   refused forever, and the debt it leaves makes the following requests wait, so the average rate
+   still holds. Refusal: 429 with the seconds until the emptier bucket is back at one token.
 2. Backpressure: if XLEN(stream) + n would exceed ``ingest_max_queue_depth``, refuse (503) and
    debit nothing.
 3. Otherwise XADD every event (field ``e``, the JSON made by the caller) and debit the buckets.
@@ -116,8 +116,9 @@ def global_bucket() -> str:
     return key("ratelimit", "ingest", "global")
 
 
-def key_bucket(key_prefix: str) -> str:
-    return key("ratelimit", "ingest", "key", key_prefix)
+def key_bucket(rate_key: str) -> str:
+    """The sender's bucket: an API key's public prefix, or what ``admission.Sender.listener`` makes."""
+    return key("ratelimit", "ingest", "key", rate_key)
 
 
 _SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()  # how Redis names it
@@ -125,13 +126,15 @@ _groups_lock = threading.Lock()
 _groups_ensured: set[str] = set()
 
 
-def admit(client: redis.Redis, *, key_prefix: str, payloads: list[bytes], limits: Limits) -> Admission:
-    """Rate-limit, check the backlog and enqueue ``payloads`` (JSON events) atomically."""
+def admit(client: redis.Redis, *, rate_key: str, payloads: list[bytes], limits: Limits) -> Admission:
+    """Rate-limit, check the backlog and enqueue ``payloads`` (JSON events) atomically.
+
+    The script alone: :func:`ingest.admission.admit` is the entry point that checks events and calls it."""
     stream = streams.ingest_stream()
     _ensure_group_once(client, stream)
     reply = _connections.run_script(
         client,
-        [global_bucket(), key_bucket(key_prefix), stream],
+        [global_bucket(), key_bucket(rate_key), stream],
         [limits.global_rate, limits.key_rate, limits.max_depth, contracts.ALERTERS_GROUP, contracts.PAYLOAD_FIELD,
          *payloads],
     )  # fmt: skip

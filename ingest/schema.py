@@ -5,7 +5,7 @@ source (HTTP, syslog, SNMP traps) is turned into, and the event as the JSON queu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -126,7 +126,7 @@ def normalise(item: Any, receipt: Receipt) -> tuple[CanonicalEvent | None, Field
     return event, errors
 
 
-def encode(event: CanonicalEvent, item: dict[str, Any]) -> tuple[bytes | None, FieldErrors]:
+def encode(event: CanonicalEvent, item: Mapping[str, Any]) -> tuple[bytes | None, FieldErrors]:
     """The event as the JSON queued for the alerters, or ``(None, {field: message})`` when the
     database could not store it; ``item`` is what the event was made from, to name the field."""
     payload = exactjson.dumps(event)
@@ -143,7 +143,7 @@ def encode(event: CanonicalEvent, item: dict[str, Any]) -> tuple[bytes | None, F
     return payload, {}
 
 
-def _nul_errors(item: dict[str, Any]) -> FieldErrors:
+def _nul_errors(item: Mapping[str, Any]) -> FieldErrors:
     errors: FieldErrors = {}
     for name, value in item.items():
         if "\x00" in name:

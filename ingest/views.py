@@ -21,8 +21,9 @@ from django.views.decorators.csrf import csrf_exempt
 from core.api.versioning import CURRENT_VERSION, DEPRECATED_VERSIONS, VERSION_HEADER, MuttVersioning
 from core.context import get_request_id, new_request_id
 from ingest import metrics
+from ingest.admission import Sender
 from ingest.auth import AuthRefused, authenticate
-from ingest.pipeline import IngestResult, Sender, ingest
+from ingest.pipeline import IngestResult, ingest
 
 CORRELATION_HEADER = "X-Correlation-ID"
 SERVED_VERSIONS = frozenset({"v1", CURRENT_VERSION})
@@ -79,7 +80,7 @@ def _handle(request: HttpRequest, version: str, correlation_id: str) -> IngestRe
         # wsgi.input_terminated), and read_body bounds it by count.
         read = _chunks(request.META["wsgi.input"])
     return ingest(
-        sender=Sender(api_key.name, api_key.prefix, correlation_id),
+        sender=Sender(api_key.name, api_key.prefix, request.META.get("REMOTE_ADDR"), correlation_id),
         content_type=request.META.get("CONTENT_TYPE", ""),
         content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
         content_length=content_length,

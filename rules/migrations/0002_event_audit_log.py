@@ -35,7 +35,7 @@ DROP = "DROP TABLE IF EXISTS rules_eventauditlog CASCADE;"
 
 
 def create_months(apps, schema_editor):
-    from rules.partitions import ensure_partitions
+    from retention.partitions import ensure_partitions
 
     ensure_partitions(months_ahead=1)
 

@@ -22,6 +22,7 @@ import pytest
 from django.conf import settings
 
 from mutt_project import embedded
+from tests.support.waiting import wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -66,6 +67,7 @@ def start_up(
             "MUTT_ALERTER_METRICS_PORT": "0",
             "MUTT_FORWARDER_METRICS_PORT": "0",
             "MUTT_REMEDIATION_METRICS_PORT": "0",
+            "MUTT_JOBS_METRICS_PORT": "0",
             "MUTT_MOCK_MOOG_PORT": str(mock_port),
         },
         stdout=handle,
@@ -194,6 +196,8 @@ def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_pa
         event_id = json.load(response)["event_ids"][0]
     assert wait_for_audit(data_dir, event_id), "the event never reached the audit log"
     assert wait_for_moog(mock_port, event_id), "the alert never reached mock_moog"
+    # The supervised job runner made the audit log's partitions (the alerter makes none).
+    assert wait_for(lambda: "job audit_partitions " in log.read_text(), timeout=30), log.read_text()[-3000:]
 
     pids = [
         *descendants(process.pid),

@@ -129,7 +129,7 @@ def test_a_lost_script_reply_is_an_error_and_the_events_are_queued_once(redis_cl
     limits = ratelimit.Limits(global_rate=10_000, key_rate=10_000, max_depth=1_000_000)
     try:
         with pytest.raises(redis.ConnectionError):  # ingest answers 503 "Redis unavailable"
-            ratelimit.admit(through_proxy, key_prefix="lost-reply", payloads=[orjson.dumps(event)], limits=limits)
+            ratelimit.admit(through_proxy, rate_key="lost-reply", payloads=[orjson.dumps(event)], limits=limits)
     finally:
         through_proxy.close()
 

@@ -282,11 +282,11 @@ def test_redis_down_is_503_and_nothing_is_accepted(client, ingest_key, settings,
 def test_the_script_returns_the_entry_ids_and_the_backlog(redis_client):
     limits = ratelimit.Limits(global_rate=1000, key_rate=1000, max_depth=1000)
     payloads = [orjson.dumps({"n": n}) for n in range(3)]
-    admission = ratelimit.admit(redis_client, key_prefix="abc123", payloads=payloads, limits=limits)
+    admission = ratelimit.admit(redis_client, rate_key="abc123", payloads=payloads, limits=limits)
     assert admission.outcome is ratelimit.Outcome.ACCEPTED
     assert admission.backlog == 3
     assert list(admission.entry_ids) == [
         entry_id.decode() for entry_id, _ in redis_client.xrange(streams.ingest_stream())
     ]
-    full = ratelimit.admit(redis_client, key_prefix="abc123", payloads=payloads * 400, limits=limits)
+    full = ratelimit.admit(redis_client, rate_key="abc123", payloads=payloads * 400, limits=limits)
     assert (full.outcome, full.backlog, full.retry_after, full.entry_ids) == (ratelimit.Outcome.BACKPRESSURE, 3, 2, ())

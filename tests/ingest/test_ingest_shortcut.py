@@ -142,7 +142,7 @@ def test_a_forked_child_does_not_share_the_parents_script_connection(client, ing
         status = 1
         try:
             payloads = [orjson.dumps({"n": n}) for n in range(200)]
-            admission = ratelimit.admit(get_redis(), key_prefix="child", payloads=payloads, limits=limits)
+            admission = ratelimit.admit(get_redis(), rate_key="child", payloads=payloads, limits=limits)
             status = 0 if admission.outcome is ratelimit.Outcome.ACCEPTED else 1
         finally:
             os._exit(status)

@@ -1,16 +1,12 @@
-"""Operational safety nets: Redis eviction check, consumer cleanup, partitions ahead, fail-fast connects."""
+"""Operational safety nets: Redis eviction check, consumer cleanup, fail-fast connects (partitions ahead:
+tests/retention)."""
 
 from __future__ import annotations
 
-from datetime import date
-
-import pytest
 from django.conf import settings
-from django.db import connection
 
 from core import streams
 from mutt_project.checks import check_redis_eviction
-from rules.partitions import ensure_partitions, partition_name
 
 
 def test_an_evicting_redis_is_a_deploy_error(redis_client):
@@ -36,20 +32,6 @@ def test_a_stopping_consumer_leaves_its_group_only_when_nothing_is_pending(redis
     names = {c["name"].decode() for c in redis_client.xinfo_consumers(stream, "g")}
     assert names == {"busy"}
     redis_client.delete(stream)
-
-
-@pytest.mark.django_db
-def test_partitions_are_created_months_ahead_and_only_once():
-    created = ensure_partitions(months_ahead=2, today=date(2031, 12, 15))
-    assert created == [
-        partition_name(date(2031, 12, 1)),
-        partition_name(date(2032, 1, 1)),
-        partition_name(date(2032, 2, 1)),
-    ]
-    assert ensure_partitions(months_ahead=2, today=date(2031, 12, 15)) == []
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass(%s)", [partition_name(date(2032, 2, 1))])
-        assert cursor.fetchone()[0] is not None
 
 
 def test_database_connections_fail_fast():

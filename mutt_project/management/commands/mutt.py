@@ -67,11 +67,15 @@ def child_specs(http_host: str, http_port: int, workers: int) -> list[ChildSpec]
     remediation = [python, str(BASE_DIR / "manage.py"), "run_remediation"]
     if settings.MUTT_REMEDIATION_METRICS_PORT:
         remediation += ["--metrics-port", str(settings.MUTT_REMEDIATION_METRICS_PORT)]
+    jobs = [python, str(BASE_DIR / "manage.py"), "run_jobs"]
+    if settings.MUTT_JOBS_METRICS_PORT:
+        jobs += ["--metrics-port", str(settings.MUTT_JOBS_METRICS_PORT)]
     specs = [
         ChildSpec(name="web", argv=gunicorn, env=web_env),
         ChildSpec(name="alerter", argv=alerter, env=env),
         ChildSpec(name="forwarder", argv=forwarder, env=env),
         ChildSpec(name="remediation", argv=remediation, env=env),
+        ChildSpec(name="jobs", argv=jobs, env=env),
     ]
     from delivery.destination import mock_moog_args
 

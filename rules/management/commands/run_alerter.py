@@ -12,7 +12,6 @@ from django.core.management.base import CommandParser
 
 from core.worker import WorkerCommand
 from rules.alerter import WRITER_SWITCH_INTERVAL, Alerter
-from rules.partitions import ensure_partitions
 
 
 class Command(WorkerCommand):
@@ -30,7 +29,6 @@ class Command(WorkerCommand):
         )
 
     def setup(self, options: dict[str, Any]) -> None:
-        ensure_partitions()
         if not options["serial"]:
             sys.setswitchinterval(WRITER_SWITCH_INTERVAL)
         self.alerter = Alerter(options["consumer"], pipelined=not options["serial"])
