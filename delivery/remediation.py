@@ -40,7 +40,7 @@ from core.context import request_id_scope
 from core.redis import get_redis, key
 from delivery import dlq, services
 from delivery.breaker import CLOSED, CircuitBreaker
-from delivery.destination import is_local_mock
+from delivery.destinations.moogsoft import is_local_mock
 from delivery.notify import PoisonReport, notify_poison
 
 logger = logging.getLogger("mutt.remediation")
