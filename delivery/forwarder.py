@@ -22,21 +22,19 @@ are those of Moogsoft, the default destination.
    success, idempotency records, acknowledgement (a failed call leaves them on record for the next);
    408/429/5xx/timeout/connection error → breaker failure, and each alert is scheduled for a retry
    (full-jitter backoff, or Retry-After) and acknowledged in one atomic step, or dead-lettered once
-   ``moog_max_retries`` is used up; 401/403 → the credential (MOOG_API_KEY) is read again and the request
-   sent once more with its other value (NEXT), which the process keeps using once the destination takes it
-   (delivery/credentials.py); refused again, it is an outage: breaker failure and retries that use up no
-   attempt, so a key rotated on one side only never dead-letters an alert; other 4xx → dead-lettered at
-   once with status and response (delivery/outcomes.py decides).
+   ``moog_max_retries`` is used up; 401/403 → sent once more with the credential's other value
+   (delivery/credentials.py); refused again, an outage: breaker failure and retries that use up no
+   attempt; other 4xx → dead-lettered at once with status and response (delivery/outcomes.py decides).
 
 So a steady stream costs one Redis call per request, whatever the batch size.
 
 What holds: every alert reaches the destination at least once, and an alert is never sent again once its
 delivery is recorded (its idempotency record). What cannot hold is exactly once: a POST that the destination
 may have accepted cannot be taken back, and a forwarder killed between the POST and recording it leaves
-those alerts pending. Another forwarder takes them over after ``forwarder_claim_idle_seconds`` (the
-takeover delay) and, finding their in-flight record, sends them again marked ``resent`` (same event id)
-and counts them in ``mutt_forwarder_alerts_resent_total{after="takeover"}``; a retry after a timeout is
-marked and counted the same way (``after="timeout"``). The window is one request per lane.
+those alerts pending. Another forwarder takes them over (delivery/takeover.py) and sends them again
+marked ``resent`` (same event id), counted in ``mutt_forwarder_alerts_resent_total{after="takeover"}``; a
+retry after a timeout is marked and counted the same way (``after="timeout"``). The window is one request
+per lane.
 """
 
 from __future__ import annotations
@@ -58,7 +56,7 @@ from delivery.credentials import CredentialHeaders
 from delivery.destinations import DEFAULT, Destination, PayloadError, get_destination
 from delivery.gate import GateResult, StepScripts
 from delivery.metrics import ForwarderMetrics
-from delivery.outcomes import AUTH_STATUSES, Item, Result, classify, dead_letter_fields, plan_retries
+from delivery.outcomes import AUTH_STATUSES, Item, Result, classify, dead_letter_fields, plan_retries, split_mappable
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import RetrySchedule
 from delivery.status import COLLECTOR  # noqa: F401  (imported: this worker's /metrics exports the state)
@@ -282,8 +280,9 @@ class Forwarder:
         settings = self.settings
         try:
             request = self._build([alert for _, alert in items], settings)
-        except PayloadError:
-            items = self._drop_unmappable(items)
+        except PayloadError:  # map them one by one: the alerts that cannot be mapped are dead-lettered
+            items, unmappable = split_mappable(items, self._build, settings)
+            self._dead_letter(unmappable)
             if not items:
                 return 0
             request = self._build([alert for _, alert in items], settings)
@@ -334,19 +333,6 @@ class Forwarder:
         if now - self._last_sweep >= INFLIGHT_SWEEP_INTERVAL:
             self._last_sweep = now
             self.scripts.sweep_in_flight()
-
-    def _drop_unmappable(self, items: list[Item]) -> list[Item]:
-        """Dead-letter the alerts the destination cannot map (reason ``malformed``); return the others."""
-        build, settings = self._build, self.settings
-        good, bad = [], []
-        for entry_id, alert in items:
-            try:
-                build([alert], settings)
-                good.append((entry_id, alert))
-            except PayloadError as exc:
-                bad.append((entry_id, alert, Result("permanent", "malformed", excerpt=str(exc)[:500])))
-        self._dead_letter(bad)
-        return good
 
     def _mark_delivered(self, items: list[Item]) -> None:
         """Breaker success, idempotency records and acknowledgement, in the gate call of the next step.

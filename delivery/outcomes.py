@@ -10,14 +10,16 @@ fault); any other 4xx, and an alert that cannot be mapped, is dead-lettered at o
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.typing import EncodableT, FieldT
 
+from configcenter.runtime import SettingsView
 from core import streams
+from delivery.destinations import PayloadError, Request
 from delivery.retry import backoff_delay
 from delivery.transport import TransportError
 
@@ -95,6 +97,21 @@ def plan_retries(
         member = streams.dumps({**alert, "attempts": attempts, "last_error": result.reason, **resent})
         scheduled.append((now + min(delay, cap), member, entry_id))
     return scheduled, spent
+
+
+def split_mappable(
+    items: Sequence[Item], build: Callable[[Sequence[Mapping[str, Any]], SettingsView], Request], settings: SettingsView
+) -> tuple[list[Item], list[tuple[bytes, dict[str, Any], Result]]]:
+    """The items whose alerts ``build`` maps on their own, and the others with a ``malformed`` result."""
+    good: list[Item] = []
+    bad: list[tuple[bytes, dict[str, Any], Result]] = []
+    for entry_id, alert in items:
+        try:
+            build([alert], settings)
+            good.append((entry_id, alert))
+        except PayloadError as exc:
+            bad.append((entry_id, alert, Result("permanent", "malformed", excerpt=str(exc)[:500])))
+    return good, bad
 
 
 def dead_letter_fields(entry_id: bytes, alert: Mapping[str, Any], result: Result) -> dict[FieldT, EncodableT]:

@@ -30,7 +30,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from configcenter.runtime import SettingsView
 from core import streams
@@ -130,9 +130,10 @@ class Destination(ABC):
 # --- the registry ---------------------------------------------------------------------------------
 
 _registry: dict[str, Destination] = {}
+D = TypeVar("D", bound=Destination)
 
 
-def register(destination: Destination) -> Destination:
+def register(destination: D) -> D:
     """Make ``destination`` known by its name (its module calls this when imported); returns it."""
     known = _registry.get(destination.name)
     if known is not None and known is not destination:
