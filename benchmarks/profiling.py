@@ -32,7 +32,7 @@ AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("flood detection (templating)", ("rules/flood.py", "'re.Pattern'", "/re/")),
     ("JSON (orjson)", ("orjson",)),
     ("HTTP to Moogsoft (urllib3, http.client)", ("urllib3", "http/client.py", "email/", "socket.py")),
-    ("payload mapping (delivery/payloads.py)", ("delivery/payloads.py", "datetime")),
+    ("payload mapping (delivery/destinations/moogsoft_events.py)", ("moogsoft_events.py", "datetime")),
     ("ingest view, body and schema (ingest/)", ("/ingest/",)),
     ("Django request handling and middleware", ("site-packages/django/",)),
     ("runtime settings (configcenter)", ("configcenter/",)),
@@ -72,7 +72,7 @@ FORWARDER_STEPS = [
     ("gate script: record, retries, breaker, read ahead, rate limit (Redis)", "delivery/forwarder.py", "_gate"),
     ("  of which after a delivery (records it, reads the next)", "delivery/forwarder.py", "_mark_delivered"),
     ("blocking read of an empty stream (Redis)", "delivery/forwarder.py", "_read_new"),
-    ("build the Moogsoft request", "delivery/payloads.py", "build_request"),
+    ("build the Moogsoft request", "delivery/destinations/moogsoft_events.py", "build_request"),
     ("HTTP POST to mock_moog", "delivery/transport.py", "post"),
     ("trim acknowledged (Redis)", "delivery/forwarder.py", "_trim"),
 ]

@@ -120,7 +120,7 @@ def run_loadgen(
     children = [
         env.children.spawn(
             f"{name}-{i}",
-            [sys.executable, "-m", "benchmarks.loadgen", *args, "--bodies", str(bodies_file), "--out", str(out)],
+            [sys.executable, "-m", "devtools.loadgen", *args, "--bodies", str(bodies_file), "--out", str(out)],
             env.child_env(BENCH_API_KEY=api_key),
         )
         for i, out in enumerate(outputs)

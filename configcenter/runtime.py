@@ -57,6 +57,29 @@ def get_setting(key: str) -> Any:
     return snapshot.values.get(key, definition.default)
 
 
+class SettingsView:
+    """The settings of one snapshot, for a unit of work that reads several of them (the forwarder's step).
+
+    ``view[key]`` is what ``get_setting(key)`` returned when the view was made: same values, same defaults,
+    UnknownSetting for an unregistered key. What it saves is the snapshot's freshness check, which
+    ``get_setting`` makes on every read through Django's lazy settings: about ten per forwarder request,
+    which added up on one-alert requests. A view is never kept past its unit of work: take a new one.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._values = snapshot.values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values.get(key, get_definition(key).default)
+
+
+def settings_view() -> SettingsView:
+    """The current settings as a :class:`SettingsView` (one freshness check for all its reads)."""
+    return SettingsView(_fresh_snapshot())
+
+
 def current_snapshot() -> Snapshot:
     return _fresh_snapshot()
 

@@ -26,6 +26,7 @@ from django.db import close_old_connections, connections
 
 from configcenter.runtime import get_setting
 from core import outage, streams
+from delivery.destinations import DEFAULT, Destination
 from delivery.forwarder import Forwarder
 
 logger = logging.getLogger("mutt.forwarder")
@@ -49,11 +50,18 @@ def step_forwarder(forwarder: Forwarder, block_ms: int) -> int:
 
 
 class Lanes:
-    """The worker's forwarder plus ``forwarder_concurrency - 1`` more in threads."""
+    """The worker's forwarder plus ``forwarder_concurrency - 1`` more in threads, all for one destination."""
 
-    def __init__(self, consumer: str | None = None, *, client: redis.Redis | None = None) -> None:
-        self.first = Forwarder(consumer, client=client)
+    def __init__(
+        self,
+        consumer: str | None = None,
+        *,
+        client: redis.Redis | None = None,
+        destination: Destination | str = DEFAULT,
+    ) -> None:
+        self.first = Forwarder(consumer, client=client, destination=destination)
         self._client = client
+        self._destination = self.first.destination
         self._numbers = itertools.count(2)  # never reused: a stopping lane may still hold its name
         self._running: list[_Lane] = []
         self._stopping: list[_Lane] = []
@@ -95,7 +103,8 @@ class Lanes:
         """Start or stop lanes until ``forwarder_concurrency`` requests can be in flight."""
         wanted = get_setting("forwarder_concurrency") - 1
         while len(self._running) < wanted:
-            lane = _Lane(Forwarder(f"{self.first.consumer}.{next(self._numbers)}", client=self._client))
+            name = f"{self.first.consumer}.{next(self._numbers)}"
+            lane = _Lane(Forwarder(name, client=self._client, destination=self._destination))
             lane.start()
             self._running.append(lane)
         while len(self._running) > wanted:

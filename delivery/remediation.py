@@ -49,7 +49,7 @@ from core.contracts import (
 from core.redis import get_redis, key
 from delivery import dlq, services
 from delivery.breaker import CLOSED, CircuitBreaker
-from delivery.destination import is_local_mock
+from delivery.destinations.moogsoft import is_local_mock
 from delivery.notify import PoisonReport, notify_poison
 
 logger = logging.getLogger("mutt.remediation")

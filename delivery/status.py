@@ -23,9 +23,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from core import contracts, streams
 from core.redis import get_redis
 from delivery.breaker import CLOSED, STATE_CODES, breaker_key
+from delivery.destinations import DEFAULT, get_destination
 from delivery.retry import schedule_key
 
 logger = logging.getLogger("mutt.delivery")
@@ -47,15 +47,16 @@ class DeliveryState:
         return self.retry_scheduled + self.held + self.unread
 
 
-def read_state(client: redis.Redis, destination: str = "moog") -> DeliveryState:
-    """The shared delivery state now, in one round trip."""
-    stream = streams.alerts_stream()
+def read_state(client: redis.Redis, destination: str = DEFAULT) -> DeliveryState:
+    """The shared delivery state of ``destination`` now, in one round trip."""
+    target = get_destination(destination)
+    stream = target.stream()
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(breaker_key(destination))
-    pipe.zcard(schedule_key(destination))
+    pipe.hgetall(breaker_key(target.name))
+    pipe.zcard(schedule_key(target.name))
     pipe.xinfo_groups(stream)
     pipe.xlen(stream)
-    pipe.xlen(streams.dlq_stream(destination))
+    pipe.xlen(target.dlq_stream())
     breaker, scheduled, groups, length, dlq_depth = pipe.execute(raise_on_error=False)
     for reply in (breaker, scheduled, length, dlq_depth):
         if isinstance(reply, Exception):
@@ -64,7 +65,7 @@ def read_state(client: redis.Redis, destination: str = "moog") -> DeliveryState:
     opened = fields.get("opened_at")
     group: dict[str, Any] = {}
     if not isinstance(groups, Exception):  # no stream yet: nothing held, nothing unread
-        group = next((g for g in groups if _text(g["name"]) == contracts.FORWARDERS_GROUP), {})
+        group = next((g for g in groups if _text(g["name"]) == target.group), {})
     held = int(group.get("pending") or 0)
     lag = group.get("lag")
     # Entries are deleted when acknowledged, so the stream holds the pending ones and the unread ones
@@ -85,7 +86,7 @@ class DeliveryCollector(Collector):
     """Exports :func:`read_state` at scrape time; exports nothing (and says so in the log) when Redis
     cannot be read, rather than a value that is not true."""
 
-    def __init__(self, destination: str = "moog") -> None:
+    def __init__(self, destination: str = DEFAULT) -> None:
         self.destination = destination
 
     def describe(self) -> Iterator[GaugeMetricFamily]:

@@ -210,6 +210,7 @@ INSTALLED_APPS = [
     "ingest",
     "delivery",
     "retention",
+    "devtools",  # mock_moog's management command (`mutt up` runs it in development); no models
 ]
 
 MIDDLEWARE = [

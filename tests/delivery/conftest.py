@@ -8,10 +8,10 @@ import pytest
 
 from core import streams
 from delivery.breaker import CircuitBreaker
-from delivery.forwarder import inflight_key
-from delivery.mock_moog import MockMoog
+from delivery.destinations.moogsoft import MOOGSOFT
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import schedule_key
+from devtools.mock_moog import MockMoog
 from tests.support.waiting import apply_setting
 
 
@@ -21,7 +21,7 @@ def moog(clean_pipeline, redis_client) -> Iterator[MockMoog]:
         schedule_key(),
         CircuitBreaker(redis_client).key,
         SharedRateLimit(redis_client).key,
-        inflight_key(),
+        MOOGSOFT.inflight_key(),
     ]
     redis_client.delete(*delivery_keys)
     for name in redis_client.scan_iter(match=f"{streams.alerts_stream().rsplit(':', 2)[0]}:delivered:*"):

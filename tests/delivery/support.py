@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from delivery.forwarder import Forwarder
-from delivery.mock_moog import MockMoog
+from devtools.mock_moog import MockMoog
 from tests.support.waiting import wait_for
 
 

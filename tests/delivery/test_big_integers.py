@@ -9,7 +9,8 @@ import pytest
 
 from core import contracts, streams
 from core.audit import Actor
-from delivery.forwarder import Forwarder, inflight_key
+from delivery.destinations.moogsoft import MOOGSOFT
+from delivery.forwarder import Forwarder
 from rules import services
 from rules.alerter import Alerter
 from rules.models import AlertRule, EventAuditLog
@@ -71,4 +72,4 @@ def test_an_integer_past_64_bits_is_audited_exactly_and_delivered(client, api_ke
         assert sent["tags"]["varbind.ifIndex"] in (big, str(big)), "every digit sent (Cloud tags are text)"
     for name in contracts.DLQ_QUEUES:
         assert redis_client.xlen(streams.dlq_stream(name)) == 0, f"nothing in the {name} DLQ"
-    assert redis_client.hlen(inflight_key()) == 0
+    assert redis_client.hlen(MOOGSOFT.inflight_key()) == 0

@@ -16,7 +16,8 @@ from configcenter.runtime import get_setting
 from core import streams
 from core.secrets import reset_secrets
 from delivery.breaker import CLOSED, OPEN, CircuitBreaker
-from delivery.forwarder import Forwarder, delivered_key, inflight_key
+from delivery.destinations.moogsoft import MOOGSOFT
+from delivery.forwarder import Forwarder
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import schedule_key
 from tests.delivery.support import deliver_all, recorded
@@ -41,7 +42,7 @@ def test_webhook_format_maps_every_field(moog, redis_client):
     assert event["description"] == alert["description"]
     assert event["custom_info"]["event_id"] == alert["event_id"]
     assert event["custom_info"]["team"] == "network-ops"
-    assert redis_client.exists(delivered_key(alert["event_id"]))
+    assert redis_client.exists(MOOGSOFT.delivered_key(alert["event_id"]))
     assert redis_client.xpending(streams.alerts_stream(), streams.FORWARDERS_GROUP)["pending"] == 0
 
 
@@ -234,7 +235,7 @@ def test_an_alert_read_ahead_but_delivered_meanwhile_is_acknowledged_not_sent(mo
     forwarder = Forwarder("f1")
     assert [forwarder.step(block_ms=10) for _ in range(2)] == [1, 1]
     assert forwarder.holding, "the third alert is in hand, the fourth read ahead"
-    redis_client.set(delivered_key(alerts[3]["event_id"]), 1)  # another forwarder delivered that event
+    redis_client.set(MOOGSOFT.delivered_key(alerts[3]["event_id"]), 1)  # another forwarder delivered that event
     deliver_all(forwarder)
     assert [event["custom_info"]["event_id"] for event in recorded(moog)] == [a["event_id"] for a in alerts[:3]]
     assert redis_client.xpending(streams.alerts_stream(), streams.FORWARDERS_GROUP)["pending"] == 0
@@ -313,10 +314,10 @@ def test_a_delivery_whose_recording_failed_is_recorded_later_not_sent_again(moog
     with pytest.raises(redis.ConnectionError):
         forwarder.step(block_ms=10)
     assert len(recorded(moog)) == 1
-    assert not redis_client.exists(delivered_key(alert["event_id"]))
+    assert not redis_client.exists(MOOGSOFT.delivered_key(alert["event_id"]))
     monkeypatch.undo()
     forwarder.step(block_ms=10)
-    assert redis_client.exists(delivered_key(alert["event_id"]))
+    assert redis_client.exists(MOOGSOFT.delivered_key(alert["event_id"]))
     assert redis_client.xpending(streams.alerts_stream(), streams.FORWARDERS_GROUP)["pending"] == 0
     deliver_all(forwarder)
     assert len(recorded(moog)) == 1
@@ -332,7 +333,7 @@ def test_the_in_flight_record_covers_each_post_and_is_cleared_whatever_the_answe
     post = forwarder.http.post
 
     def observed(url, body, headers, **kwargs):
-        seen.append(set(redis_client.hkeys(inflight_key())))  # what a takeover would find right now
+        seen.append(set(redis_client.hkeys(MOOGSOFT.inflight_key())))  # what a takeover would find right now
         return post(url, body, headers, **kwargs)
 
     monkeypatch.setattr(forwarder.http, "post", observed)
@@ -342,7 +343,7 @@ def test_the_in_flight_record_covers_each_post_and_is_cleared_whatever_the_answe
     deliver_all(forwarder)
     assert len(seen) >= 5
     assert all(len(fields) == len(seen[0]) == 5 for fields in seen[:4]), "every alert of a batch, before its POST"
-    assert redis_client.hlen(inflight_key()) == 0, "confirmed after a 2xx, a retry or the DLQ alike"
+    assert redis_client.hlen(MOOGSOFT.inflight_key()) == 0, "confirmed after a 2xx, a retry or the DLQ alike"
     assert redis_client.xlen(streams.dlq_stream("moog")) == 5, "the batch refused with 400"
 
 
@@ -366,7 +367,7 @@ def test_a_takeover_held_by_the_rate_limit_and_killed_before_its_post_leaves_the
     monkeypatch.setattr(doomed.http, "post", killed_mid_post)
     with pytest.raises(_Killed):
         doomed.step(block_ms=10)
-    assert redis_client.hlen(inflight_key()) == 3, "recorded in flight before the POST"
+    assert redis_client.hlen(MOOGSOFT.inflight_key()) == 3, "recorded in flight before the POST"
 
     # The second forwarder takes them over, is held by the rate limit, and is killed before its POST.
     apply_setting("moog_rate_limit", 1)
@@ -386,7 +387,7 @@ def test_a_takeover_held_by_the_rate_limit_and_killed_before_its_post_leaves_the
     sent = recorded(moog)
     assert sorted(e["custom_info"]["event_id"] for e in sent) == sorted(a["event_id"] for a in alerts)
     assert all(e["custom_info"]["resent"] is True for e in sent), "still marked after the second takeover"
-    assert redis_client.hlen(inflight_key()) == 0
+    assert redis_client.hlen(MOOGSOFT.inflight_key()) == 0
 
 
 def test_alerts_given_back_on_a_graceful_stop_leave_no_in_flight_record(moog, redis_client):
@@ -402,7 +403,7 @@ def test_alerts_given_back_on_a_graceful_stop_leave_no_in_flight_record(moog, re
     deliver_all(second)
     second.close()
     assert sorted(e["custom_info"]["event_id"] for e in recorded(moog)) == sorted(a["event_id"] for a in alerts)
-    assert redis_client.hlen(inflight_key()) == 0, "given back: the old entries' records are gone"
+    assert redis_client.hlen(MOOGSOFT.inflight_key()) == 0, "given back: the old entries' records are gone"
 
 
 def test_the_sweep_removes_in_flight_records_of_entries_no_longer_pending(moog, redis_client):
@@ -412,9 +413,9 @@ def test_the_sweep_removes_in_flight_records_of_entries_no_longer_pending(moog, 
         streams.FORWARDERS_GROUP, "gone", {streams.alerts_stream(): ">"}, count=2
     )
     redis_client.xack(streams.alerts_stream(), streams.FORWARDERS_GROUP, acked_id)
-    redis_client.hset(inflight_key(), mapping={pending_id: 1, acked_id: 1, b"not-an-id": 1})
+    redis_client.hset(MOOGSOFT.inflight_key(), mapping={pending_id: 1, acked_id: 1, b"not-an-id": 1})
     assert forwarder.scripts.sweep_in_flight() == 2
-    assert redis_client.hkeys(inflight_key()) == [pending_id], "a pending entry's record stays for a takeover"
+    assert redis_client.hkeys(MOOGSOFT.inflight_key()) == [pending_id], "a pending entry's record stays for a takeover"
     forwarder.close()
 
 
@@ -430,5 +431,5 @@ def test_a_scheduled_retry_takes_its_in_flight_record_with_it_in_one_call(moog, 
     moog.configure(status=500, times=1)
     assert forwarder.step(block_ms=10) == 3
     assert forwarder.retries.depth() == 3
-    assert redis_client.hlen(inflight_key()) == 0, "answered with a retry: no longer in flight"
+    assert redis_client.hlen(MOOGSOFT.inflight_key()) == 0, "answered with a retry: no longer in flight"
     forwarder.close()

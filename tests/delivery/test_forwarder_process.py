@@ -14,7 +14,7 @@ import pytest
 
 from core import streams
 from delivery.breaker import OPEN, CircuitBreaker
-from delivery.mock_moog import MockMoog
+from devtools.mock_moog import MockMoog
 from tests.support.events import make_alert, push_alerts
 from tests.support.waiting import apply_setting, wait_for
 
@@ -111,6 +111,7 @@ def test_a_forwarder_killed_mid_request_leaves_its_copies_marked_resent_and_coun
     from delivery.forwarder import Forwarder
     from tests.delivery.support import deliver_all
 
+    takeover = {"destination": "moog", "after": "takeover"}
     apply_setting("moog_timeout", 4)
     apply_setting("forwarder_claim_idle_seconds", 5)
     apply_setting("moog_batch_size", 10)
@@ -130,11 +131,11 @@ def test_a_forwarder_killed_mid_request_leaves_its_copies_marked_resent_and_coun
             doomed.kill()
     time.sleep(2.5)  # mock_moog accepts what was in flight, although nobody waits for the answer
     moog.configure(latency_ms=0)
-    before = REGISTRY.get_sample_value("mutt_forwarder_alerts_resent_total", {"after": "takeover"}) or 0.0
+    before = REGISTRY.get_sample_value("mutt_forwarder_alerts_resent_total", takeover) or 0.0
     survivor = Forwarder("survivor")
     deliver_all(survivor, timeout=60)
     survivor.close()
-    counted = (REGISTRY.get_sample_value("mutt_forwarder_alerts_resent_total", {"after": "takeover"}) or 0) - before
+    counted = (REGISTRY.get_sample_value("mutt_forwarder_alerts_resent_total", takeover) or 0) - before
 
     copies: dict[str, list[dict[str, Any]]] = {}
     for record in moog.events():  # in the order mock_moog recorded them

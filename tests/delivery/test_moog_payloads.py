@@ -10,16 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from core.contracts import Alert
-from delivery import payloads
-from delivery.payloads import (
-    PayloadError,
-    auth_headers,
-    build_request,
-    build_requests,
-    to_cloud_event,
-    to_webhook_event,
-)
+from delivery.destinations import PayloadError
+from delivery.destinations import moogsoft_events as payloads
+from delivery.destinations.moogsoft import auth_headers
+from delivery.destinations.moogsoft_events import build_request, build_requests, to_cloud_event, to_webhook_event
 from rules.flood import Flood, meta_alert
 
 EVENT_TIME = "2026-11-26T10:15:30.250000+00:00"

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import orjson
 import pytest
 
-from delivery.mock_moog import MockMoog
 from delivery.transport import Transport, TransportError
+from devtools.mock_moog import MockMoog
 from tests.support.waiting import wait_for
 
 EVENT = {"signature": "rtr-1:7:", "source": "rtr-1", "severity": 4, "description": "link down"}

@@ -12,7 +12,7 @@ import redis
 
 from core import streams
 from core.audit import Actor
-from delivery.mock_moog import MockMoog
+from devtools.mock_moog import MockMoog
 from rules import services
 from rules.models import AlertRule, EventAuditLog
 from tests.e2e.test_outage_logging import lines, start, stop, text

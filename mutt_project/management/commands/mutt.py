@@ -77,7 +77,7 @@ def child_specs(http_host: str, http_port: int, workers: int) -> list[ChildSpec]
         ChildSpec(name="remediation", argv=remediation, env=env),
         ChildSpec(name="jobs", argv=jobs, env=env),
     ]
-    from delivery.destination import mock_moog_args
+    from devtools.supervision import mock_moog_args
 
     mock_args = mock_moog_args()  # None when moog_url names a real Moogsoft: no local stand-in then
     if mock_args is not None:

@@ -16,8 +16,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from delivery.destination import configured_moog_url, is_local_mock
-from delivery.mock_moog import MockMoog
+from delivery.destinations.moogsoft import configured_moog_url, is_local_mock
+from devtools.mock_moog import MockMoog
 
 logger = logging.getLogger("mutt.mock_moog")
 

@@ -1,44 +1,18 @@
-"""Whether alerts go to a real Moogsoft or to the local mock_moog, and so whether ``mutt up`` runs the mock."""
+"""Whether ``mutt up`` runs mock_moog: only in development, while alerts go to the local mock.
+
+The mock stands in for Moogsoft while ``moog_url`` is empty or names it (delivery/destinations/moogsoft.py
+says which URLs do); with a real Moogsoft configured there is nothing for it to do.
+"""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from django.conf import settings
 
-logger = logging.getLogger("mutt.delivery")
+from delivery.destinations.moogsoft import configured_moog_url, is_local_mock
 
 FOLLOW_FLAG = "--follow-moog-url"
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def local_mock_url() -> str:
-    return f"http://127.0.0.1:{settings.MUTT_MOCK_MOOG_PORT}"
-
-
-def is_local_mock(moog_url: str) -> bool:
-    """True when ``moog_url`` is empty or names the local mock's port on this machine."""
-    if not moog_url.strip():
-        return True
-    try:
-        parts = urlsplit(moog_url.strip())
-        port = parts.port
-    except ValueError:
-        return False
-    return parts.hostname in _LOOPBACK and port == settings.MUTT_MOCK_MOOG_PORT
-
-
-def configured_moog_url() -> str | None:
-    """The ``moog_url`` setting now, or None when it cannot be read (fresh database, outage)."""
-    from configcenter.runtime import get_setting
-
-    try:
-        return str(get_setting("moog_url"))
-    except Exception as exc:  # a database without tables yet, or nothing answering: let the caller decide
-        logger.debug("moog_url could not be read (%s)", type(exc).__name__)
-        return None
 
 
 def mock_moog_args() -> list[str] | None:

@@ -100,7 +100,7 @@ def _apply_fault(body: dict[str, Any], mode: Mode) -> Mode:
             raise ControlError("choose one of status, timeout and drop")
         mode = replace(
             mode,
-            status=_status(body.get("status"), "status", low=400, allow_none=True),
+            status=None if body.get("status") is None else _status(body["status"], "status", low=400),
             timeout=_flag(body, "timeout"),
             drop=_flag(body, "drop"),
             times=None,
@@ -242,9 +242,7 @@ def _flag(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _status(value: Any, name: str, *, low: int, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
+def _status(value: Any, name: str, *, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 599:
         raise ControlError(f"{name} must be an HTTP status between {low} and 599")
     return value

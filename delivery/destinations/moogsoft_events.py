@@ -1,29 +1,27 @@
 """MUTT alerts → Moogsoft request bodies, in the two formats Moogsoft accepts (setting ``moog_format``).
 
 ``webhook``: Moogsoft Enterprise REST/Webhook LAM. Body ``{"events": [event, ...]}``; severities are
-Moogsoft's integers (0 clear … 5 critical); authentication is HTTP Basic (see :func:`auth_headers`).
+Moogsoft's integers (0 clear … 5 critical); authentication is HTTP Basic (delivery/destinations/moogsoft.py).
 
 ``events_api``: Moogsoft Cloud Events API. Body ``[event, ...]``; severities are Cloud's names (clear,
 unknown, warning, minor, major, critical); authentication is the ``apiKey`` header.
 
-The alert payload is what the alerter puts on the alert stream (``core.contracts.Alert``: made by
-``rules.alerts.rule_alert`` and ``rules.flood.meta_alert``). The mapping functions accept any mapping of
-that shape, so a decoded stream entry needs no cast. Every Moogsoft event carries its MUTT event id (webhook
-``external_id`` and ``custom_info.event_id``; Cloud tag ``event_id``), one per event and the same for
-every copy of it, and the ingest request's correlation id (``custom_info.correlation_id``; Cloud tag
-``correlation_id``) so an operator can follow one event from ingest to Moogsoft. ``class`` is the team,
+The alert payload is what the alerter puts on the alert stream (``rules.alerter`` for rule alerts,
+``rules.flood.meta_alert`` for floods; its shape is core.contracts.Alert). Every Moogsoft event carries its
+MUTT event id (webhook ``external_id`` and ``custom_info.event_id``; Cloud tag ``event_id``), one per event and
+the same for every copy of it, and the ingest request's correlation id (``custom_info.correlation_id``; Cloud
+tag ``correlation_id``) so an operator can follow one event from ingest to Moogsoft. ``class`` is the team,
 as in the earlier MUTT, or the source type (setting ``moog_class_from``); the rule's name, and a trap's
 varbinds (webhook ``custom_info.details.varbinds``; Cloud tags ``varbind.<name>``) travel too. See
 docs/adr/ADR-005-moogsoft-event-fields.md.
 An alert sent again although an earlier copy may have reached Moogsoft (a forwarder died mid-request, or
 a request timed out) carries ``resent``: webhook ``custom_info.resent`` true, Cloud tag ``resent``
 "true"; its event id is the same as the first copy's.
-Bodies never contain a secret: :func:`auth_headers` returns the credential separately, for the sender only.
+Bodies never contain a secret: the credential's headers are the forwarder's to add, for the sender only.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -34,6 +32,7 @@ from typing import Any, TypedDict
 
 from core import streams
 from core.contracts import FLOOD_ALERT, SEVERITIES
+from delivery.destinations import PayloadError, Request
 from rules.signature import varbinds
 
 MANAGER = "MUTT"
@@ -44,8 +43,6 @@ DEFAULT_CLASS = "network"
 CLASS_FROM = ("team", "source_type")
 MAX_VARBIND_TAGS = 20  # Cloud tags are flat text: the first varbinds of a trap, not a whole MIB walk
 FLOOD_TYPE = "unmatched-flood"
-# The Basic-auth user name when MOOG_API_KEY holds only a password (no "user:" part).
-DEFAULT_BASIC_USER = "mutt"
 
 
 class MoogFormat(StrEnum):
@@ -65,10 +62,6 @@ CLOUD_SEVERITIES: dict[str, str] = {
 }
 # Like a LAM's moog_lookup_default: an unknown name is sent as indeterminate rather than dropped.
 FALLBACK_SEVERITY = "indeterminate"
-
-
-class PayloadError(ValueError):
-    """An alert that cannot be mapped (a required field is missing or malformed): a permanent failure."""
 
 
 class CustomInfo(TypedDict):
@@ -120,14 +113,15 @@ CloudEvent = TypedDict(
 )
 
 
-@dataclass(frozen=True)
-class MoogRequest:
-    """One request body ready to POST; the sender adds :func:`auth_headers` (never stored here)."""
+@dataclass(frozen=True, slots=True)
+class MoogRequest(Request):
+    """One Moogsoft request: its ``scheme`` is its format (which credential headers it needs)."""
 
-    format: MoogFormat
-    body: bytes
-    headers: dict[str, str]
-    event_ids: tuple[str, ...]
+    event_ids: tuple[str, ...] = ()
+
+    @property
+    def format(self) -> MoogFormat:
+        return MoogFormat(self.scheme)
 
     @property
     def count(self) -> int:
@@ -261,7 +255,7 @@ def build_request(alerts: Sequence[Mapping[str, Any]], fmt: str, *, class_from: 
     else:
         body = _json([to_cloud_event(alert, class_from=class_from) for alert in alerts])
     headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
-    return MoogRequest(moog_format, body, headers, tuple(str(alert["event_id"]) for alert in alerts))
+    return MoogRequest(body, headers, moog_format, tuple(str(alert["event_id"]) for alert in alerts))
 
 
 def _json(value: Any) -> bytes:
@@ -296,47 +290,6 @@ def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             batch = []
     if batch:
         yield batch
-
-
-# --- authentication -------------------------------------------------------------------------------
-
-
-class SecretHeaders(dict[str, str]):
-    """Request headers holding a credential: printing or logging them shows only the header names."""
-
-    def __repr__(self) -> str:
-        return "{" + ", ".join(f"{name!r}: '***'" for name in self) + "}"
-
-    __str__ = __repr__
-
-
-def auth_headers(fmt: str, secret: str | None = None) -> SecretHeaders:
-    """The authentication headers for ``fmt``, from ``secret`` or else ``MOOG_API_KEY`` (CURRENT, then NEXT).
-
-    * ``events_api``: ``apiKey: <key>``, as the Cloud Events API expects.
-    * ``webhook``: HTTP Basic, the LAM's ``basic_auth_static`` scheme. ``MOOG_API_KEY`` holds
-      ``user:password``, or only a password for the user ``mutt``.
-
-    No credential configured: no headers (the local mock_moog needs none). The forwarder passes the value
-    Moogsoft accepted last and, refused with 401/403, re-reads the secret and calls again with the other
-    value (delivery.forwarder.Forwarder._post_with_other_key). Never log the values; the returned mapping
-    masks them in its repr.
-    """
-    moog_format = parse_format(fmt)
-    if secret is None:
-        from core.secrets import get_credential
-
-        credential = get_credential("MOOG_API_KEY")
-        secret = credential.current or credential.next
-    if not secret:
-        return SecretHeaders()
-    if moog_format == MoogFormat.EVENTS_API:
-        return SecretHeaders({"apiKey": secret})
-    user, separator, password = secret.partition(":")
-    if not separator:
-        user, password = DEFAULT_BASIC_USER, secret
-    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    return SecretHeaders({"Authorization": f"Basic {token}"})
 
 
 # --- helpers --------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from delivery.mock_moog import MockMoog
-from delivery.payloads import build_request
+from delivery.destinations.moogsoft_events import build_request
+from devtools.mock_moog import MockMoog
 
 WEBHOOK_EVENT = {"signature": "rtr-1:7:", "source": "rtr-1", "severity": 4, "description": "link down"}
 CLOUD_EVENT = {"source": "rtr-2", "check": "rule-7", "severity": "major", "description": "link down"}

@@ -1,4 +1,4 @@
-"""HTTP load generator, run as its own processes: ``python -m benchmarks.loadgen closed|paced ...``.
+"""HTTP load generator, run as its own processes: ``python -m devtools.loadgen closed|paced ...``.
 
 No Django here, and no ``http.client``: each thread holds one raw keep-alive HTTP/1.1 connection,
 sends pre-encoded requests and parses only the status line, ``Content-Length`` and ``Connection``.
@@ -223,7 +223,7 @@ def _run_threads(target: Any, count: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.loadgen", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.loadgen", description=__doc__.split("\n")[0])
     parser.add_argument("mode", choices=["closed", "paced"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

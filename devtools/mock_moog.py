@@ -7,7 +7,7 @@ format recognised and the authentication scheme seen (never the credential); and
 
 Reserved paths: ``GET /events`` (``?limit=n``) and ``DELETE /events``; ``GET /errors``; ``GET /health``;
 ``GET /control`` and ``POST /control`` to inject failures at run time (see docs/mock_moog.md and
-:func:`delivery.mock_moog_state.parse_control`).
+:func:`devtools.mock_moog_state.parse_control`).
 
 Plain ``http.server`` (HTTP/1.1 keep-alive, one thread per connection) and orjson: no Django on the
 request path, so the mock is never the bottleneck of a delivery benchmark. Tests start
@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from core import exactjson, streams
-from delivery.mock_moog_state import ControlError, Decision, MockState
+from devtools.mock_moog_state import ControlError, Decision, MockState
 
 logger = logging.getLogger("mutt.mock_moog")
 
@@ -158,6 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
     # Buffered writes: headers and body leave in one segment (flushed after each request).
     wbufsize = 64 * 1024
     timeout = 300  # an idle keep-alive connection is closed after this long
+    raw_requestline: bytes  # set by handle_one_request before parse_request (typeshed does not declare it)
     server: _Server
 
     @property
@@ -202,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
         request. HTTP/0.9 requests and folded header lines, which no client of ours sends, are refused
         and ignored. On failure the error answer has been sent and False is returned.
         """
-        self.command = None
+        self.command = ""  # no command parsed yet (http.server's None, typed as the str it becomes)
         self.request_version = self.default_request_version
         self.close_connection = True
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from delivery.destination import FOLLOW_FLAG, is_local_mock, mock_moog_args
+from delivery.destinations.moogsoft import is_local_mock
+from devtools.supervision import FOLLOW_FLAG, mock_moog_args
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -34,6 +35,8 @@ def test_the_command_serves_records_and_exits_0_on_a_signal(child_env, sig):
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout is not None  # piped
+    assert process.stderr is not None
     try:
         banner = process.stdout.readline()
         assert banner.strip() == f"mock_moog listening on http://127.0.0.1:{port}", process.stderr.read()
