@@ -11,12 +11,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
-from simple_history.admin import SimpleHistoryAdmin
 
 from configcenter import services, settings_service
 from configcenter.models import ApiKey, DynamicSetting, Scope
 from configcenter.registry import REGISTRY, InvalidSettingValue, UnknownSetting, get_definition
-from core.admin_audit import confirm_with_reason
+from core.admin_audit import HistoryAdmin, confirm_with_reason
 from core.audit import Actor
 
 
@@ -46,13 +45,12 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(SimpleHistoryAdmin):
+class ApiKeyAdmin(HistoryAdmin):
     form = ApiKeyForm
     list_display = ["name", "prefix", "scopes", "owner", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["revoked_at"]
     search_fields = ["name", "prefix", "description"]
     readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
-    history_list_display = ["history_actor", "history_change_reason", "history_request_id"]
     actions = ["revoke"]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -161,8 +159,7 @@ class DynamicSettingForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         definition = REGISTRY.get(self.instance.key)
         if definition is not None:
-            current = definition.default if self.instance.value is None else self.instance.value
-            self.fields["new_value"].initial = definition.to_text(current)
+            self.fields["new_value"].initial = definition.to_text(definition.effective(self.instance.value))
             self.fields["new_value"].help_text = (
                 f"{definition.type.value}, {definition.describe_bounds() or 'any value'}; "
                 f"default {definition.to_text(definition.default)}. {definition.description}"
@@ -185,14 +182,14 @@ class DynamicSettingForm(forms.ModelForm):
 
 
 @admin.register(DynamicSetting)
-class DynamicSettingAdmin(SimpleHistoryAdmin):
+class DynamicSettingAdmin(HistoryAdmin):
     form = DynamicSettingForm
     list_display = ["key", "current", "default", "is_default", "component", "bounds", "updated_at"]
     list_filter = [ComponentFilter]
     search_fields = ["key"]
     readonly_fields = ["key", "description", "default"]
     fields = ["key", "description", "default", "new_value", "use_default", "change_reason"]
-    history_list_display = ["value", "history_actor", "history_change_reason", "history_request_id"]
+    history_list_display = ["value", *HistoryAdmin.history_list_display]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # keys come from the registry in code
@@ -208,7 +205,7 @@ class DynamicSettingAdmin(SimpleHistoryAdmin):
         definition = self._definition(obj)
         if definition is None:
             return "(no longer registered)"
-        return definition.to_text(definition.default if obj.value is None else obj.value)
+        return definition.to_text(definition.effective(obj.value))
 
     @admin.display(description="default")
     def default(self, obj: DynamicSetting) -> str:
