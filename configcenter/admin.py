@@ -15,8 +15,8 @@ from django.urls import URLPattern, path
 from configcenter import services, settings_service
 from configcenter.models import ApiKey, DynamicSetting, Scope
 from configcenter.registry import REGISTRY, InvalidSettingValue, UnknownSetting, get_definition
-from core.admin_audit import HistoryAdmin, confirm_with_reason
-from core.audit import Actor
+from core.admin_audit import HistoryAdmin, confirm_with_reason, page_context
+from core.audit import REASON_MAX_LENGTH, Actor
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -25,7 +25,7 @@ class ApiKeyForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         help_text="Admin: superusers only. Read and write: only with the model permissions such a key reaches.",
     )
-    change_reason = forms.CharField(required=False, max_length=500, label="Reason for change")
+    change_reason = forms.CharField(required=False, max_length=REASON_MAX_LENGTH, label="Reason for change")
 
     class Meta:
         model = ApiKey
@@ -66,7 +66,7 @@ class ApiKeyAdmin(HistoryAdmin):
 
         if not request.user.is_superuser:
             raise PermissionDenied
-        context = {**self.admin_site.each_context(request), "title": "Secrets status", "rows": secret_status()}
+        context = page_context(self, request, "Secrets status", rows=secret_status())
         return TemplateResponse(request, "admin/configcenter/secrets.html", context)
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
@@ -99,13 +99,7 @@ class ApiKeyAdmin(HistoryAdmin):
         raw_key = getattr(request, "_mutt_new_api_key", None)
         if raw_key is None:
             return super().response_add(request, obj, post_url_continue)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"API key {obj.name} created",
-            "api_key": obj,
-            "raw_key": raw_key,
-            "opts": self.model._meta,
-        }
+        context = page_context(self, request, f"API key {obj.name} created", api_key=obj, raw_key=raw_key)
         # admin_view's never_cache marks the page no-store, so no browser or proxy cache keeps the key.
         return TemplateResponse(request, "admin/configcenter/apikey_created.html", context)
 
@@ -149,7 +143,7 @@ class DynamicSettingForm(forms.ModelForm):
         help_text="Leave empty and tick 'use default' to return to the default.",
     )
     use_default = forms.BooleanField(required=False, label="Use the default")
-    change_reason = forms.CharField(required=True, max_length=500, label="Reason for change")
+    change_reason = forms.CharField(required=True, max_length=REASON_MAX_LENGTH, label="Reason for change")
 
     class Meta:
         model = DynamicSetting

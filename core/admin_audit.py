@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from simple_history.admin import SimpleHistoryAdmin
 
-from core.audit import Actor
+from core.audit import REASON_MAX_LENGTH, Actor, clip_reason
 from core.history import trail, with_previous
 
 REASON_FIELD = "change_reason"
@@ -30,14 +30,26 @@ REASON_FIELD = "change_reason"
 class ReasonForm(forms.ModelForm):
     change_reason = forms.CharField(
         required=False,
-        max_length=500,
+        max_length=REASON_MAX_LENGTH,
         label="Reason for change",
         help_text="Recorded in the history with your name.",
     )
 
 
 class ActionReasonForm(forms.Form):
-    reason = forms.CharField(required=True, max_length=500, label="Reason")
+    reason = forms.CharField(required=True, max_length=REASON_MAX_LENGTH, label="Reason")
+
+
+def submitted_reason(request: HttpRequest) -> tuple[ActionReasonForm, str | None]:
+    """The reason form of an action's confirmation page, and the reason once the page was submitted
+    with a valid one (None while the page is first shown or its reason is missing)."""
+    form = ActionReasonForm(request.POST if "apply" in request.POST else None)
+    return form, form.cleaned_data["reason"] if form.is_bound and form.is_valid() else None
+
+
+def page_context(modeladmin: admin.ModelAdmin, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+    """What an admin page of ``modeladmin``'s own (a tester, a confirmation) renders with."""
+    return {**modeladmin.admin_site.each_context(request), "title": title, "opts": modeladmin.model._meta, **extra}
 
 
 def confirm_with_reason(
@@ -51,20 +63,21 @@ def confirm_with_reason(
     done: str,
 ) -> HttpResponse | None:
     """Show an intermediate page asking for a reason, then run ``perform`` on the selected objects."""
-    form = ActionReasonForm(request.POST if "apply" in request.POST else None)
-    if form.is_bound and form.is_valid():
-        count = perform(Actor.for_user(request.user), list(queryset), form.cleaned_data["reason"])
+    form, reason = submitted_reason(request)
+    if reason is not None:
+        count = perform(Actor.for_user(request.user), list(queryset), reason)
         modeladmin.message_user(request, done.format(count=count), messages.SUCCESS)
         return None
-    context = {
-        **modeladmin.admin_site.each_context(request),
-        "title": title,
-        "opts": modeladmin.model._meta,
-        "objects": queryset,
-        "form": form,
-        "action": action,
-        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-    }
+    context = page_context(
+        modeladmin,
+        request,
+        title,
+        objects=queryset,
+        form=form,
+        action=action,
+        hidden_selection=[(helpers.ACTION_CHECKBOX_NAME, obj.pk) for obj in queryset],
+        cancel_url="",
+    )
     return TemplateResponse(request, "admin/mutt/confirm_action.html", context)
 
 
@@ -126,7 +139,7 @@ class AuditedAdmin(HistoryAdmin):
         type(self).save_service(obj, actor=Actor.for_user(request.user), reason=reason)
 
     def delete_model(self, request: HttpRequest, obj: models.Model) -> None:
-        reason = request.POST.get(REASON_FIELD, "").strip()[:500]
+        reason = clip_reason(request.POST.get(REASON_FIELD, ""))
         type(self).delete_service(obj, actor=Actor.for_user(request.user), reason=reason)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:

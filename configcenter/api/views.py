@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from rest_framework import permissions, serializers, viewsets
@@ -14,12 +16,13 @@ from rest_framework.views import APIView
 from configcenter import settings_service
 from configcenter.models import DynamicSetting, Scope
 from configcenter.registry import InvalidSettingValue, SettingDef, UnknownSetting, get_definition
-from core.api.views import MuttViewMixin, actor_for, change_reason
+from core.api.views import REASON_HELP, MuttViewMixin, actor_for, change_reason
+from core.audit import REASON_MAX_LENGTH
 
 
 class SettingChangeSerializer(serializers.Serializer):
     value = serializers.JSONField(help_text="The new value: a number, boolean or text as the key's type says.")
-    reason = serializers.CharField(max_length=500, help_text="Why the change is made; recorded in the history.")
+    reason = serializers.CharField(max_length=REASON_MAX_LENGTH, help_text=REASON_HELP)
 
 
 # A key's history is short (people change settings), so it is one page; this bounds a runaway script's.
@@ -61,22 +64,18 @@ class ConfigViewSet(MuttViewMixin, viewsets.ViewSet):
         self._describe(key)
         serializer = SettingChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
+        with _value_refusals():
             settings_service.set_setting(
                 key, serializer.validated_data["value"], actor=actor_for(request),
                 reason=serializer.validated_data["reason"],
             )  # fmt: skip
-        except InvalidSettingValue as exc:
-            raise ValidationError({"value": [exc.message]}) from None
         return Response(self._describe(key))
 
     def destroy(self, request: Request, key: str, *args: Any, **kwargs: Any) -> Response:
         """Return the key to its default (reason in the X-Change-Reason header)."""
         self._describe(key)
-        try:
+        with _value_refusals():
             settings_service.unset_setting(key, actor=actor_for(request), reason=change_reason(request))
-        except InvalidSettingValue as exc:
-            raise ValidationError({"value": [exc.message]}) from None
         return Response(self._describe(key))
 
     @action(detail=True, methods=["get"])
@@ -96,6 +95,15 @@ class ConfigViewSet(MuttViewMixin, viewsets.ViewSet):
             for entry in settings_service.history(key, limit=HISTORY_LIMIT)
         ]
         return Response({"count": len(results), "results": results})
+
+
+@contextlib.contextmanager
+def _value_refusals() -> Iterator[None]:
+    """A value the registry refuses (type, bounds, or its relation to another key's) answers 400 on ``value``."""
+    try:
+        yield
+    except InvalidSettingValue as exc:
+        raise ValidationError({"value": [exc.message]}) from None
 
 
 class SecretStatusView(MuttViewMixin, APIView):

@@ -13,10 +13,11 @@ from rest_framework.response import Response
 
 from configcenter.models import ApiKey
 from core.api.versioning import CURRENT_VERSION, stamp_version
-from core.audit import Actor
+from core.audit import REASON_MAX_LENGTH, Actor, clip_reason
 from core.history import Entry, trail, with_previous
 
 REASON_HEADER = "X-Change-Reason"
+REASON_HELP = "Why the change is made; recorded in the history."
 
 
 def actor_for(request: Request) -> Actor:
@@ -28,7 +29,7 @@ def actor_for(request: Request) -> Actor:
 def change_reason(request: Request, serializer: serializers.Serializer | None = None) -> str:
     if serializer is not None and serializer.validated_data.get("reason"):
         return str(serializer.validated_data["reason"])
-    return request.headers.get(REASON_HEADER, "").strip()[:500]
+    return clip_reason(request.headers.get(REASON_HEADER, ""))
 
 
 class MuttViewMixin:
@@ -55,8 +56,8 @@ class ReasonSerializerMixin(serializers.Serializer):
         write_only=True,
         required=False,
         allow_blank=True,
-        max_length=500,
-        help_text="Why the change is made; recorded in the history.",
+        max_length=REASON_MAX_LENGTH,
+        help_text=REASON_HELP,
     )
 
 
