@@ -8,8 +8,8 @@ django-simple-history's own helpers cost a query per row: ``prev_record`` asks t
 each row's predecessor, and its admin's ``select_related()`` of tracked foreign keys, called with no
 names on a model that has none, replaces the join on ``history_user`` with "every non-null foreign
 key" (none), so the template then fetches each row's user. Measured on a rule with 30 history rows:
-35 queries for its admin history page and 35 for its API history, against 8 and 7 with 2 rows. Here a
-page costs its own query plus at most one for the row just older than the page, whatever its length.
+35 queries for its admin history page and 35 for its API history, against 8 and 7 with 2 rows; now 5
+and 5 at either length. A page costs its own query plus at most one for the row just older than it.
 """
 
 from __future__ import annotations
