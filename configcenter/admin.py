@@ -11,13 +11,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
-from simple_history.admin import SimpleHistoryAdmin
 
 from configcenter import services, settings_service
 from configcenter.models import ApiKey, DynamicSetting, Scope
 from configcenter.registry import REGISTRY, InvalidSettingValue, UnknownSetting, get_definition
-from core.admin_audit import confirm_with_reason
-from core.audit import Actor
+from core.admin_audit import HistoryAdmin, confirm_with_reason, page_context
+from core.audit import REASON_MAX_LENGTH, Actor
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -26,7 +25,7 @@ class ApiKeyForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         help_text="Admin: superusers only. Read and write: only with the model permissions such a key reaches.",
     )
-    change_reason = forms.CharField(required=False, max_length=500, label="Reason for change")
+    change_reason = forms.CharField(required=False, max_length=REASON_MAX_LENGTH, label="Reason for change")
 
     class Meta:
         model = ApiKey
@@ -46,13 +45,12 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(SimpleHistoryAdmin):
+class ApiKeyAdmin(HistoryAdmin):
     form = ApiKeyForm
     list_display = ["name", "prefix", "scopes", "owner", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["revoked_at"]
     search_fields = ["name", "prefix", "description"]
     readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
-    history_list_display = ["history_actor", "history_change_reason", "history_request_id"]
     actions = ["revoke"]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -68,7 +66,7 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
 
         if not request.user.is_superuser:
             raise PermissionDenied
-        context = {**self.admin_site.each_context(request), "title": "Secrets status", "rows": secret_status()}
+        context = page_context(self, request, "Secrets status", rows=secret_status())
         return TemplateResponse(request, "admin/configcenter/secrets.html", context)
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
@@ -101,13 +99,7 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
         raw_key = getattr(request, "_mutt_new_api_key", None)
         if raw_key is None:
             return super().response_add(request, obj, post_url_continue)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"API key {obj.name} created",
-            "api_key": obj,
-            "raw_key": raw_key,
-            "opts": self.model._meta,
-        }
+        context = page_context(self, request, f"API key {obj.name} created", api_key=obj, raw_key=raw_key)
         # admin_view's never_cache marks the page no-store, so no browser or proxy cache keeps the key.
         return TemplateResponse(request, "admin/configcenter/apikey_created.html", context)
 
@@ -151,7 +143,7 @@ class DynamicSettingForm(forms.ModelForm):
         help_text="Leave empty and tick 'use default' to return to the default.",
     )
     use_default = forms.BooleanField(required=False, label="Use the default")
-    change_reason = forms.CharField(required=True, max_length=500, label="Reason for change")
+    change_reason = forms.CharField(required=True, max_length=REASON_MAX_LENGTH, label="Reason for change")
 
     class Meta:
         model = DynamicSetting
@@ -161,8 +153,7 @@ class DynamicSettingForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         definition = REGISTRY.get(self.instance.key)
         if definition is not None:
-            current = definition.default if self.instance.value is None else self.instance.value
-            self.fields["new_value"].initial = definition.to_text(current)
+            self.fields["new_value"].initial = definition.to_text(definition.effective(self.instance.value))
             self.fields["new_value"].help_text = (
                 f"{definition.type.value}, {definition.describe_bounds() or 'any value'}; "
                 f"default {definition.to_text(definition.default)}. {definition.description}"
@@ -185,14 +176,14 @@ class DynamicSettingForm(forms.ModelForm):
 
 
 @admin.register(DynamicSetting)
-class DynamicSettingAdmin(SimpleHistoryAdmin):
+class DynamicSettingAdmin(HistoryAdmin):
     form = DynamicSettingForm
     list_display = ["key", "current", "default", "is_default", "component", "bounds", "updated_at"]
     list_filter = [ComponentFilter]
     search_fields = ["key"]
     readonly_fields = ["key", "description", "default"]
     fields = ["key", "description", "default", "new_value", "use_default", "change_reason"]
-    history_list_display = ["value", "history_actor", "history_change_reason", "history_request_id"]
+    history_list_display = ["value", *HistoryAdmin.history_list_display]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # keys come from the registry in code
@@ -208,7 +199,7 @@ class DynamicSettingAdmin(SimpleHistoryAdmin):
         definition = self._definition(obj)
         if definition is None:
             return "(no longer registered)"
-        return definition.to_text(definition.default if obj.value is None else obj.value)
+        return definition.to_text(definition.effective(obj.value))
 
     @admin.display(description="default")
     def default(self, obj: DynamicSetting) -> str:

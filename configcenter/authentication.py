@@ -9,24 +9,21 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from configcenter.models import ApiKey, Scope
-from configcenter.services import find_active_key, touch_last_used
+from configcenter.services import EMPTY_KEY, INVALID_KEY, find_active_key, presented_key, touch_last_used
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. ``request.auth`` is the ApiKey."""
 
     def authenticate(self, request: Request) -> tuple[Any, ApiKey] | None:
-        raw = request.headers.get("X-API-Key", "")
+        raw = presented_key(request.META)
+        if raw is None:
+            return None  # DRF answers 401 with NO_CREDENTIALS where the view needs a caller
         if not raw:
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer":
-                return None
-            raw = token
-        if not raw.strip():
-            raise exceptions.AuthenticationFailed("Empty API key.")
+            raise exceptions.AuthenticationFailed(EMPTY_KEY)
         api_key = find_active_key(raw)
         if api_key is None:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+            raise exceptions.AuthenticationFailed(INVALID_KEY)
         touch_last_used(api_key)
         # DRF expects a user object; a key without an owner acts as an anonymous user with the key's scopes.
         return (api_key.owner or AnonymousUser(), api_key)

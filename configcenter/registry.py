@@ -89,6 +89,10 @@ class SettingDef:
             return f"{low} … {high}"
         return f"≥ {low}" if low else (f"≤ {high}" if high else "")
 
+    def effective(self, stored: Any) -> Any:
+        """The value in force when ``stored`` is the stored one: the default while none is (null)."""
+        return self.default if stored is None else stored
+
     def to_text(self, value: Any) -> str:
         if self.type == SettingType.BOOL:
             return "true" if value else "false"

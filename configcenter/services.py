@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied
@@ -34,6 +35,26 @@ SCOPE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         *(m.format(action) for action in ("add", "change", "delete") for m in _RULE_MODELS),
     ),
 }
+
+
+# What the API and ingest tell a request with no key (DRF's own words for it), an empty one or a wrong one.
+NO_CREDENTIALS = "Authentication credentials were not provided."
+EMPTY_KEY = "Empty API key."
+INVALID_KEY = "Invalid or revoked API key."
+
+
+def presented_key(meta: Mapping[str, Any]) -> str | None:
+    """The API key a request presents, stripped: ``X-API-Key``, else ``Authorization: Bearer <key>``.
+
+    None when it presents neither, "" when the key is empty. ``meta`` is the request's WSGI environ
+    (``request.META``): ingest runs this per request, and ``request.headers`` would copy every header.
+    """
+    raw: str = meta.get("HTTP_X_API_KEY", "")
+    if not raw:
+        scheme, _, raw = meta.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+    return raw.strip()
 
 
 def hash_key(raw_key: str) -> str:

@@ -11,6 +11,7 @@ from configcenter import mirror
 from configcenter.models import DynamicSetting
 from configcenter.registry import REGISTRY, InvalidSettingValue, get_definition, relations_for
 from core.audit import Actor, audited
+from core.history import Entry, trail, with_previous
 
 logger = logging.getLogger("mutt.config")
 
@@ -47,7 +48,7 @@ def describe(setting_key: str | None = None) -> list[dict[str, Any]]:
         described.append(
             {
                 "key": name,
-                "value": stored if overridden else definition.default,
+                "value": definition.effective(stored),
                 "default": definition.default,
                 "is_default": not overridden,
                 "type": definition.type.value,
@@ -62,6 +63,12 @@ def describe(setting_key: str | None = None) -> list[dict[str, Any]]:
             }
         )
     return described
+
+
+def history(setting_key: str, limit: int | None = None) -> list[Entry]:
+    """A key's changes, newest first (at most ``limit``), each with the row before it (old and new value)."""
+    get_definition(setting_key)
+    return with_previous(trail(DynamicSetting.history.filter(key=setting_key))[:limit])
 
 
 def check_relations(setting_key: str, new_value: Any) -> None:
@@ -83,7 +90,7 @@ def _save(setting_key: str, value: Any, *, actor: Actor, reason: str) -> Dynamic
     with transaction.atomic(), audited(actor, reason):
         # Lock in a fixed order so concurrent changes of related keys cannot deadlock.
         list(DynamicSetting.objects.select_for_update().filter(key__in=sorted(related)).order_by("key"))
-        check_relations(setting_key, get_definition(setting_key).default if value is None else value)
+        check_relations(setting_key, get_definition(setting_key).effective(value))
         row, _ = DynamicSetting.objects.select_for_update().get_or_create(key=setting_key)
         if row.value != value:
             row.value = value

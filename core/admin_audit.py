@@ -2,8 +2,9 @@
 
 ``AuditedAdmin`` adds a "reason for change" field to the edit form and the delete page, routes writes
 to the app's service functions with the logged-in user as actor, replaces Django's bulk delete with
-one that asks for a reason and writes one history row per object, and shows the actor, reason and
-request id beside django-simple-history's field-level diffs.
+one that asks for a reason and writes one history row per object. ``HistoryAdmin``, its base and
+that of every admin with a history page, shows the actor, reason and request id beside
+django-simple-history's field-level diffs, read through :mod:`core.history` in constant queries.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from simple_history.admin import SimpleHistoryAdmin
 
-from core.audit import Actor
+from core.audit import REASON_MAX_LENGTH, Actor, clip_reason
+from core.history import trail, with_previous
 
 REASON_FIELD = "change_reason"
 
@@ -28,14 +30,26 @@ REASON_FIELD = "change_reason"
 class ReasonForm(forms.ModelForm):
     change_reason = forms.CharField(
         required=False,
-        max_length=500,
+        max_length=REASON_MAX_LENGTH,
         label="Reason for change",
         help_text="Recorded in the history with your name.",
     )
 
 
 class ActionReasonForm(forms.Form):
-    reason = forms.CharField(required=True, max_length=500, label="Reason")
+    reason = forms.CharField(required=True, max_length=REASON_MAX_LENGTH, label="Reason")
+
+
+def submitted_reason(request: HttpRequest) -> tuple[ActionReasonForm, str | None]:
+    """The reason form of an action's confirmation page, and the reason once the page was submitted
+    with a valid one (None while the page is first shown or its reason is missing)."""
+    form = ActionReasonForm(request.POST if "apply" in request.POST else None)
+    return form, form.cleaned_data["reason"] if form.is_bound and form.is_valid() else None
+
+
+def page_context(modeladmin: admin.ModelAdmin, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+    """What an admin page of ``modeladmin``'s own (a tester, a confirmation) renders with."""
+    return {**modeladmin.admin_site.each_context(request), "title": title, "opts": modeladmin.model._meta, **extra}
 
 
 def confirm_with_reason(
@@ -49,29 +63,51 @@ def confirm_with_reason(
     done: str,
 ) -> HttpResponse | None:
     """Show an intermediate page asking for a reason, then run ``perform`` on the selected objects."""
-    form = ActionReasonForm(request.POST if "apply" in request.POST else None)
-    if form.is_bound and form.is_valid():
-        count = perform(Actor.for_user(request.user), list(queryset), form.cleaned_data["reason"])
+    form, reason = submitted_reason(request)
+    if reason is not None:
+        count = perform(Actor.for_user(request.user), list(queryset), reason)
         modeladmin.message_user(request, done.format(count=count), messages.SUCCESS)
         return None
-    context = {
-        **modeladmin.admin_site.each_context(request),
-        "title": title,
-        "opts": modeladmin.model._meta,
-        "objects": queryset,
-        "form": form,
-        "action": action,
-        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-    }
+    context = page_context(
+        modeladmin,
+        request,
+        title,
+        objects=queryset,
+        form=form,
+        action=action,
+        hidden_selection=[(helpers.ACTION_CHECKBOX_NAME, obj.pk) for obj in queryset],
+        cancel_url="",
+    )
     return TemplateResponse(request, "admin/mutt/confirm_action.html", context)
 
 
-class AuditedAdmin(SimpleHistoryAdmin):
+class HistoryAdmin(SimpleHistoryAdmin):
+    """A history page listing who changed what, why and in which request, in constant queries."""
+
+    history_list_display = ["history_actor", "history_change_reason", "history_request_id"]
+
+    def get_history_queryset(
+        self, request: HttpRequest, history_manager: Any, pk_name: str, object_id: Any
+    ) -> QuerySet:
+        return trail(history_manager.filter(**{pk_name: object_id}))
+
+    def set_history_delta_changes(
+        self, request: HttpRequest, historical_records: Any, foreign_keys_are_objs: bool = True
+    ) -> None:
+        # Every row of the page gets its changes, the oldest too (against the row before the page):
+        # simple-history's own loop leaves a page's oldest row without them.
+        for entry in with_previous(historical_records):
+            delta = entry.delta(foreign_keys_are_objs=foreign_keys_are_objs)
+            if delta is not None:
+                helper = self.get_historical_record_context_helper(request, entry.record)
+                entry.record.history_delta_changes = helper.context_for_delta_changes(delta)
+
+
+class AuditedAdmin(HistoryAdmin):
     """Base admin for models whose changes are audited through service functions."""
 
     form = ReasonForm
     delete_confirmation_template = "admin/mutt/delete_confirmation.html"
-    history_list_display = ["history_actor", "history_change_reason", "history_request_id"]
     # Subclasses point these at their app's service functions.
     save_service: Callable[..., models.Model]
     delete_service: Callable[..., None]
@@ -103,7 +139,7 @@ class AuditedAdmin(SimpleHistoryAdmin):
         type(self).save_service(obj, actor=Actor.for_user(request.user), reason=reason)
 
     def delete_model(self, request: HttpRequest, obj: models.Model) -> None:
-        reason = request.POST.get(REASON_FIELD, "").strip()[:500]
+        reason = clip_reason(request.POST.get(REASON_FIELD, ""))
         type(self).delete_service(obj, actor=Actor.for_user(request.user), reason=reason)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -27,6 +27,15 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 
+# The longest reason a person may give. Forms and API fields refuse longer text; a reason sent in a
+# header or a delete page's field is cut to it.
+REASON_MAX_LENGTH = 500
+
+
+def clip_reason(text: str) -> str:
+    return text.strip()[:REASON_MAX_LENGTH]
+
+
 class AuditContextMissing(RuntimeError):
     """An audited model was saved outside a service function (no actor)."""
 

@@ -20,7 +20,7 @@ from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from core import contracts
-from core.admin_audit import ActionReasonForm
+from core.admin_audit import page_context, submitted_reason
 from core.audit import Actor
 from core.redis import get_redis
 from delivery import dlq, services
@@ -105,17 +105,19 @@ class DlqActionAdmin(admin.ModelAdmin):
         next_url = ""
         if page.next_before:
             next_url = "?" + urlencode({"queue": queue, "reason": reason, "before": page.next_before})
-        context = {
-            **self._context(request, "Dead-letter queues"),
-            "queue": queue,
-            "reason": reason,
-            "reasons": self._reasons(client, queue),
-            "depths": dlq.depths(client),
-            "rows": rows,
-            "next_url": next_url,
-            "actions": actions_for(queue),
-            "delivery": delivery_status(client),
-        }
+        context = page_context(
+            self,
+            request,
+            "Dead-letter queues",
+            queue=queue,
+            reason=reason,
+            reasons=self._reasons(client, queue),
+            depths=dlq.depths(client),
+            rows=rows,
+            next_url=next_url,
+            actions=actions_for(queue),
+            delivery=delivery_status(client),
+        )
         return TemplateResponse(request, "admin/delivery/dlq_queues.html", context)
 
     def entry_view(self, request: HttpRequest, queue: str, entry_id: str) -> HttpResponse:
@@ -128,17 +130,19 @@ class DlqActionAdmin(admin.ModelAdmin):
         if entry is None:
             self.message_user(request, f"Entry {entry_id} is no longer in the {queue} queue.", messages.WARNING)
             return HttpResponseRedirect(self._queue_url(queue))
-        context = {
-            **self._context(request, f"{queue} DLQ entry {entry.id}"),
-            "queue": queue,
-            "entry": entry,
-            "replays": dlq.replay_counts(client, [entry]).get(entry.id, 0),
-            "payload": entry.payload_text(),
-            "other_fields": {
+        context = page_context(
+            self,
+            request,
+            f"{queue} DLQ entry {entry.id}",
+            queue=queue,
+            entry=entry,
+            replays=dlq.replay_counts(client, [entry]).get(entry.id, 0),
+            payload=entry.payload_text(),
+            other_fields={
                 k: v for k, v in sorted(entry.fields.items()) if k not in {"reason", "error", "response", "attempts"}
             },
-            "actions": actions_for(queue),
-        }
+            actions=actions_for(queue),
+        )
         return TemplateResponse(request, "admin/delivery/dlq_entry.html", context)
 
     def act_view(self, request: HttpRequest, queue: str) -> HttpResponse:
@@ -154,9 +158,9 @@ class DlqActionAdmin(admin.ModelAdmin):
         if not entry_ids:
             self.message_user(request, "Select at least one entry.", messages.WARNING)
             return HttpResponseRedirect(self._queue_url(queue))
-        form = ActionReasonForm(request.POST if "apply" in request.POST else None)
-        if form.is_bound and form.is_valid():
-            report = self._perform(request, action, queue, entry_ids, form.cleaned_data["reason"])
+        form, reason = submitted_reason(request)
+        if reason is not None:
+            report = self._perform(request, action, queue, entry_ids, reason)
             level = messages.SUCCESS if not (report.missing or report.invalid) else messages.WARNING
             label = ACTIONS[action][0]
             message = f"{label} on the {queue} queue: {report.summary()}."
@@ -168,15 +172,19 @@ class DlqActionAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(self._queue_url(queue))
         client = get_redis()
         found = {entry.id: entry for entry in (dlq.get_entry(client, queue, i) for i in entry_ids) if entry}
-        context = {
-            **self._context(request, f"{ACTIONS[action][0]}: {len(entry_ids)} {queue} DLQ entries"),
-            "queue": queue,
-            "action": action,
-            "action_label": ACTIONS[action][0],
-            "action_help": ACTIONS[action][1],
-            "selected": [(i, found.get(i)) for i in entry_ids],
-            "form": form,
-        }
+        context = page_context(
+            self,
+            request,
+            f"{ACTIONS[action][0]}: {len(entry_ids)} {queue} DLQ entries",
+            queue=queue,
+            action=action,
+            action_label=ACTIONS[action][0],
+            action_help=ACTIONS[action][1],
+            selected=[(i, found.get(i)) for i in entry_ids],
+            hidden_selection=[("ids", i) for i in entry_ids],
+            cancel_url=self._queue_url(queue),
+            form=form,
+        )
         return TemplateResponse(request, "admin/delivery/dlq_confirm.html", context)
 
     # --- helpers ------------------------------------------------------------------------------
@@ -195,9 +203,6 @@ class DlqActionAdmin(admin.ModelAdmin):
     def _require_manage(self, request: HttpRequest) -> None:
         if not can_manage(request):
             raise PermissionDenied
-
-    def _context(self, request: HttpRequest, title: str) -> dict[str, Any]:
-        return {**self.admin_site.each_context(request), "title": title, "opts": self.model._meta}
 
     def _queue_url(self, queue: str) -> str:
         return reverse("admin:delivery_dlq_queues") + "?" + urlencode({"queue": queue})

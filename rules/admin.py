@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
-from core.admin_audit import AuditedAdmin, confirm_with_reason
+from core.admin_audit import AuditedAdmin, confirm_with_reason, page_context
 from rules import services
 from rules.cost import COST_SAMPLE_BYTES
 from rules.engine import SEVERITY_DEFAULT_TEXT, InvalidRule
@@ -118,17 +118,17 @@ class AlertRuleAdmin(_ServiceBound):
             except InvalidRule as exc:  # only possible if the database holds a rule saved around validation
                 error = str(exc)
             alert = tested.get("alert")
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Rule tester",
-            "opts": self.model._meta,
-            "form": form,
-            "result": result,
-            "alert": alert,
-            "error": error,
-            "tested": tested,
-            "severity_default": SEVERITY_DEFAULT_TEXT,
-        }
+        context = page_context(
+            self,
+            request,
+            "Rule tester",
+            form=form,
+            result=result,
+            alert=alert,
+            error=error,
+            tested=tested,
+            severity_default=SEVERITY_DEFAULT_TEXT,
+        )
         return TemplateResponse(request, "admin/rules/rule_tester.html", context)
 
 

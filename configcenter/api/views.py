@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from rest_framework import permissions, serializers, viewsets
@@ -13,13 +15,18 @@ from rest_framework.views import APIView
 
 from configcenter import settings_service
 from configcenter.models import DynamicSetting, Scope
-from configcenter.registry import InvalidSettingValue, UnknownSetting, get_definition
-from core.api.views import MuttViewMixin, actor_for
+from configcenter.registry import InvalidSettingValue, SettingDef, UnknownSetting, get_definition
+from core.api.views import REASON_HELP, MuttViewMixin, actor_for, change_reason
+from core.audit import REASON_MAX_LENGTH
 
 
 class SettingChangeSerializer(serializers.Serializer):
     value = serializers.JSONField(help_text="The new value: a number, boolean or text as the key's type says.")
-    reason = serializers.CharField(max_length=500, help_text="Why the change is made; recorded in the history.")
+    reason = serializers.CharField(max_length=REASON_MAX_LENGTH, help_text=REASON_HELP)
+
+
+# A key's history is short (people change settings), so it is one page; this bounds a runaway script's.
+HISTORY_LIMIT = 500
 
 
 class ConfigViewSet(MuttViewMixin, viewsets.ViewSet):
@@ -36,11 +43,16 @@ class ConfigViewSet(MuttViewMixin, viewsets.ViewSet):
         # change permission on runtime settings instead, as in the admin (HasScope).
         return Scope.READ if self.request.method in permissions.SAFE_METHODS else Scope.ADMIN
 
-    def _describe(self, key: str) -> dict[str, Any]:
+    def _definition(self, key: str) -> SettingDef:
+        """The key's registry definition; 404 for a key nobody registered."""
         try:
-            return settings_service.describe(key)[0]
+            return get_definition(key)
         except UnknownSetting as exc:
             raise NotFound(str(exc)) from None
+
+    def _describe(self, key: str) -> dict[str, Any]:
+        self._definition(key)
+        return settings_service.describe(key)[0]
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return Response({"count": len(rows := settings_service.describe()), "results": rows})
@@ -52,50 +64,46 @@ class ConfigViewSet(MuttViewMixin, viewsets.ViewSet):
         self._describe(key)
         serializer = SettingChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
+        with _value_refusals():
             settings_service.set_setting(
                 key, serializer.validated_data["value"], actor=actor_for(request),
                 reason=serializer.validated_data["reason"],
             )  # fmt: skip
-        except InvalidSettingValue as exc:
-            raise ValidationError({"value": [exc.message]}) from None
         return Response(self._describe(key))
 
     def destroy(self, request: Request, key: str, *args: Any, **kwargs: Any) -> Response:
         """Return the key to its default (reason in the X-Change-Reason header)."""
-        from core.api.views import change_reason
-
         self._describe(key)
-        try:
+        with _value_refusals():
             settings_service.unset_setting(key, actor=actor_for(request), reason=change_reason(request))
-        except InvalidSettingValue as exc:
-            raise ValidationError({"value": [exc.message]}) from None
         return Response(self._describe(key))
 
     @action(detail=True, methods=["get"])
     def history(self, request: Request, key: str, *args: Any, **kwargs: Any) -> Response:
-        definition = self._describe(key) and get_definition(key)
-        results = []
-        records = DynamicSetting.history.filter(key=key).order_by("-history_date", "-history_id")
-        for record in records[:500]:
-            previous = record.prev_record
-            results.append(
-                {
-                    "history_date": record.history_date,
-                    "actor": record.history_actor,
-                    "reason": record.history_change_reason,
-                    "request_id": record.history_request_id,
-                    "old": None if previous is None else previous.value,
-                    "new": record.value,
-                    "old_effective": None if previous is None else _effective(definition, previous.value),
-                    "new_effective": _effective(definition, record.value),
-                }
-            )
+        definition = self._definition(key)
+        results = [
+            {
+                "history_date": entry.record.history_date,
+                "actor": entry.record.history_actor,
+                "reason": entry.record.history_change_reason,
+                "request_id": entry.record.history_request_id,
+                "old": None if entry.previous is None else entry.previous.value,
+                "new": entry.record.value,
+                "old_effective": None if entry.previous is None else definition.effective(entry.previous.value),
+                "new_effective": definition.effective(entry.record.value),
+            }
+            for entry in settings_service.history(key, limit=HISTORY_LIMIT)
+        ]
         return Response({"count": len(results), "results": results})
 
 
-def _effective(definition: Any, value: Any) -> Any:
-    return definition.default if value is None else value
+@contextlib.contextmanager
+def _value_refusals() -> Iterator[None]:
+    """A value the registry refuses (type, bounds, or its relation to another key's) answers 400 on ``value``."""
+    try:
+        yield
+    except InvalidSettingValue as exc:
+        raise ValidationError({"value": [exc.message]}) from None
 
 
 class SecretStatusView(MuttViewMixin, APIView):

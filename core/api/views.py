@@ -12,10 +12,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from configcenter.models import ApiKey
-from core.api.versioning import CURRENT_VERSION, DEPRECATED_VERSIONS, VERSION_HEADER
-from core.audit import Actor
+from core.api.versioning import CURRENT_VERSION, stamp_version
+from core.audit import REASON_MAX_LENGTH, Actor, clip_reason
+from core.history import Entry, trail, with_previous
 
 REASON_HEADER = "X-Change-Reason"
+REASON_HELP = "Why the change is made; recorded in the history."
 
 
 def actor_for(request: Request) -> Actor:
@@ -27,7 +29,7 @@ def actor_for(request: Request) -> Actor:
 def change_reason(request: Request, serializer: serializers.Serializer | None = None) -> str:
     if serializer is not None and serializer.validated_data.get("reason"):
         return str(serializer.validated_data["reason"])
-    return request.headers.get(REASON_HEADER, "").strip()[:500]
+    return clip_reason(request.headers.get(REASON_HEADER, ""))
 
 
 class MuttViewMixin:
@@ -45,12 +47,7 @@ class MuttViewMixin:
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
-        version = getattr(request, "version", None) or CURRENT_VERSION
-        response[VERSION_HEADER] = version
-        if version in DEPRECATED_VERSIONS:
-            response["Deprecation"] = "true"
-            response["Sunset"] = DEPRECATED_VERSIONS[version]
-            response["Link"] = f'</api/{CURRENT_VERSION}/>; rel="successor-version"'
+        stamp_version(response, getattr(request, "version", None) or CURRENT_VERSION)
         return response
 
 
@@ -59,26 +56,25 @@ class ReasonSerializerMixin(serializers.Serializer):
         write_only=True,
         required=False,
         allow_blank=True,
-        max_length=500,
-        help_text="Why the change is made; recorded in the history.",
+        max_length=REASON_MAX_LENGTH,
+        help_text=REASON_HELP,
     )
 
 
 class HistorySerializer(serializers.Serializer):
-    history_id = serializers.IntegerField()
-    history_date = serializers.DateTimeField()
-    history_type = serializers.CharField()
-    actor = serializers.CharField(source="history_actor")
-    reason = serializers.CharField(source="history_change_reason", allow_null=True)
-    request_id = serializers.CharField(source="history_request_id")
+    """One :class:`core.history.Entry`: the row's audit columns and the fields it changed."""
+
+    history_id = serializers.IntegerField(source="record.history_id")
+    history_date = serializers.DateTimeField(source="record.history_date")
+    history_type = serializers.CharField(source="record.history_type")
+    actor = serializers.CharField(source="record.history_actor")
+    reason = serializers.CharField(source="record.history_change_reason", allow_null=True)
+    request_id = serializers.CharField(source="record.history_request_id")
     changes = serializers.SerializerMethodField()
 
-    def get_changes(self, record: Any) -> list[dict[str, Any]]:
-        previous = record.prev_record
-        if previous is None:
-            return []
-        delta = record.diff_against(previous)
-        return [{"field": c.field, "old": c.old, "new": c.new} for c in delta.changes]
+    def get_changes(self, entry: Entry) -> list[dict[str, Any]]:
+        delta = entry.delta()
+        return [] if delta is None else [{"field": c.field, "old": c.old, "new": c.new} for c in delta.changes]
 
 
 class AuditedModelViewSet(MuttViewMixin, viewsets.ModelViewSet):
@@ -112,7 +108,5 @@ class AuditedModelViewSet(MuttViewMixin, viewsets.ModelViewSet):
     @action(detail=True, methods=["get"])
     def history(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """The audit trail of one object, newest first, with field-level changes."""
-        instance = self.get_object()
-        records = instance.history.order_by("-history_date", "-history_id")
-        page = self.paginate_queryset(records)
-        return self.get_paginated_response(HistorySerializer(page, many=True).data)
+        page = self.paginate_queryset(trail(self.get_object().history.all()))
+        return self.get_paginated_response(HistorySerializer(with_previous(page or []), many=True).data)

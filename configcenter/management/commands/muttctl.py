@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from configcenter import services as key_services
 from configcenter import settings_service
-from configcenter.models import ApiKey, DynamicSetting, Scope
+from configcenter.models import ApiKey, Scope
 from configcenter.registry import InvalidSettingValue, UnknownSetting, get_definition
 from core.audit import Actor
 
@@ -105,20 +105,17 @@ class Command(BaseCommand):
 
     def config_history(self, options: dict[str, Any]) -> None:
         definition = get_definition(options["key"])
-        rows = []
-        records = DynamicSetting.history.filter(key=options["key"]).order_by("-history_date", "-history_id")
-        for record in records:
-            previous = record.prev_record
-            rows.append(
-                {
-                    "when": record.history_date.isoformat(timespec="seconds"),
-                    "actor": record.history_actor,
-                    "reason": record.history_change_reason or "",
-                    "old": "-" if previous is None else _shown(definition, previous.value),
-                    "new": _shown(definition, record.value),
-                    "request_id": record.history_request_id,
-                }
-            )
+        rows = [
+            {
+                "when": entry.record.history_date.isoformat(timespec="seconds"),
+                "actor": entry.record.history_actor,
+                "reason": entry.record.history_change_reason or "",
+                "old": "-" if entry.previous is None else _shown(definition, entry.previous.value),
+                "new": _shown(definition, entry.record.value),
+                "request_id": entry.record.history_request_id,
+            }
+            for entry in settings_service.history(options["key"])
+        ]
         self.emit(rows, ["when", "actor", "reason", "old", "new"])
 
     def config_watch(self, options: dict[str, Any]) -> None:
