@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
 from core import streams
-from rules.signature import varbinds
+from core.varbinds import varbinds
 
 MANAGER = "MUTT"
 AGENT = "MUTT"

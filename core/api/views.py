@@ -11,16 +11,16 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from configcenter.models import ApiKey
 from core.api.versioning import CURRENT_VERSION, DEPRECATED_VERSIONS, VERSION_HEADER
-from core.audit import Actor
+from core.audit import ActingCredential, Actor
 
 REASON_HEADER = "X-Change-Reason"
 
 
 def actor_for(request: Request) -> Actor:
-    if isinstance(request.auth, ApiKey):
-        return Actor.for_api_key(request.auth)
+    """The credential's own actor when it has one (an API key), else the signed-in user."""
+    if isinstance(request.auth, ActingCredential):
+        return request.auth.as_actor()
     return Actor.for_user(request.user)
 
 

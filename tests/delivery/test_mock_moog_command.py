@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from delivery.destination import FOLLOW_FLAG, is_local_mock, mock_moog_args
+from delivery.destination import FOLLOW_FLAG, is_local_mock
+from mutt_project.management.commands.mutt import mock_moog_args
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
