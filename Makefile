@@ -31,9 +31,11 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-dev
 	MUTT_DATA_DIR="$${MUTT_DATA_DIR:-$(TEST_DATA_DIR)}" $(PY) -m pytest $(PYTEST_ARGS)
 
+## ruff, and the import layers of docs/adr/ADR-010-layers.md (contracts in pyproject.toml).
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 ## mypy against mypy-baseline.txt: fails on a new error and on a baseline entry that no longer occurs.
 typecheck: $(VENV)/.installed-dev
@@ -69,4 +71,4 @@ bench-compare: $(VENV)/.installed-run
 	$(PY) -m benchmarks --compare $(REV) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .grimp_cache .import_linter_cache

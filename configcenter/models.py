@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from core.audit import AuditedHistory
+from core.audit import Actor, AuditedHistory
 
 
 class Scope(models.TextChoices):
@@ -59,6 +59,10 @@ class ApiKey(models.Model):
 
     def grants(self, scope: str) -> bool:
         return any(scope in SCOPE_GRANTS.get(held, frozenset()) for held in self.scopes)
+
+    def as_actor(self) -> Actor:
+        """Who history names for a change made with this key (core.audit.ActingCredential)."""
+        return Actor.for_api_key(self)
 
     def clean(self) -> None:
         unknown = sorted(set(self.scopes) - set(Scope.values))

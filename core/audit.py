@@ -14,7 +14,7 @@ import contextvars
 import getpass
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from django.db import models
 from django.db.models.signals import pre_delete, pre_save
@@ -68,6 +68,15 @@ class Actor:
 
     def __str__(self) -> str:
         return self.label
+
+
+@runtime_checkable
+class ActingCredential(Protocol):
+    """A credential that acts on its own account (an API key), as an authentication class leaves it in
+    ``request.auth``: it names its own :class:`Actor`. The API base asks for that through this protocol
+    rather than importing the app model behind it, since core imports no app (ADR-010)."""
+
+    def as_actor(self) -> Actor: ...
 
 
 @dataclass(frozen=True)

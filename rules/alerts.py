@@ -2,7 +2,8 @@
 
 One function, used by the alerter and by the admin's rule tester, so the tester shows exactly the
 signature and description the alert will carry. Its shape is ``core.contracts.Alert``; what the forwarder
-makes of it for Moogsoft is delivery/destinations/moogsoft_events.py; the choices are recorded in docs/adr/ADR-005-moogsoft-event-fields.md.
+makes of it for Moogsoft is delivery/destinations/moogsoft_events.py; the choices are recorded in
+docs/adr/ADR-005-moogsoft-event-fields.md.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ missing values are empty parts. See docs/adr/ADR-005-moogsoft-event-fields.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
 from typing import Any
+
+from core.varbinds import varbinds
 
 DEFAULT_FIELDS = ("hostname", "rule", "trap_oid", "interface")
 PLAIN_FIELDS = frozenset({"hostname", "rule", "trap_oid", "source_type", "message", "interface"})
@@ -139,22 +140,6 @@ def varbind_value(variables: Any, wanted: str) -> str:
         if bare == wanted or bare.startswith(wanted + "."):
             return _text(value)
     return ""
-
-
-def varbinds(variables: Any) -> Iterator[tuple[str, Any]]:
-    """(name, value) of each varbind: an object's items, or a list of ``{"oid"|"name", "value"}`` objects
-    or ``[name, value]`` pairs (what trap receivers send); anything else is skipped."""
-    if isinstance(variables, Mapping):
-        for name, value in variables.items():
-            yield str(name), value
-    elif isinstance(variables, list):
-        for item in variables:
-            if isinstance(item, Mapping):
-                name = item.get("oid", item.get("name"))
-                if name is not None:
-                    yield str(name), item.get("value")
-            elif isinstance(item, list | tuple) and len(item) == 2:
-                yield str(item[0]), item[1]
 
 
 def render_trap(trap_oid: str, variables: Any) -> str:

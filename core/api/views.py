@@ -11,9 +11,8 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from configcenter.models import ApiKey
 from core.api.versioning import CURRENT_VERSION, stamp_version
-from core.audit import REASON_MAX_LENGTH, Actor, clip_reason
+from core.audit import REASON_MAX_LENGTH, ActingCredential, Actor, clip_reason
 from core.history import Entry, trail, with_previous
 
 REASON_HEADER = "X-Change-Reason"
@@ -21,8 +20,9 @@ REASON_HELP = "Why the change is made; recorded in the history."
 
 
 def actor_for(request: Request) -> Actor:
-    if isinstance(request.auth, ApiKey):
-        return Actor.for_api_key(request.auth)
+    """The credential's own actor when it has one (an API key), else the signed-in user."""
+    if isinstance(request.auth, ActingCredential):
+        return request.auth.as_actor()
     return Actor.for_user(request.user)
 
 

@@ -32,8 +32,8 @@ from typing import Any, TypedDict
 
 from core import streams
 from core.contracts import FLOOD_ALERT, SEVERITIES
+from core.varbinds import varbinds
 from delivery.destinations import PayloadError, Request
-from rules.signature import varbinds
 
 MANAGER = "MUTT"
 AGENT = "MUTT"

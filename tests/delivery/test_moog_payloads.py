@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from core.contracts import Alert
 from delivery.destinations import PayloadError
 from delivery.destinations import moogsoft_events as payloads
 from delivery.destinations.moogsoft import auth_headers

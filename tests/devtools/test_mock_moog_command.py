@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from delivery.destinations.moogsoft import is_local_mock
-from devtools.supervision import FOLLOW_FLAG, mock_moog_args
+from mutt_project.management.commands.mutt import FOLLOW_FLAG, mock_moog_args
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 

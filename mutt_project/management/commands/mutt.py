@@ -77,14 +77,42 @@ def child_specs(http_host: str, http_port: int, workers: int) -> list[ChildSpec]
         ChildSpec(name="remediation", argv=remediation, env=env),
         ChildSpec(name="jobs", argv=jobs, env=env),
     ]
-    from devtools.supervision import mock_moog_args
-
     mock_args = mock_moog_args()  # None when moog_url names a real Moogsoft: no local stand-in then
     if mock_args is not None:
         mock_moog = [python, str(BASE_DIR / "manage.py"), "mock_moog", "--host", "127.0.0.1"]
         mock_moog += ["--port", str(settings.MUTT_MOCK_MOOG_PORT), *mock_args]
         specs.append(ChildSpec(name="mock_moog", argv=mock_moog, env=env))
     return specs
+
+
+# mock_moog's option for "serve only while no real Moogsoft is configured" (devtools/management/commands/mock_moog.py).
+FOLLOW_FLAG = "--follow-moog-url"
+
+
+def mock_moog_args() -> list[str] | None:
+    """How ``mutt up`` runs mock_moog: ``[]`` serve, ``[FOLLOW_FLAG]`` decide later, None not at all.
+
+    ``mutt up`` asks before it starts the embedded services; reading a setting then would only log a
+    connection failure and return the default. So while they are down the mock is started in follow
+    mode: it reads ``moog_url`` once the services are up and serves only while no real Moogsoft is
+    configured. With the services reachable the answer is final: no mock for a real Moogsoft URL, and
+    the mock when the URL is empty, local, or cannot be read. This lives in the wiring, not in delivery,
+    because only the wiring knows about the embedded services (ADR-010).
+    """
+    from configcenter import runtime
+    from delivery.destinations.moogsoft import configured_moog_url, is_local_mock
+
+    data_dir = Path(settings.MUTT_DATA_DIR)
+    if (settings.MUTT_EMBEDDED_REDIS and not embedded.redis_running(data_dir)) or (
+        settings.MUTT_EMBEDDED_POSTGRES and not embedded.postgres_running(data_dir)
+    ):
+        return [FOLLOW_FLAG]
+    try:
+        moog_url = configured_moog_url()
+    finally:
+        # One read is all the supervisor needs: no settings subscriber kept running in it.
+        runtime.reset(wait=False)
+    return [] if moog_url is None or is_local_mock(moog_url) else None
 
 
 def metrics_dir() -> Path:
