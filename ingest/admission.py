@@ -28,9 +28,10 @@ import redis
 from configcenter.runtime import get_setting
 from core import exactjson, outage
 from core.context import new_request_id
+from core.contracts import CanonicalEvent
 from core.redis import get_redis
 from ingest import metrics, ratelimit
-from ingest.schema import CanonicalEvent, FieldErrors, Receipt, encode, normalise
+from ingest.schema import FieldErrors, Receipt, encode, normalise
 
 logger = logging.getLogger("mutt.ingest")
 

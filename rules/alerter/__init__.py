@@ -35,9 +35,10 @@ class 22, 23 or 54, see ``blames_the_data``) sends a row to the DLQ.
 
 from __future__ import annotations
 
+from core.contracts import ALERTING, DEAD_LETTERED
 from rules.alerter.audit import WRITER_SWITCH_INTERVAL, blames_the_data
 from rules.alerter.copytext import audit_copy_line, copy_line, copy_text
-from rules.alerter.evaluate import ALERTING, DEAD_LETTERED, dead_letter_row
+from rules.alerter.evaluate import dead_letter_row
 from rules.alerter.finish import DEDUP_TTL_SECONDS, Outcome, dedup_key
 from rules.alerter.intake import CONSUMER_SWEEP_SECONDS
 from rules.alerter.shedding import BACKLOG_CLEAR_SECONDS

@@ -31,9 +31,10 @@ from django.db import (
 )
 from psycopg2.extras import execute_values
 
+from core.contracts import DEAD_LETTERED, PROCESSING_ERROR
 from rules import metrics
 from rules.alerter.copytext import AUDIT_COLUMNS
-from rules.alerter.evaluate import DEAD_LETTERED, Decoded, Evaluated, Poison
+from rules.alerter.evaluate import Decoded, Evaluated, Poison
 
 logger = logging.getLogger("mutt.alerter")
 
@@ -217,7 +218,7 @@ class AuditWriter:
                 except (DatabaseError, ValueError) as exc:
                     if not blames_the_data(exc):
                         raise
-                    refused.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
+                    refused.append((item.entry_id, item.raw, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
             if kept:
                 self._revive([_insert_values(row) for _, row, *_ in kept])
         return kept, refused

@@ -17,15 +17,19 @@ from typing import Any
 import orjson
 
 from core import exactjson, streams
+from core.contracts import (
+    ALERTING,
+    DEAD_LETTERED,
+    MALFORMED,
+    MAX_DELIVERIES,
+    PAYLOAD_FIELD,
+    PROCESSING_ERROR,
+    REQUIRED_EVENT_FIELDS,
+)
 from rules import flood
 from rules.alerter.copytext import audit_copy_line, copy_text
 from rules.alerts import rule_alert
 from rules.engine import SEVERITY_FROM_SYSLOG, RuleSet, clip_message
-
-ALERTING = frozenset({"page_and_ticket", "page_only", "ticket_only"})
-# An event dead-lettered before it was matched (delivered too often, or shed) is audited as such, with the
-# reason (see ``audit``).
-DEAD_LETTERED = "dead_lettered"
 
 Entry = tuple[bytes, dict[bytes, bytes]]  # (entry id, fields) as read from the ingest stream
 Poison = tuple[bytes, bytes, str, str]  # (entry id, raw payload, reason, error): what goes to the alerter DLQ
@@ -57,7 +61,7 @@ def dead_letter_row(item: Decoded) -> tuple[Any, ...]:
 def decoder(counts: dict[bytes, int], limit: int) -> Callable[[bytes, dict[bytes, bytes]], Decoded | Poison]:
     """A function from one entry to its event, or to its poison. ``counts``: the entries' delivery counts
     (a takeover's; empty otherwise); an entry delivered more than ``limit`` times is to be dead-lettered."""
-    required = ("event_id", "hostname", "received_at", "timestamp")
+    required = REQUIRED_EVENT_FIELDS
 
     def decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Decoded | Poison:
         try:
@@ -68,14 +72,14 @@ def decoder(counts: dict[bytes, int], limit: int) -> Callable[[bytes, dict[bytes
                 missing = next(name for name in required if not event.get(name))
                 raise ValueError(f"event has no {missing}")
         except (ValueError, orjson.JSONDecodeError) as exc:
-            raw = fields.get(streams.PAYLOAD_FIELD) or orjson.dumps(
+            raw = fields.get(PAYLOAD_FIELD) or orjson.dumps(
                 {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
             )
-            return (entry_id, raw, "malformed", str(exc))
+            return (entry_id, raw, MALFORMED, str(exc))
         if counts and counts.get(entry_id, 1) > limit:
             why = f"delivered {counts[entry_id]} times"
-            return Decoded(entry_id, event, fields[streams.PAYLOAD_FIELD], ("max_deliveries", why))
-        return Decoded(entry_id, event, fields[streams.PAYLOAD_FIELD])
+            return Decoded(entry_id, event, fields[PAYLOAD_FIELD], (MAX_DELIVERIES, why))
+        return Decoded(entry_id, event, fields[PAYLOAD_FIELD])
 
     return decode
 
@@ -144,8 +148,8 @@ class Evaluated:
             try:
                 item = decode(entry_id, fields)
             except Exception as exc:
-                raw = fields.get(streams.PAYLOAD_FIELD) or repr(fields).encode()
-                self.poison.append((entry_id, raw, "malformed", f"{type(exc).__name__}: {exc}"))
+                raw = fields.get(PAYLOAD_FIELD) or repr(fields).encode()
+                self.poison.append((entry_id, raw, MALFORMED, f"{type(exc).__name__}: {exc}"))
                 continue
             if item.__class__ is tuple:
                 self.poison.append(item)
@@ -156,7 +160,7 @@ class Evaluated:
             try:
                 row, alert, template = evaluate(item)
             except Exception as exc:
-                self.poison.append((item.entry_id, item.raw, "processing_error", f"{type(exc).__name__}: {exc}"))
+                self.poison.append((item.entry_id, item.raw, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
                 continue
             self.evaluated.append((item, row, alert, template))
             rows.append(row)

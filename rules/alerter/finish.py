@@ -17,13 +17,14 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
 
 from configcenter.runtime import get_setting
 from core import outage, streams
+from core.contracts import ALERTERS_GROUP, FORWARDERS_GROUP, AlerterDeadLetter
 from core.redis import DeferredScript, key
 from rules import flood, metrics
 from rules.alerter.evaluate import Entry, Evaluated, Poison
@@ -242,7 +243,7 @@ class Finisher:
             buckets[dedup_key(datetime.now(UTC).isoformat())] = []
         calls = []
         for index, (bucket, items) in enumerate(buckets.items()):
-            args: list[Any] = [streams.ALERTERS_GROUP, DEDUP_TTL_SECONDS, len(items), streams.FORWARDERS_GROUP]
+            args: list[Any] = [ALERTERS_GROUP, DEDUP_TTL_SECONDS, len(items), FORWARDERS_GROUP]
             for event_id, payload in items:
                 args += [event_id, payload]
             if index == len(buckets) - 1:
@@ -256,18 +257,16 @@ class Finisher:
             return
         pipe = self.client.pipeline(transaction=False)
         for entry_id, raw, reason, error in poison:
-            pipe.xadd(
-                self.dlq,
-                {
-                    "reason": reason,
-                    "error": error[:1000],
-                    "attempts": 1,
-                    "source_id": entry_id,
-                    "failed_at": datetime.now(UTC).isoformat(),
-                    "consumer": self.consumer,
-                    "e": raw,
-                },
-            )
+            record: AlerterDeadLetter = {
+                "reason": reason,
+                "error": error[:1000],
+                "attempts": 1,
+                "source_id": entry_id,
+                "failed_at": datetime.now(UTC).isoformat(),
+                "consumer": self.consumer,
+                "e": raw,
+            }
+            pipe.xadd(self.dlq, cast("dict[Any, Any]", record))  # redis-py's xadd type takes no TypedDict
         pipe.execute()
         logger.warning("moved %d entries to the alerter DLQ", len(poison), extra={"reasons": [p[2] for p in poison]})
 

@@ -18,6 +18,7 @@ import redis
 
 from configcenter.runtime import get_setting
 from core import outage, streams
+from core.contracts import ALERTERS_GROUP
 from core.redis import DeferredCommand
 from rules import metrics
 from rules.alerter.evaluate import Entry
@@ -64,7 +65,7 @@ class Intake:
 
     def send_read(self, block_ms: int) -> None:
         command: list[Any] = [
-            "XREADGROUP", "GROUP", streams.ALERTERS_GROUP, self.consumer, "COUNT", get_setting("alerter_batch_size"),
+            "XREADGROUP", "GROUP", ALERTERS_GROUP, self.consumer, "COUNT", get_setting("alerter_batch_size"),
         ]  # fmt: skip
         if block_ms:  # Redis's BLOCK 0 would mean "wait for ever"
             command += ["BLOCK", block_ms]
@@ -87,7 +88,7 @@ class Intake:
             return []
         self._last_claim = now
         claimed = streams.claim_abandoned(
-            self.client, self.stream, streams.ALERTERS_GROUP, self.consumer,
+            self.client, self.stream, ALERTERS_GROUP, self.consumer,
             idle_ms=int(idle_seconds * 1000), count=get_setting("alerter_batch_size"),
         )  # fmt: skip
         if claimed:
@@ -101,7 +102,7 @@ class Intake:
         # A batch held through an outage may hold entries out of stream order: bound it by its extremes.
         ids = sorted((entry_id for entry_id, _ in entries), key=_stream_position)
         rows: list[dict[str, Any]] = self.client.xpending_range(
-            self.stream, streams.ALERTERS_GROUP, min=ids[0], max=ids[-1], count=len(entries) * 2,
+            self.stream, ALERTERS_GROUP, min=ids[0], max=ids[-1], count=len(entries) * 2,
             consumername=self.consumer,
         )  # fmt: skip
         return {row["message_id"]: int(row["times_delivered"]) for row in rows}
@@ -110,10 +111,10 @@ class Intake:
         """Refresh this consumer's claim on ``entries`` (held through an outage) so they are not taken over."""
         ids = [entry_id for entry_id, _ in entries]
         try:
-            streams.keep_claimed(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer, ids)
+            streams.keep_claimed(self.client, self.stream, ALERTERS_GROUP, self.consumer, ids)
         except redis.RedisError as exc:
             if streams.is_missing_group(exc):  # Redis restarted empty: nothing to keep, but reads need the group
-                streams.recreate_group(self.client, self.stream, streams.ALERTERS_GROUP, consumer=self.consumer)
+                streams.recreate_group(self.client, self.stream, ALERTERS_GROUP, consumer=self.consumer)
             else:
                 outage.warn_or_report(exc, logger, "could not refresh the claim on held entries (%s)")
 
@@ -126,7 +127,7 @@ class Intake:
         self._swept_at = now
         try:
             removed = streams.forget_idle_consumers(
-                self.client, self.stream, streams.ALERTERS_GROUP,
+                self.client, self.stream, ALERTERS_GROUP,
                 idle_seconds=get_setting("consumer_forget_idle_seconds"), keep=[self.consumer],
             )  # fmt: skip
         except redis.RedisError as exc:

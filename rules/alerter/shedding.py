@@ -17,6 +17,7 @@ from django.db import DatabaseError, connection
 
 from configcenter.runtime import get_setting
 from core import streams
+from core.contracts import SHED
 from rules import metrics
 from rules.alerter.audit import AuditWriter
 from rules.alerter.evaluate import Decoded, Entry, Poison, dead_letter_row, decoder
@@ -79,7 +80,7 @@ class LoadShedder:
             if isinstance(item, tuple):
                 poison.append(item)
                 continue
-            item.dead_letter = ("shed", why)
+            item.dead_letter = (SHED, why)
             dead.append((item, dead_letter_row(item)))
         try:
             poison += self._writer.write_dead(dead) if dead else []

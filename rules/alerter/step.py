@@ -23,6 +23,7 @@ from django.db import DatabaseError
 
 from configcenter.runtime import get_setting
 from core import outage, streams
+from core.contracts import ALERTER_QUEUE, ALERTERS_GROUP, FORWARDERS_GROUP
 from core.redis import get_redis
 from rules import metrics
 from rules.alerter.audit import Audited, AuditWriter
@@ -32,12 +33,10 @@ from rules.alerter.intake import Intake
 from rules.alerter.shedding import LoadShedder
 from rules.engine import RuleSet
 from rules.listener import LiveRules
-from rules.partitions import ensure_partitions
 
 logger = logging.getLogger("mutt.alerter")
 
 _MAX_DB_BACKOFF = 30.0
-PARTITION_CHECK_SECONDS = 6 * 3600
 
 
 @dataclass
@@ -70,7 +69,7 @@ class Alerter:
         self.client = client or get_redis()
         self.stream = streams.ingest_stream()
         self.alerts = streams.alerts_stream()
-        self.dlq = streams.dlq_stream("alerter")
+        self.dlq = streams.dlq_stream(ALERTER_QUEUE)
         self.pipelined = pipelined
         self._stop = threading.Event()
         self.rules = LiveRules(self.client, self._stop)
@@ -86,10 +85,9 @@ class Alerter:
         # (committed) batch whose Redis work is not sent yet.
         self._writing: Writing | None = None
         self._unfinished: Settled | None = None
-        self._partitions_checked = time.monotonic()
         self._listener: threading.Thread | None = None
-        streams.ensure_group(self.client, self.stream, streams.ALERTERS_GROUP)
-        streams.ensure_group(self.client, self.alerts, streams.FORWARDERS_GROUP)
+        streams.ensure_group(self.client, self.stream, ALERTERS_GROUP)
+        streams.ensure_group(self.client, self.alerts, FORWARDERS_GROUP)
 
     # --- rules snapshot -----------------------------------------------------------------------
 
@@ -123,7 +121,7 @@ class Alerter:
                     self.flush()
         finally:
             self.close()
-        streams.forget_consumer_if_done(self.client, self.stream, streams.ALERTERS_GROUP, self.consumer)
+        streams.forget_consumer_if_done(self.client, self.stream, ALERTERS_GROUP, self.consumer)
 
     def close(self) -> None:
         """Give the kept Redis connections back to the pool and end the writer thread, without finishing
@@ -133,17 +131,6 @@ class Alerter:
         self.intake.close()
         self._stop.set()
         self.writer.close()
-
-    def maintain_partitions(self) -> None:
-        """Create coming months' partitions now and then (not only at start), so long-running alerters
-        never send a new month to the default partition."""
-        if time.monotonic() - self._partitions_checked < PARTITION_CHECK_SECONDS:
-            return
-        self._partitions_checked = time.monotonic()
-        try:
-            ensure_partitions()
-        except Exception:
-            logger.warning("could not check the audit log partitions", exc_info=True)
 
     def forget_dead_consumers(self) -> list[str]:
         """Now and then, remove from the group the consumers of alerters that are gone: nothing pending, not
@@ -177,12 +164,11 @@ class Alerter:
         except redis.ResponseError as exc:
             if not streams.is_missing_group(exc):
                 raise
-            streams.recreate_group(self.client, self.stream, streams.ALERTERS_GROUP, consumer=self.consumer)
+            streams.recreate_group(self.client, self.stream, ALERTERS_GROUP, consumer=self.consumer)
             return 0
 
     def _step(self, block_ms: int | None) -> int:
         self.refresh_rules(force=not self.rules.loaded)
-        self.maintain_partitions()
         self.forget_dead_consumers()
         if not self.rules.loaded:
             # Matching against an empty snapshot would audit real pages as unhandled: wait for the rules.
