@@ -1,4 +1,4 @@
-"""Runs due jobs (:mod:`retention.jobs`), one at a time per job across every runner.
+"""Runs due jobs (:mod:`core.jobs`), one at a time per job across every runner.
 
 Two things live in Redis, so any number of runners (``run_jobs`` processes, an operator's ``run_job``)
 agree without talking to each other:
@@ -28,8 +28,8 @@ from prometheus_client import Counter, Gauge
 from core import outage
 from core.audit import Actor
 from core.context import request_id_scope
+from core.jobs import Job, JobOutcome, JobResult
 from core.redis import get_redis, key
-from retention.jobs import Job, JobOutcome, JobResult
 
 logger = logging.getLogger("mutt.jobs")
 

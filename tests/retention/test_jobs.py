@@ -19,8 +19,8 @@ from django.db import connection
 from prometheus_client import REGISTRY
 
 from core.audit import Actor
+from core.jobs import Job, JobOutcome, JobResult, UnknownJob, get_job, registry
 from core.redis import key
-from retention.jobs import Job, JobOutcome, JobResult, UnknownJob, get_job, registry
 from retention.partitions import month_start, partition_name
 from retention.runner import JobRunner, due_key, lock_key
 from tests.support.waiting import wait_for

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from core.audit import Actor
-from retention.jobs import JobOutcome, get_job
+from core.jobs import JobOutcome, get_job
 from retention.partitions import ensure_partitions, month_start, partition_name
 from retention.runner import JobRunner
 

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.audit import Actor
-from retention.jobs import JobOutcome, UnknownJob, get_job, registry
+from core.jobs import JobOutcome, UnknownJob, get_job, registry
 from retention.runner import JobRunner
 
 

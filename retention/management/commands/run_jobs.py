@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from core.audit import Actor
+from core.jobs import registry
 from core.worker import WorkerCommand
-from retention.jobs import registry
 from retention.runner import JobRunner
 
 # Looking at the schedule costs no query (the next times are in memory), so a short nap keeps SIGTERM prompt.
