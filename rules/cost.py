@@ -7,6 +7,8 @@ import time
 
 import re2
 
+from rules import regexsets
+
 # Rule costs are measured with a small DFA budget: on a short sample RE2's default budget hides what
 # a state-hungry pattern costs on a long message, once its DFA gives up and its NFA runs instead.
 _COST_MAX_MEM = 1 << 20
@@ -36,16 +38,10 @@ def regex_cost_seconds(pattern: str, rounds: int = 3) -> float:
     for part in COST_SAMPLE:
         best = float("inf")
         for _ in range(rounds):
-            regex = re2.compile(pattern, _options())  # fresh: no DFA states left from before
+            # Fresh each time: no DFA states left from before.
+            regex = re2.compile(pattern, regexsets.options(_COST_MAX_MEM))
             started = time.perf_counter()
             regex.search(part)
             best = min(best, time.perf_counter() - started)
         worst = max(worst, best)
     return worst
-
-
-def _options() -> re2.Options:
-    options = re2.Options()
-    options.log_errors = False  # a DFA giving up is the point of the measure, not news for stderr
-    options.max_mem = _COST_MAX_MEM
-    return options

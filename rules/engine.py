@@ -20,7 +20,6 @@ tester both use it, and neither should need Django to match an event.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,24 +39,9 @@ from core.contracts import (
     TICKET_ONLY,
     UNHANDLED,
 )
+from rules import regexsets
 from rules.hosts import HostTable
 from rules.signature import DEFAULT_FIELDS as DEFAULT_SIGNATURE_FIELDS
-
-logger = logging.getLogger(__name__)
-
-# Each RE2 set is one lazily built DFA, and a Match() call costs about a microsecond almost
-# regardless of set size (measured: 900 and 8,000 realistic patterns cost the same), so few large
-# sets beat many small ones. The caps (pattern count, total RE2 program instructions) only bound
-# compile time, the DFA's memory and the damage one state-hungry pattern (".*a.*b") can do to
-# its set; a set RE2 still refuses within max_mem is halved until it compiles.
-SET_MAX_PATTERNS = 2_000
-SET_MAX_PROGRAM = 100_000
-SET_MAX_MEM = 32 << 20
-
-# Index 0 of every set is the empty pattern, which matches any text. RE2's Python binding returns
-# an empty list when the DFA runs out of memory mid-search, so a result without index 0 means "the
-# set gave up" (rescan pattern by pattern), never "nothing matched".
-_SENTINEL = ""
 
 # Hosts whose environment and team were worked out, per snapshot; cleared when full, so a flood of
 # distinct names cannot grow it without bound.
@@ -155,28 +139,6 @@ def normalise_oid(oid: str) -> str:
     return oid[1:] if oid[:1] == "." else oid
 
 
-def _error_text(exc: re2.error) -> str:
-    """RE2's binding carries the message as bytes; make it readable."""
-    detail = exc.args[0] if exc.args else "invalid pattern"
-    return detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
-
-
-def regex_error(pattern: str) -> str | None:
-    """Why RE2 refuses ``pattern`` (readable text), or None when it compiles. Used by model validation."""
-    try:
-        re2.compile(pattern, _options())
-    except re2.error as exc:
-        return _error_text(exc)
-    return None
-
-
-def regex_program_size(pattern: str) -> int:
-    """RE2's program size (instructions) of a valid ``pattern``: what a search costs per byte once RE2's
-    DFA gives up on a state-hungry pattern and falls back to its NFA (``[ab]*a[ab]{50}[^ab]``)."""
-    size: int = _compiled(pattern).programsize  # re2 ships no types
-    return size
-
-
 def _pick(ranks: tuple[int, ...], best: int, wanted: Sequence[int | None], severity: int | None) -> int:
     """Lowest rank in `ranks` (sorted ascending) that beats `best` and passes its severity filter."""
     for rank in ranks:
@@ -188,106 +150,13 @@ def _pick(ranks: tuple[int, ...], best: int, wanted: Sequence[int | None], sever
     return best
 
 
-def _options(max_mem: int | None = None) -> re2.Options:
-    options = re2.Options()
-    options.log_errors = False  # errors surface as InvalidRule or a fallback, not on stderr
-    if max_mem is not None:
-        options.max_mem = max_mem
-    return options
-
-
-def _compiled(pattern: str) -> re2._Regexp:
-    return re2.compile(pattern, _options())
-
-
-class _SingleRegex:
-    """Stand-in for an RE2 set holding one pattern (alone, or one RE2 would not put in a set)."""
-
-    __slots__ = ("_regex",)
-
-    def __init__(self, pattern: str) -> None:
-        self._regex = _compiled(pattern)
-
-    def Match(self, data: bytes) -> list[int]:  # same name and result shape as re2.Set.Match
-        # Index 0 plays the sentinel so this never looks like a DFA failure.
-        return [0, 1] if self._regex.search(data) else [0]
-
-
-class _RegexChunk:
-    """One RE2 set (or single pattern) covering a contiguous run of regex-rule ranks."""
-
-    __slots__ = ("first_rank", "matcher", "patterns", "ranks", "warned")
-
-    def __init__(
-        self,
-        matcher: re2.Set | _SingleRegex,
-        patterns: tuple[str, ...],
-        ranks: tuple[tuple[int, ...], ...],
-    ) -> None:
-        self.matcher = matcher
-        # Pattern strings, not compiled objects: those cost ~6 KB each and are only needed by
-        # the rare rescan below.
-        self.patterns = patterns  # set index i + 1 -> pattern
-        self.ranks = ranks  # set index -> ranks of the rules using that pattern (index 0: sentinel)
-        self.first_rank = min(r for group in ranks for r in group)
-        self.warned = False
-
-    def hits(self, data: bytes) -> list[int]:
-        """Set indices whose pattern occurs in `data` (always including the sentinel 0)."""
-        found = self.matcher.Match(data)
-        if found:
-            return found
-        if not self.warned:  # once per chunk: only pathological patterns get here
-            self.warned = True
-            logger.warning("RE2 set for ranks from %d ran out of memory; rescanning", self.first_rank)
-        return [0, *(i for i, pattern in enumerate(self.patterns, 1) if _compiled(pattern).search(data))]
-
-
 def _program_size(rule: RuleSpec) -> int:
     """Compile the rule's pattern alone: raises InvalidRule if RE2 rejects it, else its size."""
     try:
-        size: int = _compiled(rule.match_string).programsize  # re2 ships no types
+        size: int = regexsets.compiled(rule.match_string).programsize  # re2 ships no types
         return size
     except re2.error as exc:
-        raise InvalidRule(rule.id, "match_string", f"invalid RE2 pattern: {_error_text(exc)}") from exc
-
-
-def _build_chunk(entries: list[tuple[int, str]]) -> list[_RegexChunk]:
-    """Compile (rank, pattern) entries into one RE2 set, halving the batch until RE2 accepts it."""
-    by_pattern: dict[str, list[int]] = {}
-    for rank, pattern in entries:  # rules sharing a pattern share one set slot
-        by_pattern.setdefault(pattern, []).append(rank)
-    patterns = tuple(by_pattern)
-    ranks = ((), *(tuple(group) for group in by_pattern.values()))
-    if len(patterns) == 1:
-        # A lone pattern is cheaper as a plain regex, and always compiles (it was validated).
-        return [_RegexChunk(_SingleRegex(patterns[0]), patterns, ranks)]
-    regex_set = re2.Set.SearchSet(_options(SET_MAX_MEM))
-    try:
-        regex_set.Add(_SENTINEL)
-        for pattern in patterns:
-            regex_set.Add(pattern)
-        regex_set.Compile()
-    except re2.error:
-        half = len(entries) // 2
-        return _build_chunk(entries[:half]) + _build_chunk(entries[half:])
-    return [_RegexChunk(regex_set, patterns, ranks)]
-
-
-def _build_regex_chunks(entries: list[tuple[int, str, int]]) -> tuple[_RegexChunk, ...]:
-    """Split rank-ordered (rank, pattern, program size) entries into sets within the caps."""
-    chunks: list[_RegexChunk] = []
-    batch: list[tuple[int, str]] = []
-    program = 0
-    for rank, pattern, size in entries:
-        if batch and (len(batch) >= SET_MAX_PATTERNS or program + size > SET_MAX_PROGRAM):
-            chunks.extend(_build_chunk(batch))
-            batch, program = [], 0
-        batch.append((rank, pattern))
-        program += size
-    if batch:
-        chunks.extend(_build_chunk(batch))
-    return tuple(chunks)
+        raise InvalidRule(rule.id, "match_string", f"invalid RE2 pattern: {regexsets.error_text(exc)}") from exc
 
 
 def _validate(rule: RuleSpec) -> None:
@@ -331,7 +200,7 @@ class RuleSet:
         *,
         rules: tuple[RuleSpec, ...],
         automaton: ahocorasick.Automaton | None,
-        regex_chunks: tuple[_RegexChunk, ...],
+        regex_chunks: tuple[regexsets.RegexChunk, ...],
         oids: dict[str, tuple[int, ...]],
         dev_hosts: HostTable,
         device_teams: HostTable,
@@ -391,7 +260,7 @@ class RuleSet:
         return cls(
             rules=tuple(ordered),
             automaton=automaton,
-            regex_chunks=_build_regex_chunks(regexes),
+            regex_chunks=regexsets.build_regex_chunks(regexes),
             oids={oid: tuple(ranks) for oid, ranks in oids.items()},
             dev_hosts=HostTable((host, DEV) for host in dev_hosts),
             device_teams=HostTable(device_teams.items() if isinstance(device_teams, Mapping) else (device_teams or ())),

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import re2
 
+from rules import regexsets
+
 # A host pattern with these characters is a glob ("*": any run of characters, "?": one character).
 GLOB_CHARS = frozenset("*?")
 # A set of globs is tiny next to the rules' sets; this only bounds a pathological one.
@@ -50,7 +52,7 @@ class HostTable:
         self._set: re2.Set | None = None
         if globs:
             # Index 0 matches every name, so an empty result means the DFA gave up (as in the engine's rule sets).
-            self._set = re2.Set.FullMatchSet(_options())
+            self._set = re2.Set.FullMatchSet(regexsets.options(_SET_MAX_MEM))
             self._set.Add("(?s).*")
             for pattern, _value in self._globs:
                 self._set.Add("(?s)" + _glob_regex(pattern))
@@ -66,10 +68,3 @@ class HostTable:
             found = [0, *(i for i, (p, _) in enumerate(self._globs, 1) if re2.fullmatch(_glob_regex(p), host))]
         best = min((index for index in found if index), default=0)
         return self._globs[best - 1] if best else None
-
-
-def _options() -> re2.Options:
-    options = re2.Options()
-    options.log_errors = False
-    options.max_mem = _SET_MAX_MEM
-    return options

@@ -19,8 +19,9 @@ from configcenter.runtime import get_setting
 from core import contracts
 from core.audit import AuditedHistory
 from core.choices import text_choices
-from rules.engine import SEVERITY_DEFAULT_TEXT, regex_error, regex_program_size
+from rules.engine import SEVERITY_DEFAULT_TEXT
 from rules.hosts import GLOB_CHARS
+from rules.regexsets import regex_error, regex_program_size
 from rules.signature import parse_fields as parse_signature_fields
 
 _OID = re.compile(r"^\d+(\.\d+)*$")

@@ -22,9 +22,9 @@ from rules.engine import (
     RuleSet,
     alert_severity,
     clip_message,
-    regex_program_size,
 )
 from rules.models import SyslogSeverity
+from rules.regexsets import regex_program_size
 
 MESSAGE_HELP = (
     "Used exactly as typed: leading and trailing spaces and line breaks are kept, and an empty box is an "

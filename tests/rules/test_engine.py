@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from rules import engine
+from rules import regexsets
 from rules.engine import InvalidRule, MatchResult, RuleSet, RuleSpec
 
 LINK_DOWN = "%LINK-3-UPDOWN: Interface GigabitEthernet0/1, changed state to down"
@@ -166,7 +166,7 @@ def test_many_regex_rules_all_found() -> None:
 
 
 def test_regex_sets_are_chunked_and_still_complete(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "SET_MAX_PATTERNS", 7)
+    monkeypatch.setattr(regexsets, "SET_MAX_PATTERNS", 7)
     specs = [regex(i, rf"port {i}\b", priority=3000 - i) for i in range(1, 101)]
     rules = RuleSet.compile(specs)
     assert len(rules._regex_chunks) >= 100 // 7
@@ -176,7 +176,7 @@ def test_regex_sets_are_chunked_and_still_complete(monkeypatch: pytest.MonkeyPat
 
 
 def test_sets_re2_refuses_are_split_without_losing_rules(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "SET_MAX_MEM", 4 << 10)  # too small for most sets: forces halving
+    monkeypatch.setattr(regexsets, "SET_MAX_MEM", 4 << 10)  # too small for most sets: forces halving
     rules = RuleSet.compile([regex(i, rf"port {i}\b", priority=i) for i in range(1, 20)])
     assert len(rules._regex_chunks) > 1
     assert [rule.id for rule in rules.match("h", "port 3 and port 17", all_matches=True).matches] == [3, 17]

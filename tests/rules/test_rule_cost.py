@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from core.audit import Actor
-from rules import engine, services
+from rules import engine, regexsets, services
 from rules.alerter import Alerter
 from rules.models import AlertRule, EventAuditLog
 from tests.support.events import make_event, push
@@ -27,7 +27,7 @@ def test_a_regex_whose_program_is_too_large_is_refused_naming_the_field(operator
     with pytest.raises(ValidationError) as refused:
         services.create(AlertRule, actor=operator_actor, name="hungry", match_type="regex", match_string=hungry(1000))
     problem = refused.value.message_dict["match_string"][0]
-    assert f"compiles to {engine.regex_program_size(hungry(1000))} instructions" in problem
+    assert f"compiles to {regexsets.regex_program_size(hungry(1000))} instructions" in problem
     assert "rule_regex_max_program_size" in problem
     assert AlertRule.objects.count() == 0
 
@@ -94,6 +94,6 @@ def test_the_rule_list_shows_each_regex_rules_program_size_and_measured_cost(adm
     services.create(AlertRule, actor=operator_actor, name="plain", match_type="contains", match_string="down")
     page = admin_client_alice.get(reverse("admin:rules_alertrule_changelist")).content.decode()
     assert "ost (RE2 program size; µs per 8 KiB)" in page
-    assert f"{engine.regex_program_size(hungry(20))} instr; " in page
+    assert f"{regexsets.regex_program_size(hungry(20))} instr; " in page
     row = next(line for line in page.splitlines() if "instr; " in line)
     assert row.split("instr; ")[1].split(" µs")[0].replace(",", "").isdigit()
