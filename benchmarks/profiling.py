@@ -26,7 +26,7 @@ logger = logging.getLogger("benchmarks")
 
 # (area, substrings of the file name or function name); the first area that matches wins.
 AREAS: list[tuple[str, tuple[str, ...]]] = [
-    ("rule matching (engine, RE2, Aho-Corasick)", ("rules/engine.py", "re2", "ahocorasick")),
+    ("rule matching (engine, RE2, Aho-Corasick)", ("rules/engine.py", "rules/regexsets.py", "re2", "ahocorasick")),
     ("audit insert (psycopg2, PostgreSQL)", ("psycopg2", "django/db/")),
     ("Redis (client and round trips)", ("site-packages/redis/", "hiredis", "_socket.socket", "selectors.py")),
     ("flood detection (templating)", ("rules/flood.py", "'re.Pattern'", "/re/")),
