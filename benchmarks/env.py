@@ -150,7 +150,7 @@ class BenchEnv:
         """Empty streams, DLQs, dedup/idempotency/flood/rate-limit keys and the audit log; recreate groups."""
         from django.db import connection
 
-        from core import streams
+        from core import contracts, streams
         from core.redis import get_redis, key
 
         client = get_redis()
@@ -164,8 +164,8 @@ class BenchEnv:
                 batch = []
         if batch:
             client.unlink(*batch)
-        streams.ensure_group(client, streams.ingest_stream(), streams.ALERTERS_GROUP)
-        streams.ensure_group(client, streams.alerts_stream(), streams.FORWARDERS_GROUP)
+        streams.ensure_group(client, streams.ingest_stream(), contracts.ALERTERS_GROUP)
+        streams.ensure_group(client, streams.alerts_stream(), contracts.FORWARDERS_GROUP)
         with connection.cursor() as cursor:
             cursor.execute("TRUNCATE rules_eventauditlog")
 

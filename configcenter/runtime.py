@@ -129,11 +129,11 @@ def _reload(state: _Runtime) -> Snapshot:
     except Exception as exc:
         state.reload_failures += 1
         if state.snapshot is not None:
-            reporter = outage.reporter_for(exc)
-            if reporter is None:
-                logger.warning("settings sources unavailable (%s); keeping the last known values", exc)
-            else:  # one line per outage, not one per reload
-                reporter.failed(exc, doing="settings keep their last known values")
+            # One line per outage, not one per reload.
+            outage.warn_or_report(
+                exc, logger, "settings sources unavailable (%s); keeping the last known values",
+                doing="settings keep their last known values",
+            )  # fmt: skip
             # Serve the last values; try again after another TTL rather than on every read.
             snapshot = Snapshot(state.snapshot.values, state.snapshot.source)
         elif failed_at == "database":

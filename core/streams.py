@@ -19,11 +19,7 @@ import orjson
 import redis
 
 from core import contracts, exactjson
-
-# Re-exported: the contracts' names, for the modules that work with streams through this one.
-from core.contracts import ALERTERS_GROUP as ALERTERS_GROUP  # noqa: PLC0414
-from core.contracts import FORWARDERS_GROUP as FORWARDERS_GROUP  # noqa: PLC0414
-from core.contracts import PAYLOAD_FIELD as PAYLOAD_FIELD  # noqa: PLC0414
+from core.contracts import PAYLOAD_FIELD
 from core.redis import key
 
 

@@ -89,11 +89,8 @@ class Lanes:
                 idle_seconds=get_setting("consumer_forget_idle_seconds"), keep=ours,
             )  # fmt: skip
         except redis.RedisError as exc:
-            reporter = outage.reporter_for(exc)
-            if reporter is None:
-                logger.warning("could not look for consumers of stopped forwarders (%s); next sweep retries", exc)
-            else:
-                reporter.failed(exc)
+            message = "could not look for consumers of stopped forwarders (%s); next sweep retries"
+            outage.warn_or_report(exc, logger, message)
             return []
         if removed:
             logger.info("removed %d idle consumers of stopped forwarders", len(removed), extra={"consumers": removed})

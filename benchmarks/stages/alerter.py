@@ -60,11 +60,11 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
 
 
 def one_run(env: BenchEnv, payloads: list[bytes], name: str) -> dict[str, Any]:
-    from core import streams
+    from core import contracts, streams
     from core.redis import get_redis
 
     client = get_redis()
-    stream, group = streams.ingest_stream(), streams.ALERTERS_GROUP
+    stream, group = streams.ingest_stream(), contracts.ALERTERS_GROUP
     env.reset_pipeline()
     feed.push(client, stream, payloads)
     child = servers.start_worker(env, name, "run_alerter")

@@ -134,14 +134,14 @@ def one_run(
 
 def wait_pipeline_drained() -> float:
     """Seconds until ingest and alert streams are empty with nothing pending or scheduled for retry."""
-    from core import streams
+    from core import contracts, streams
     from core.redis import get_redis
     from delivery.retry import schedule_key
 
     client = get_redis()
     started = time.monotonic()
     deadline = started + DRAIN_TIMEOUT
-    pairs = ((streams.ingest_stream(), streams.ALERTERS_GROUP), (streams.alerts_stream(), streams.FORWARDERS_GROUP))
+    pairs = ((streams.ingest_stream(), contracts.ALERTERS_GROUP), (streams.alerts_stream(), contracts.FORWARDERS_GROUP))
     while time.monotonic() < deadline:
         if all(feed.is_drained(client, s, g) for s, g in pairs) and client.zcard(schedule_key()) == 0:
             return time.monotonic() - started

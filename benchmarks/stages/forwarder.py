@@ -43,11 +43,11 @@ def run(env: BenchEnv, plan: Plan) -> dict[str, Any]:
 
 
 def one_run(env: BenchEnv, url: str, payloads: list[bytes], name: str) -> float:
-    from core import streams
+    from core import contracts, streams
     from core.redis import get_redis
 
     client = get_redis()
-    stream, group = streams.alerts_stream(), streams.FORWARDERS_GROUP
+    stream, group = streams.alerts_stream(), contracts.FORWARDERS_GROUP
     env.reset_pipeline()
     servers.http("DELETE", f"{url}/events")
     feed.push(client, stream, payloads)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from configcenter.runtime import SettingsView
-from core import streams
+from core import contracts, streams
 from core.redis import key
 
 DEFAULT = "moog"
@@ -91,7 +91,7 @@ class Destination(ABC):
     title: str  # for people: log lines
     setting_keys: SettingKeys
     secret: str | None = None  # the secret holding its credential (core.secrets), None for none
-    group: str = streams.FORWARDERS_GROUP
+    group: str = contracts.FORWARDERS_GROUP
 
     def stream(self) -> str:
         """The stream its forwarders read: alerts for this destination, due retries, alerts given back."""

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core import streams
+from core import contracts, streams
 from delivery.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import RetrySchedule, backoff_delay
@@ -106,13 +106,13 @@ def test_backoff_has_full_jitter_and_a_cap():
 def test_scheduling_a_retry_acknowledges_the_entry_atomically_and_due_retries_return(redis_client):
     stream = streams.alerts_stream()
     redis_client.delete(stream)
-    streams.ensure_group(redis_client, stream, streams.FORWARDERS_GROUP)
-    schedule = RetrySchedule(redis_client, stream, streams.FORWARDERS_GROUP, destination=f"t{time.time_ns()}")
+    streams.ensure_group(redis_client, stream, contracts.FORWARDERS_GROUP)
+    schedule = RetrySchedule(redis_client, stream, contracts.FORWARDERS_GROUP, destination=f"t{time.time_ns()}")
     entry_id = redis_client.xadd(stream, {"e": b'{"event_id": "a"}'})
-    redis_client.xreadgroup(streams.FORWARDERS_GROUP, "f1", {stream: ">"}, count=10)
+    redis_client.xreadgroup(contracts.FORWARDERS_GROUP, "f1", {stream: ">"}, count=10)
     now = time.time()
     schedule.schedule_and_ack([(now + 60, b'{"event_id": "a", "attempts": 1}', entry_id)])
-    assert redis_client.xpending(stream, streams.FORWARDERS_GROUP)["pending"] == 0
+    assert redis_client.xpending(stream, contracts.FORWARDERS_GROUP)["pending"] == 0
     assert schedule.depth() == 1
     assert schedule.release_due(now) == 0, "not due yet"
     assert schedule.release_due(now + 61) == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from core import streams
+from core import contracts, streams
 from delivery.breaker import OPEN, CircuitBreaker
 from delivery.forwarder import Forwarder
 from delivery.retry import schedule_key
@@ -42,7 +42,7 @@ def open_the_breaker_with_alerts_stuck(moog, redis_client, count: int = 9) -> Fo
 
 
 def truth(redis_client) -> dict[str, int]:
-    stream, group = streams.alerts_stream(), streams.FORWARDERS_GROUP
+    stream, group = streams.alerts_stream(), contracts.FORWARDERS_GROUP
     held = redis_client.xpending(stream, group)["pending"]
     return {
         "scheduled": redis_client.zcard(schedule_key()),

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from core import streams
+from core import contracts, streams
 from core.audit import Actor
 from core.context import request_id_scope
 from core.redis import key
@@ -411,4 +411,4 @@ def test_a_replayed_alert_keeps_an_integer_past_64_bits_exact(queues):
     entry_id, _ = add_moog_entry(queues, alert=make_alert(details={"varbinds": {"ifIndex": big}}))
     assert dlq.replay(queues, "moog", [entry_id]).ids("replayed") == [entry_id]
     [(_, fields)] = queues.xrange(streams.alerts_stream())
-    assert json.loads(fields[streams.PAYLOAD_FIELD])["details"] == {"varbinds": {"ifIndex": big}}
+    assert json.loads(fields[contracts.PAYLOAD_FIELD])["details"] == {"varbinds": {"ifIndex": big}}

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from configcenter.runtime import get_setting
-from core import streams
+from core import contracts, streams
 from core.secrets import reset_secrets
 from delivery.breaker import CLOSED, OPEN, CircuitBreaker
 from delivery.destinations.moogsoft import MOOGSOFT
@@ -43,7 +43,7 @@ def test_webhook_format_maps_every_field(moog, redis_client):
     assert event["custom_info"]["event_id"] == alert["event_id"]
     assert event["custom_info"]["team"] == "network-ops"
     assert redis_client.exists(MOOGSOFT.delivered_key(alert["event_id"]))
-    assert redis_client.xpending(streams.alerts_stream(), streams.FORWARDERS_GROUP)["pending"] == 0
+    assert redis_client.xpending(streams.alerts_stream(), contracts.FORWARDERS_GROUP)["pending"] == 0
 
 
 def test_events_api_format_with_api_key_header(moog, redis_client, settings, tmp_path):
@@ -72,7 +72,7 @@ def test_a_500_is_retried_later_and_delivered_once(moog, redis_client):
     forwarder.step(block_ms=10)
     assert recorded(moog) == []
     assert redis_client.zcard(schedule_key()) == 1, "scheduled, not slept on"
-    assert redis_client.xpending(streams.alerts_stream(), streams.FORWARDERS_GROUP)["pending"] == 0
+    assert redis_client.xpending(streams.alerts_stream(), contracts.FORWARDERS_GROUP)["pending"] == 0
     deliver_all(forwarder)
     assert [e["custom_info"]["event_id"] for e in recorded(moog)] == [alert["event_id"]]
 
@@ -101,7 +101,7 @@ def test_a_400_goes_to_the_dlq_with_status_response_and_reason(moog, redis_clien
     assert fields[b"event_id"].decode() == alert["event_id"]
     assert streams.decode(fields)["signature"] == alert["signature"]
     assert redis_client.zcard(schedule_key()) == 0
-    assert redis_client.xpending(streams.alerts_stream(), streams.FORWARDERS_GROUP)["pending"] == 0
+    assert redis_client.xpending(streams.alerts_stream(), contracts.FORWARDERS_GROUP)["pending"] == 0
 
 
 def test_a_timeout_is_retryable(moog, redis_client):
@@ -238,7 +238,7 @@ def test_an_alert_read_ahead_but_delivered_meanwhile_is_acknowledged_not_sent(mo
     redis_client.set(MOOGSOFT.delivered_key(alerts[3]["event_id"]), 1)  # another forwarder delivered that event
     deliver_all(forwarder)
     assert [event["custom_info"]["event_id"] for event in recorded(moog)] == [a["event_id"] for a in alerts[:3]]
-    assert redis_client.xpending(streams.alerts_stream(), streams.FORWARDERS_GROUP)["pending"] == 0
+    assert redis_client.xpending(streams.alerts_stream(), contracts.FORWARDERS_GROUP)["pending"] == 0
     assert redis_client.xlen(streams.alerts_stream()) == 0
 
 
@@ -275,7 +275,7 @@ def test_alerts_in_hand_go_back_to_the_stream_when_the_forwarder_closes(moog, re
     assert forwarder.step(block_ms=10) == 0, "no token left: the others wait in hand"
     assert forwarder.holding
     forwarder.close()
-    stream, group = streams.alerts_stream(), streams.FORWARDERS_GROUP
+    stream, group = streams.alerts_stream(), contracts.FORWARDERS_GROUP
     assert redis_client.xpending(stream, group)["pending"] == 0
     assert redis_client.xlen(stream) == 2
     assert [c["name"] for c in redis_client.xinfo_consumers(stream, group)] == [], "f1 left the group"
@@ -292,7 +292,7 @@ def test_alerts_read_ahead_go_back_too_when_the_forwarder_closes(moog, redis_cli
     assert forwarder.step(block_ms=10) == 1
     assert forwarder.holding, "the gate after the delivery read the next alerts"
     forwarder.close()
-    stream, group = streams.alerts_stream(), streams.FORWARDERS_GROUP
+    stream, group = streams.alerts_stream(), contracts.FORWARDERS_GROUP
     assert redis_client.xpending(stream, group)["pending"] == 0
     assert redis_client.xlen(stream) == 4
     assert [c["name"] for c in redis_client.xinfo_consumers(stream, group)] == []
@@ -318,7 +318,7 @@ def test_a_delivery_whose_recording_failed_is_recorded_later_not_sent_again(moog
     monkeypatch.undo()
     forwarder.step(block_ms=10)
     assert redis_client.exists(MOOGSOFT.delivered_key(alert["event_id"]))
-    assert redis_client.xpending(streams.alerts_stream(), streams.FORWARDERS_GROUP)["pending"] == 0
+    assert redis_client.xpending(streams.alerts_stream(), contracts.FORWARDERS_GROUP)["pending"] == 0
     deliver_all(forwarder)
     assert len(recorded(moog)) == 1
 
@@ -410,9 +410,9 @@ def test_the_sweep_removes_in_flight_records_of_entries_no_longer_pending(moog, 
     forwarder = Forwarder("sweeper")  # creates the group
     push_alerts(redis_client, [make_alert(), make_alert()])
     [(_, [(pending_id, _), (acked_id, _)])] = redis_client.xreadgroup(
-        streams.FORWARDERS_GROUP, "gone", {streams.alerts_stream(): ">"}, count=2
+        contracts.FORWARDERS_GROUP, "gone", {streams.alerts_stream(): ">"}, count=2
     )
-    redis_client.xack(streams.alerts_stream(), streams.FORWARDERS_GROUP, acked_id)
+    redis_client.xack(streams.alerts_stream(), contracts.FORWARDERS_GROUP, acked_id)
     redis_client.hset(MOOGSOFT.inflight_key(), mapping={pending_id: 1, acked_id: 1, b"not-an-id": 1})
     assert forwarder.scripts.sweep_in_flight() == 2
     assert redis_client.hkeys(MOOGSOFT.inflight_key()) == [pending_id], "a pending entry's record stays for a takeover"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core import streams
+from core import contracts, streams
 from delivery.breaker import CLOSED, OPEN, CircuitBreaker
 from delivery.lanes import Lanes
 from tests.delivery.support import recorded
@@ -26,7 +26,7 @@ def run_until_idle(lanes: Lanes, timeout: float = 30.0) -> bool:
 
 
 def consumers(redis_client) -> set[str]:
-    rows = redis_client.xinfo_consumers(streams.alerts_stream(), streams.FORWARDERS_GROUP)
+    rows = redis_client.xinfo_consumers(streams.alerts_stream(), contracts.FORWARDERS_GROUP)
     return {row["name"].decode() for row in rows}
 
 
@@ -86,7 +86,7 @@ def test_lowering_the_concurrency_stops_lanes_and_gives_their_alerts_back(moog, 
     apply_setting("moog_rate_limit", 1)
     apply_setting("moog_rate_period", 3600)
     push_alerts(redis_client, [make_alert(signature=f"h:{i}:") for i in range(10)])
-    stream, group = streams.alerts_stream(), streams.FORWARDERS_GROUP
+    stream, group = streams.alerts_stream(), contracts.FORWARDERS_GROUP
     lanes = Lanes("lanes")
     try:
         lanes.adjust()  # two lanes in threads; the first one is not stepped here
@@ -107,7 +107,7 @@ def test_sigterm_gives_the_alerts_in_hand_back_and_exits_cleanly(moog, redis_cli
     apply_setting("moog_rate_limit", 1)
     apply_setting("moog_rate_period", 3600)
     push_alerts(redis_client, [make_alert(signature=f"h:{i}:") for i in range(10)])
-    stream, group = streams.alerts_stream(), streams.FORWARDERS_GROUP
+    stream, group = streams.alerts_stream(), contracts.FORWARDERS_GROUP
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "run_forwarder", "--consumer", "stopping"],
         cwd=BASE_DIR, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

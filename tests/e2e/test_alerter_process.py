@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core import streams
+from core import contracts, streams
 from core.audit import Actor
 from rules import services
 from rules.models import AlertRule, EventAuditLog
@@ -63,7 +63,7 @@ def test_a_killed_alerter_loses_and_duplicates_nothing(redis_client, child_env, 
     alert_ids = [streams.decode(fields)["event_id"] for _, fields in redis_client.xrange(streams.alerts_stream())]
     assert len(alert_ids) == total, "every event alerted"
     assert len(set(alert_ids)) == total, "no alert duplicated"
-    assert redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"] == 0
+    assert redis_client.xpending(streams.ingest_stream(), contracts.ALERTERS_GROUP)["pending"] == 0
     assert redis_client.xlen(streams.dlq_stream("alerter")) == 0
 
 
@@ -78,7 +78,7 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(redis_client, child_e
     finally:
         if process.poll() is None:
             process.kill()
-    pending = redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"]
+    pending = redis_client.xpending(streams.ingest_stream(), contracts.ALERTERS_GROUP)["pending"]
     assert pending == 0, "nothing left half-done by the stopped alerter"
     audited = EventAuditLog.objects.count()
     assert len(redis_client.xrange(streams.alerts_stream())) == audited

@@ -13,7 +13,7 @@ from django.test import Client
 from configcenter import runtime, settings_service
 from configcenter.models import ApiKey
 from configcenter.registry import InvalidSettingValue
-from core import streams
+from core import contracts, streams
 from core.redis import reset_clients
 from ingest import ratelimit
 from tests.ingest.conftest import OPS
@@ -250,18 +250,18 @@ def test_concurrent_senders_never_push_the_queue_past_its_depth(ingest_key, runt
 def test_events_wait_for_the_alerters_group_even_before_an_alerter_runs(client, ingest_key, redis_client):
     stream = streams.ingest_stream()
     assert post(client, [event(0), event(1)], key=ingest_key).status_code == 202
-    assert [g["name"] for g in redis_client.xinfo_groups(stream)] == [streams.ALERTERS_GROUP.encode()]
+    assert [g["name"] for g in redis_client.xinfo_groups(stream)] == [contracts.ALERTERS_GROUP.encode()]
     redis_client.delete(stream)  # e.g. Redis restarted empty while this process kept running
     assert post(client, [event(2)], key=ingest_key).status_code == 202
-    [[_, entries]] = redis_client.xreadgroup(streams.ALERTERS_GROUP, "alerter-1", {stream: ">"}, count=10)
+    [[_, entries]] = redis_client.xreadgroup(contracts.ALERTERS_GROUP, "alerter-1", {stream: ">"}, count=10)
     assert [streams.decode(fields)["hostname"] for _, fields in entries] == ["edge-002"]
 
 
 def test_entries_use_the_shared_stream_encoding(client, ingest_key, redis_client):
     assert post(client, [event(7)], key=ingest_key).status_code == 202
     [(_, fields)] = redis_client.xrange(streams.ingest_stream())
-    assert set(fields) == {streams.PAYLOAD_FIELD}
-    assert orjson.loads(fields[streams.PAYLOAD_FIELD])["hostname"] == "edge-007"
+    assert set(fields) == {contracts.PAYLOAD_FIELD}
+    assert orjson.loads(fields[contracts.PAYLOAD_FIELD])["hostname"] == "edge-007"
 
 
 def test_redis_down_is_503_and_nothing_is_accepted(client, ingest_key, settings, tmp_path):

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from configcenter import services as key_services
 from configcenter.models import ApiKey
-from core import exactjson, streams
+from core import contracts, exactjson, streams
 from core.audit import Actor
 from ingest import fields, schema
 from ingest.auth import key_cache
@@ -542,7 +542,7 @@ def test_integers_the_standard_library_cannot_read_are_refused_clearly(client, i
     assert response.status_code == 202, response.json()
     assert response.json()["errors"] == [{"index": 1, "line": 2, "errors": {"item": schema.TOO_DEEP_ERROR}}]
     extras = [
-        json.loads(entry[streams.PAYLOAD_FIELD])["extra"] for _, entry in redis_client.xrange(streams.ingest_stream())
+        json.loads(entry[contracts.PAYLOAD_FIELD])["extra"] for _, entry in redis_client.xrange(streams.ingest_stream())
     ]
     assert extras == [{"n": long}, {"n": 12345678901234567890123}]
 
@@ -581,7 +581,7 @@ def test_nanosecond_timestamps_take_the_fast_path_and_a_2_to_the_64_stays_exact(
     assert post(client, body, key=ingest_key, content_type=content_type).status_code == 202
     assert len(slow) == 1
     extras = [
-        json.loads(entry[streams.PAYLOAD_FIELD])["extra"] for _, entry in redis_client.xrange(streams.ingest_stream())
+        json.loads(entry[contracts.PAYLOAD_FIELD])["extra"] for _, entry in redis_client.xrange(streams.ingest_stream())
     ]
     expected = (
         [{"time_unix_nano": nanos}]

@@ -11,7 +11,7 @@ from django.db import connection
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from core import streams
+from core import contracts, streams
 from ingest import fields
 from ingest.schema import Receipt, encode, normalise
 from rules.alerter import Alerter
@@ -58,7 +58,7 @@ def test_integers_past_64_bits_in_extra_stay_exact_from_ingest_to_the_audit_row(
         event_ids += response.json()["event_ids"]
 
     # The stream entries carry the digits (read here with the standard library, which keeps them).
-    queued = [json.loads(fields[streams.PAYLOAD_FIELD]) for _, fields in redis_client.xrange(streams.ingest_stream())]
+    queued = [json.loads(fields[contracts.PAYLOAD_FIELD]) for _, fields in redis_client.xrange(streams.ingest_stream())]
     assert [event["extra"] for event in queued] == [BIG] * 3
 
     drain(Alerter("hygiene-1"))
@@ -191,7 +191,7 @@ def test_every_event_ingest_accepts_is_audited_fuzzed(redis_client, clean_pipeli
     assert len(accepted) > 50, "the generator should produce many acceptable events"
     pipe = redis_client.pipeline(transaction=False)
     for payload in accepted.values():
-        pipe.xadd(streams.ingest_stream(), {streams.PAYLOAD_FIELD: payload})
+        pipe.xadd(streams.ingest_stream(), {contracts.PAYLOAD_FIELD: payload})
     pipe.execute()
     drain(Alerter("fuzz-1"), rounds=50)
     assert alerter_dlq(redis_client) == []

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from core import streams
+from core import contracts, streams
 from delivery.lanes import Lanes
 from rules.alerter import Alerter
 from tests.support.events import make_event, push
@@ -31,7 +31,7 @@ def leave_consumer(client, stream: str, group: str, name: str, *, count: int = 0
 def test_an_alerter_removes_only_idle_consumers_with_nothing_pending(redis_client, clean_pipeline):
     apply_setting("consumer_forget_idle_seconds", 1)
     apply_setting("alerter_claim_idle_seconds", 1)
-    stream, group = streams.ingest_stream(), streams.ALERTERS_GROUP
+    stream, group = streams.ingest_stream(), contracts.ALERTERS_GROUP
     alerter = Alerter("alive")
     alerter.refresh_rules(force=True)
     push(redis_client, [make_event() for _ in range(2)])
@@ -65,7 +65,7 @@ def test_an_alerter_removes_only_idle_consumers_with_nothing_pending(redis_clien
 @pytest.mark.django_db(transaction=True)
 def test_a_sweep_happens_at_most_once_a_minute_within_the_step(redis_client, clean_pipeline):
     apply_setting("consumer_forget_idle_seconds", 1)
-    stream, group = streams.ingest_stream(), streams.ALERTERS_GROUP
+    stream, group = streams.ingest_stream(), contracts.ALERTERS_GROUP
     alerter = Alerter("alive")
     try:
         leave_consumer(redis_client, stream, group, "killed")
@@ -84,7 +84,7 @@ def test_a_sweep_happens_at_most_once_a_minute_within_the_step(redis_client, cle
 def test_forwarder_lanes_remove_killed_forwarders_consumers_but_never_their_own(redis_client, clean_pipeline):
     apply_setting("consumer_forget_idle_seconds", 1)
     apply_setting("forwarder_concurrency", 2)
-    stream, group = streams.alerts_stream(), streams.FORWARDERS_GROUP
+    stream, group = streams.alerts_stream(), contracts.FORWARDERS_GROUP
     lanes = Lanes("fw")
     try:
         redis_client.xadd(stream, streams.encode({"event_id": "held-by-a-killed-forwarder"}))
@@ -111,7 +111,7 @@ def test_forwarder_lanes_remove_killed_forwarders_consumers_but_never_their_own(
 def test_the_sweep_script_names_only_keys_in_keys(redis_client, clean_pipeline, monkeypatch):
     """A cluster routes a script by its KEYS: a group name there is no key (CROSSSLOT). Every name the sweep
     passes as a key is the stream itself."""
-    stream, group = streams.ingest_stream(), streams.ALERTERS_GROUP
+    stream, group = streams.ingest_stream(), contracts.ALERTERS_GROUP
     streams.ensure_group(redis_client, stream, group)
     leave_consumer(redis_client, stream, group, "killed")
     time.sleep(0.01)  # idle for longer than the threshold (0 ms)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import pytest
 from django.db import connection
 
-from core import streams
+from core import contracts, streams
 from rules.alerter import Alerter
 from rules.models import EventAuditLog
 from tests.support.alerting import alert_ids, audited_ids, drain, pending
@@ -55,7 +55,7 @@ def test_text_and_raw_event_are_stored_exactly_as_received(redis_client, clean_p
     assert row.raw == event
     with connection.cursor() as cursor:
         cursor.execute("SELECT raw::text FROM rules_eventauditlog WHERE event_id = %s", [event["event_id"]])
-        assert cursor.fetchone()[0] == streams.encode(event)[streams.PAYLOAD_FIELD].decode(), "verbatim"
+        assert cursor.fetchone()[0] == streams.encode(event)[contracts.PAYLOAD_FIELD].decode(), "verbatim"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from core import streams
+from core import contracts, streams
 from core.audit import Actor
 from rules import services
 from rules.alerter import Alerter
@@ -45,7 +45,7 @@ def test_a_flood_of_unmatched_events_raises_one_meta_alert_per_host_and_window(r
 def test_more_acknowledgements_than_lua_can_unpack_in_one_call(redis_client, clean_pipeline):
     alerter = Alerter("a1")
     push(redis_client, [make_event() for _ in range(9000)])
-    entries = redis_client.xreadgroup(streams.ALERTERS_GROUP, "a1", {streams.ingest_stream(): ">"}, count=9000)
+    entries = redis_client.xreadgroup(contracts.ALERTERS_GROUP, "a1", {streams.ingest_stream(): ">"}, count=9000)
     ids = [entry_id for entry_id, _ in entries[0][1]]
     assert len(ids) == 9000
     alerter.finisher.publish_and_ack([], ids)
@@ -57,7 +57,7 @@ def test_more_acknowledgements_than_lua_can_unpack_in_one_call(redis_client, cle
 def test_the_backlog_counts_only_unfinished_entries(redis_client, clean_pipeline, link_rule):
     alerter = Alerter("a1")
     push(redis_client, [make_event()])
-    redis_client.xreadgroup(streams.ALERTERS_GROUP, "slow", {streams.ingest_stream(): ">"}, count=1)
+    redis_client.xreadgroup(contracts.ALERTERS_GROUP, "slow", {streams.ingest_stream(): ">"}, count=1)
     push(redis_client, [make_event() for _ in range(5)])
     drain(alerter)
     assert redis_client.xlen(streams.ingest_stream()) == 1, "finished entries leave even behind a pending one"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from core import streams
+from core import contracts, streams
 from rules.alerter import Alerter
 from rules.models import EventAuditLog
 from tests.support.alerting import drain, pending
@@ -21,7 +21,7 @@ def test_entries_of_a_crashed_alerter_are_taken_over_exactly_once(redis_client, 
     events = [make_event() for _ in range(4)]
     push(redis_client, events)
     # "crashed": read the entries and never acknowledge them
-    redis_client.xreadgroup(streams.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=10)
+    redis_client.xreadgroup(contracts.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=10)
     assert survivor.step(block_ms=10) == 0, "entries of a live consumer are not taken before the timeout"
     time.sleep(1.1)
     survivor.intake._last_claim = 0
@@ -37,7 +37,7 @@ def test_an_entry_delivered_too_often_is_dead_lettered(redis_client, clean_pipel
     apply_setting("alerter_max_deliveries", 1)
     survivor = Alerter("next")
     push(redis_client, [make_event()])
-    redis_client.xreadgroup(streams.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=10)
+    redis_client.xreadgroup(contracts.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=10)
     time.sleep(1.1)
     drain(survivor)
     dlq = redis_client.xrange(streams.dlq_stream("alerter"))
@@ -51,7 +51,7 @@ def test_a_pending_entry_deleted_meanwhile_does_not_block_takeover(redis_client,
     survivor = Alerter("survivor")
     events = [make_event() for _ in range(3)]
     ids = push(redis_client, events)
-    redis_client.xreadgroup(streams.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=10)
+    redis_client.xreadgroup(contracts.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=10)
     redis_client.xdel(streams.ingest_stream(), ids[1])
     time.sleep(1.1)
     assert drain(survivor) == 2

@@ -9,7 +9,7 @@ import pytest
 import redis
 from django.db import connection
 
-from core import outage, streams
+from core import contracts, outage, streams
 from core.redis import RotatingConnectionPool
 from rules.alerter import BACKLOG_CLEAR_SECONDS, Alerter
 from rules.models import EventAuditLog
@@ -39,7 +39,7 @@ def test_a_database_outage_is_logged_once_however_often_the_batch_is_retried(red
         connection.settings_dict.update(saved)
     assert alerter.step(block_ms=10) == 3
     assert EventAuditLog.objects.count() == 3
-    assert redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"] == 0
+    assert redis_client.xpending(streams.ingest_stream(), contracts.ALERTERS_GROUP)["pending"] == 0
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.getMessage().split(" (")[0] for r in problems] == ["PostgreSQL unavailable"], caplog.text
     assert not [r for r in caplog.records if r.exc_info], "no traceback for an outage"

@@ -7,7 +7,7 @@ import time
 import pytest
 from django.db import connection
 
-from core import streams
+from core import contracts, streams
 from tests.support.alerting import alert_ids, audited_ids, drain, drain_and_check_each_alerted_once, pending
 from tests.support.events import make_event, push
 from tests.support.waiting import apply_setting
@@ -166,7 +166,7 @@ def test_pipelined_a_failure_while_the_next_batch_starts_still_finishes_the_prev
     events = [make_event() for _ in range(10)]
     push(redis_client, events)
     # A crashed alerter took the first half; the second half is read by ours.
-    redis_client.xreadgroup(streams.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=5)
+    redis_client.xreadgroup(contracts.ALERTERS_GROUP, "crashed", {streams.ingest_stream(): ">"}, count=5)
     assert alerter.step(block_ms=0) == 5
     assert pending(redis_client) == 10, "our batch is handed to the writer, not yet acknowledged"
 

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from core import streams
+from core import contracts, streams
 from core.audit import Actor
 from delivery import services as dlq_services
 from delivery.models import DlqAction
@@ -40,7 +40,7 @@ def make_poison(client, event: dict) -> Alerter:
     apply_setting("alerter_max_deliveries", 1)
     survivor = Alerter("survivor")
     push(client, [event])
-    client.xreadgroup(streams.ALERTERS_GROUP, "killed", {streams.ingest_stream(): ">"}, count=10)
+    client.xreadgroup(contracts.ALERTERS_GROUP, "killed", {streams.ingest_stream(): ">"}, count=10)
     time.sleep(1.1)
     return survivor
 
@@ -58,7 +58,7 @@ def assert_processed_once(client, event: dict, rule: AlertRule) -> None:
     alerts = [a["event_id"] for a in read_stream(client, streams.alerts_stream())]
     assert alerts == [event["event_id"]], "alerted once"
     assert client.xlen(streams.dlq_stream("alerter")) == 0
-    assert client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"] == 0
+    assert client.xpending(streams.ingest_stream(), contracts.ALERTERS_GROUP)["pending"] == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -80,7 +80,7 @@ def test_an_entry_past_the_delivery_limit_is_audited_as_dead_lettered_with_the_r
     assert (row.hostname, row.message, row.raw) == (event["hostname"], event["message"], event)
     assert EventAuditLog.objects.get(event_id=other["event_id"]).handling == "page_and_ticket"
     assert [a["event_id"] for a in read_stream(redis_client, streams.alerts_stream())] == [other["event_id"]]
-    assert redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"] == 0
+    assert redis_client.xpending(streams.ingest_stream(), contracts.ALERTERS_GROUP)["pending"] == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -195,7 +195,7 @@ def test_shed_entries_are_audited_as_dead_lettered_and_a_replay_updates_their_ro
             "dead_lettered", "shed: alert backlog 6 > 5", None, False,
         )  # fmt: skip
         assert (row.hostname, row.raw) == (event["hostname"], event)
-    assert redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"] == 0
+    assert redis_client.xpending(streams.ingest_stream(), contracts.ALERTERS_GROUP)["pending"] == 0
 
     # The backlog drains; remediation replays the shed entries (not the malformed one) and they are processed.
     redis_client.delete(streams.alerts_stream())
@@ -231,7 +231,7 @@ def test_shedding_while_the_database_is_down_holds_one_batch_and_reads_no_more(r
     try:
         for _ in range(4):
             assert alerter.step(block_ms=10) == 0
-        pending = redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"]
+        pending = redis_client.xpending(streams.ingest_stream(), contracts.ALERTERS_GROUP)["pending"]
         assert pending <= 4, "one batch held (and what was read ahead), not a batch more per step"
         assert redis_client.xlen(streams.dlq_stream("alerter")) == 0
     finally:
@@ -246,7 +246,7 @@ def test_shedding_while_the_database_is_down_holds_one_batch_and_reads_no_more(r
     assert sorted(str(e) for e in EventAuditLog.objects.values_list("event_id", flat=True)) == sorted(
         e["event_id"] for e in events
     ), "every event audited once"
-    assert redis_client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"] == 0
+    assert redis_client.xpending(streams.ingest_stream(), contracts.ALERTERS_GROUP)["pending"] == 0
 
 
 def test_a_second_held_batch_keeps_the_first_ones_entries_claimed(clean_pipeline):

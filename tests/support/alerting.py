@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core import streams
+from core import contracts, streams
 from rules.alerter import Alerter
 from rules.models import EventAuditLog
 from tests.support.events import read_stream
@@ -19,7 +19,7 @@ def drain(alerter: Alerter, rounds: int = 20) -> int:
 
 
 def pending(client) -> int:
-    return client.xpending(streams.ingest_stream(), streams.ALERTERS_GROUP)["pending"]
+    return client.xpending(streams.ingest_stream(), contracts.ALERTERS_GROUP)["pending"]
 
 
 def alert_ids(client) -> list[str]:
