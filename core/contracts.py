@@ -27,7 +27,7 @@ from typing import Any, Final, Literal, TypedDict, get_args
 INGEST_STREAM: Final = "stream:ingest"  # canonical events, from ingest to the alerters
 ALERTS_STREAM: Final = "stream:alerts"  # alerts, from the alerters to the forwarders
 ALERTERS_GROUP: Final = "alerters"  # the consumer group of the ingest stream
-FORWARDERS_GROUP: Final = "forwarders"  # the consumer group of the alert stream
+FORWARDERS_GROUP: Final = "forwarders"  # the consumer group of the alert stream, and of every destination's
 # An entry's one field: the event or alert as JSON (one XADD field, one parse per entry).
 PAYLOAD_FIELD: Final = b"e"
 
@@ -46,6 +46,18 @@ DLQ_QUEUE_LABELS: Final[Mapping[DlqQueue, str]] = {
 DLQ_QUEUES: Final[tuple[DlqQueue, ...]] = get_args(DlqQueue)
 # Where a replay puts an entry back: where it came from. A dead entry replays to its origin's stream.
 REPLAY_STREAMS: Final[Mapping[str, str]] = {ALERTER_QUEUE: INGEST_STREAM, MOOG_QUEUE: ALERTS_STREAM}
+
+
+# The destination whose stream is the alert stream itself (Moogsoft, the first): its alerts stay where they
+# were before destinations existed, so no key is renamed and no data moved (docs/adr/ADR-013-destinations.md).
+DEFAULT_DESTINATION: Final = "moog"
+
+
+def destination_stream(name: str) -> str:
+    """The stream of the alerts for destination ``name``: ``stream:alerts`` for Moogsoft, ``stream:alerts:<name>``
+    for any other. The alerter writes it and the destination's forwarders read it, each deriving it from the
+    name alone, so neither imports the other."""
+    return ALERTS_STREAM if name == DEFAULT_DESTINATION else f"{ALERTS_STREAM}:{name}"
 
 
 def dlq_key(queue: str) -> str:

@@ -7,6 +7,7 @@ variable and the expected form when a value is malformed, instead of silently fa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,24 @@ def env_list(env: Mapping[str, str], name: str, default: list[str]) -> list[str]
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+_NAME = re.compile(r"[a-z0-9_-]+")
+
+
+def env_names(env: Mapping[str, str], name: str, default: list[str]) -> list[str]:
+    """A comma-separated list of names (lower-case letters, digits, ``_`` and ``-``), at least one, none twice:
+    names that key Redis state and streams, where a typo or a repeat must stop start-up rather than be kept."""
+    raw = env.get(name)
+    values = [item.strip() for item in raw.split(",")] if raw is not None else list(default)
+    bad = [value for value in values if not _NAME.fullmatch(value)]
+    if bad or not values:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} must be names separated by commas, each of lower-case letters, digits, '_' and '-'."
+        )
+    if len(set(values)) < len(values):
+        raise ImproperlyConfigured(f"{name}={raw!r} names one more than once.")
+    return values
 
 
 def env_path(env: Mapping[str, str], name: str, default: Path, *, base: Path) -> Path:

@@ -31,6 +31,12 @@ def alerts_stream() -> str:
     return key(contracts.ALERTS_STREAM)
 
 
+def destination_stream(name: str) -> str:
+    """The stream the alerter writes for destination ``name`` and its forwarders read (``alerts_stream()`` for
+    Moogsoft)."""
+    return key(contracts.destination_stream(name))
+
+
 def dlq_stream(name: str) -> str:
     """Dead-letter streams: ``alerter``, ``moog``, ``dead`` (``core.contracts.DLQ_QUEUES``)."""
     return key(contracts.dlq_key(name))

@@ -208,7 +208,11 @@ class Remediator:
         if room <= 0:
             self._skip(result, ALERTER_QUEUE, "ingest_backlog_high", len(candidates))
             return
-        if streams.backlog(self.client, streams.alerts_stream()) > get_setting("alerter_queue_warn_threshold"):
+        # The alerter sheds on the longest of its destinations' streams: replays would be shed again.
+        alert_backlog = max(
+            streams.backlog(self.client, streams.destination_stream(name)) for name in settings.MUTT_DESTINATIONS
+        )
+        if alert_backlog > get_setting("alerter_queue_warn_threshold"):
             self._skip(result, ALERTER_QUEUE, "alert_backlog_high", len(candidates))
             return
         self._replay(result, ALERTER_QUEUE, candidates[:room], "automatic replay: load is back to normal")

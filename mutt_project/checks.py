@@ -65,6 +65,26 @@ def check_redis_eviction(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
     return []
 
 
+@register("mutt")
+def check_destinations(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every destination the alerter writes to must be registered: an alert added to the stream of a name no
+    forwarder can deliver to would wait there for ever (and count in the backlog the alerter sheds on)."""
+    from delivery.destinations import destinations
+
+    known = {destination.name for destination in destinations()}
+    unknown = [name for name in settings.MUTT_DESTINATIONS if name not in known]
+    if not unknown:
+        return []
+    return [
+        Error(
+            f"MUTT_DESTINATIONS names destinations that are not registered: {', '.join(unknown)}.",
+            hint=f"Registered: {', '.join(sorted(known))}. A destination registers in its module under "
+            "delivery/destinations/, named in BUILTIN_MODULES (docs/extending.md).",
+            id="mutt.E007",
+        )
+    ]
+
+
 def _check_vault() -> list[CheckMessage]:
     method = settings.VAULT_AUTH_METHOD
     if method not in {"token", "approle"}:

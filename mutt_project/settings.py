@@ -11,12 +11,14 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from core.contracts import DEFAULT_DESTINATION
 from core.envparse import (
     check_redis_url,
     env_bool,
     env_header,
     env_int,
     env_list,
+    env_names,
     env_path,
     env_secret,
     env_str,
@@ -185,6 +187,9 @@ MUTT_ALERTER_METRICS_PORT = env_int(ENV, "MUTT_ALERTER_METRICS_PORT", 9101, mini
 MUTT_FORWARDER_METRICS_PORT = env_int(ENV, "MUTT_FORWARDER_METRICS_PORT", 9102, minimum=0, maximum=65535)
 MUTT_REMEDIATION_METRICS_PORT = env_int(ENV, "MUTT_REMEDIATION_METRICS_PORT", 9103, minimum=0, maximum=65535)
 MUTT_JOBS_METRICS_PORT = env_int(ENV, "MUTT_JOBS_METRICS_PORT", 9104, minimum=0, maximum=65535)
+# The destinations the alerter adds each alert to (their streams: core.contracts.destination_stream); a
+# system check (mutt.E007) makes sure each is registered (delivery.destinations).
+MUTT_DESTINATIONS = env_names(ENV, "MUTT_DESTINATIONS", [DEFAULT_DESTINATION])
 MUTT_MOCK_MOOG_PORT = env_int(ENV, "MUTT_MOCK_MOOG_PORT", 18080, minimum=1, maximum=65535)
 MUTT_LOG_LEVEL = env_str(ENV, "MUTT_LOG_LEVEL", "INFO").upper()
 MUTT_LOG_FORMAT = env_str(ENV, "MUTT_LOG_FORMAT", "json")

@@ -15,7 +15,12 @@ RELOAD_FAILURES = Counter("mutt_alerter_reload_failures_total", "Snapshot rebuil
 RECLAIMED = Counter("mutt_alerter_reclaimed_total", "Entries taken over from stalled alerters.")
 DB_ERRORS = Counter("mutt_alerter_db_errors_total", "Batches the database refused (kept and retried).")
 FLOODS = Counter("mutt_alerter_floods_total", "Unmatched-event flood meta-alerts raised.")
-ALERT_BACKLOG = Gauge("mutt_alerter_alert_backlog", "Entries in the alert stream not yet acknowledged.")
+ALERT_BACKLOG = Gauge(
+    "mutt_alerter_alert_backlog", "Entries not yet acknowledged in the longest destination stream (what sheds load)."
+)
+DESTINATION_BACKLOG = Gauge(
+    "mutt_alerter_destination_backlog", "Entries not yet acknowledged in a destination's stream.", ["destination"]
+)
 INGEST_LAG = Gauge("mutt_alerter_consumer_lag", "Entries in the ingest stream not yet acknowledged.")
 DLQ_DEPTH = Gauge("mutt_alerter_dlq_depth", "Entries in the alerter dead-letter queue.")
 QUEUE_WARNINGS = Counter("mutt_alerter_queue_warnings_total", "Steps with the alert backlog above the warning level.")

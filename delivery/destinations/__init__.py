@@ -19,7 +19,9 @@ registers (:func:`register`), named in BUILTIN_MODULES; its forwarder runs as ``
 
 Each destination reads a stream of its own with one consumer group: a forwarder deletes the entries it
 acknowledges and puts due retries back into its stream, which a second group on the same stream would
-lose or see twice. Moogsoft's stream is the alert stream the alerter writes.
+lose or see twice. The alerter adds each alert to the stream of every destination named in
+``settings.MUTT_DESTINATIONS``; both sides derive the stream from the name (``core.contracts.destination_stream``:
+Moogsoft's is the alert stream itself).
 
 The forwarder binds a destination's methods once, when it is made: a request costs no lookups here.
 """
@@ -36,7 +38,7 @@ from configcenter.runtime import SettingsView
 from core import contracts, streams
 from core.redis import key
 
-DEFAULT = "moog"
+DEFAULT = contracts.DEFAULT_DESTINATION
 # The modules that register the destinations MUTT ships with, imported on the registry's first use.
 BUILTIN_MODULES = ("delivery.destinations.moogsoft",)
 
@@ -95,7 +97,7 @@ class Destination(ABC):
 
     def stream(self) -> str:
         """The stream its forwarders read: alerts for this destination, due retries, alerts given back."""
-        return key("stream", "alerts", self.name)
+        return streams.destination_stream(self.name)
 
     def dlq_stream(self) -> str:
         return streams.dlq_stream(self.name)

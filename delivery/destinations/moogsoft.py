@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from configcenter.runtime import SettingsView
-from core import streams
+from core import contracts
 from core.redis import key
 from delivery.destinations import Destination, Request, SecretHeaders, SettingKeys, register
 from delivery.destinations.moogsoft_events import MoogFormat, build_request, parse_format
@@ -37,7 +37,7 @@ _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class Moogsoft(Destination):
-    name = "moog"
+    name = contracts.DEFAULT_DESTINATION  # its stream is the alert stream itself
     title = "Moogsoft"
     secret = MOOG_SECRET
     setting_keys = SettingKeys(
@@ -51,9 +51,6 @@ class Moogsoft(Destination):
         breaker_threshold="circuit_breaker_threshold",
         breaker_timeout="circuit_breaker_timeout",
     )
-
-    def stream(self) -> str:
-        return streams.alerts_stream()
 
     def delivered_prefix(self) -> str:
         return key("delivered", "")

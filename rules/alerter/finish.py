@@ -1,7 +1,7 @@
 """The finisher: a batch's Redis work once its audit rows are committed.
 
-Dead-letter its poison, then one Lua call per dedup bucket adds its alerts (skipping event ids already
-alerted) and acknowledges its entries, so neither a crash nor a takeover can duplicate an alert; one more
+Dead-letter its poison, then one Lua call per dedup bucket adds its alerts to every destination's stream
+(skipping event ids already alerted) and acknowledges its entries, so neither a crash nor a takeover can duplicate an alert; one more
 counts its unmatched events per host and template for the flood detector, and the floods it finds are
 raised as meta-alerts. Acknowledged entries are trimmed and queue depths reported now and then.
 
@@ -32,31 +32,44 @@ from rules.listener import LiveRules
 
 logger = logging.getLogger("mutt.alerter")
 
-# Add each alert unless its event id was alerted before (a redelivery or a takeover), then
-# acknowledge and delete the batch's entries: one atomic step. KEYS: alerts stream, ingest stream,
-# dedup hash. ARGV: alerters group, dedup ttl, n alerts, forwarders group, n (event id, payload) pairs,
-# then the entry ids to acknowledge (in chunks: Lua's unpack stops near 8,000 values).
+# Add each alert to the stream of every destination (settings.MUTT_DESTINATIONS) unless its event id was
+# alerted before (a redelivery or a takeover), then acknowledge and delete the batch's entries: one atomic
+# step, so an event is alerted once, to all of them. KEYS: the d destination streams, the ingest stream, the
+# dedup hash. ARGV: d, alerters group, dedup ttl, n alerts, forwarders group, n (event id, payload) pairs,
+# then the entry ids to acknowledge (in chunks: Lua's unpack stops near 8,000 values). With one destination
+# it runs exactly the commands it ran before the fan-out; each more costs an EXISTS per call and an XADD per
+# alert, inside the same call.
 _PUBLISH_AND_ACK = """
-local n = tonumber(ARGV[3])
-if n > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
-  -- Redis lost the alert stream: recreate it with the forwarders' group so nothing added is skipped
-  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[4], '0', 'MKSTREAM')
+local d = tonumber(ARGV[1])
+local n = tonumber(ARGV[4])
+local ingest, dedup = KEYS[d + 1], KEYS[d + 2]
+if n > 0 then
+  for s = 1, d do
+    if redis.call('EXISTS', KEYS[s]) == 0 then
+      -- Redis lost a destination's stream: recreate it with the forwarders' group so nothing added is skipped
+      redis.call('XGROUP', 'CREATE', KEYS[s], ARGV[5], '0', 'MKSTREAM')
+    end
+  end
 end
 local added = 0
 for i = 0, n - 1 do
-  -- mark the event id only once its alert is added: a script that fails halfway (an XADD refused)
-  -- leaves no mark behind that would skip the alert when the batch is redone
-  if redis.call('HEXISTS', KEYS[3], ARGV[5 + i * 2]) == 0 then
-    redis.call('XADD', KEYS[1], '*', 'e', ARGV[6 + i * 2])
-    redis.call('HSET', KEYS[3], ARGV[5 + i * 2], '1')
+  -- mark the event id only once its alert is added everywhere: a script that fails halfway (an XADD
+  -- refused) leaves no mark behind that would skip the alert when the batch is redone (a destination
+  -- that got it then gets it twice, which its forwarder's idempotency records absorb)
+  local event_id = ARGV[6 + i * 2]
+  if redis.call('HEXISTS', dedup, event_id) == 0 then
+    for s = 1, d do
+      redis.call('XADD', KEYS[s], '*', 'e', ARGV[7 + i * 2])
+    end
+    redis.call('HSET', dedup, event_id, '1')
     added = added + 1
   end
 end
-if n > 0 then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[2])) end
-for i = 5 + n * 2, #ARGV, 1000 do
+if n > 0 then redis.call('EXPIRE', dedup, tonumber(ARGV[3])) end
+for i = 6 + n * 2, #ARGV, 1000 do
   local last = math.min(i + 999, #ARGV)
-  redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, i, last))
-  redis.call('XDEL', KEYS[2], unpack(ARGV, i, last))
+  redis.call('XACK', ingest, ARGV[2], unpack(ARGV, i, last))
+  redis.call('XDEL', ingest, unpack(ARGV, i, last))
 end
 return added
 """
@@ -106,8 +119,9 @@ class Finishing:
 
 class Finisher:
     def __init__(
-        self, client: redis.Redis, *, consumer: str, stream: str, alerts: str, dlq: str, rules: LiveRules
+        self, client: redis.Redis, *, consumer: str, stream: str, alerts: list[str], dlq: str, rules: LiveRules
     ) -> None:
+        """``alerts``: the streams of the destinations every alert goes to (one or more)."""
         self.client = client
         self.consumer = consumer
         self.stream = stream
@@ -243,12 +257,12 @@ class Finisher:
             buckets[dedup_key(datetime.now(UTC).isoformat())] = []
         calls = []
         for index, (bucket, items) in enumerate(buckets.items()):
-            args: list[Any] = [ALERTERS_GROUP, DEDUP_TTL_SECONDS, len(items), FORWARDERS_GROUP]
+            args: list[Any] = [len(self.alerts), ALERTERS_GROUP, DEDUP_TTL_SECONDS, len(items), FORWARDERS_GROUP]
             for event_id, payload in items:
                 args += [event_id, payload]
             if index == len(buckets) - 1:
                 args += ack_ids
-            calls.append(([self.alerts, self.stream, bucket], args))
+            calls.append(([*self.alerts, self.stream, bucket], args))
         return calls
 
     def dead_letter(self, poison: list[Poison]) -> None:

@@ -1,5 +1,9 @@
 """Load shedding: when the alert backlog (the forwarders' unfinished work) grows too far, stop consuming.
 
+The backlog is the longest of the destinations' streams: one destination's forwarders falling behind holds
+every alert back, since each alert goes to all of them. With one destination a check costs one XLEN; with
+more, one XLEN each in one round trip.
+
 Above ``alerter_queue_warn_threshold`` each check warns; above ``alerter_queue_shed_threshold`` the step
 does not consume. In mode ``defer`` (the default) it pauses and the entries stay queued; in mode ``dlq``
 the entries it reads are moved to the alerter DLQ unmatched, audited as dead-lettered like entries past
@@ -29,9 +33,13 @@ BACKLOG_CLEAR_SECONDS = 0.1
 
 
 class LoadShedder:
-    def __init__(self, client: redis.Redis, *, alerts: str, writer: AuditWriter, finisher: Finisher) -> None:
+    def __init__(
+        self, client: redis.Redis, *, alerts: dict[str, str], writer: AuditWriter, finisher: Finisher
+    ) -> None:
+        """``alerts``: each destination's name and stream."""
         self.client = client
-        self.alerts = alerts
+        self.alerts = list(alerts.values())
+        self._gauges = [metrics.DESTINATION_BACKLOG.labels(name) for name in alerts]  # bound once
         self._writer = writer
         self._finisher = finisher
         self._backlog_clear_until = 0.0
@@ -46,7 +54,7 @@ class LoadShedder:
         now = time.monotonic()
         if now < self._backlog_clear_until:
             return None
-        backlog = streams.backlog(self.client, self.alerts)
+        backlog = self._backlog()
         metrics.ALERT_BACKLOG.set(backlog)
         if backlog <= get_setting("alerter_queue_warn_threshold"):
             self._backlog_clear_until = now + BACKLOG_CLEAR_SECONDS
@@ -62,6 +70,19 @@ class LoadShedder:
             logger.warning("alert backlog %d above the shed threshold; pausing consumption", backlog)
             time.sleep(0.5)
         return mode, f"alert backlog {backlog} > {shed_at}"
+
+    def _backlog(self) -> int:
+        """The longest destination stream's length; each stream's is reported by destination."""
+        if len(self.alerts) == 1:
+            lengths = [streams.backlog(self.client, self.alerts[0])]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for stream in self.alerts:
+                pipe.xlen(stream)
+            lengths = [int(length) for length in pipe.execute()]
+        for gauge, length in zip(self._gauges, lengths, strict=True):
+            gauge.set(length)
+        return max(lengths)
 
     def shed(self, entries: list[Entry], why: str) -> None:
         """Mode ``dlq``: move ``entries`` to the DLQ unmatched. They are dead-lettered as surely as entries past

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import redis
+from django.conf import settings
 from django.db import DatabaseError
 
 from configcenter.runtime import get_setting
@@ -68,7 +69,8 @@ class Alerter:
         self.consumer = consumer or f"{socket.gethostname()}-{threading.get_native_id()}-{uuid.uuid4().hex[:6]}"
         self.client = client or get_redis()
         self.stream = streams.ingest_stream()
-        self.alerts = streams.alerts_stream()
+        # Every alert goes to each of these streams (static: a change of MUTT_DESTINATIONS is a restart).
+        self.alerts = [streams.destination_stream(name) for name in settings.MUTT_DESTINATIONS]
         self.dlq = streams.dlq_stream(ALERTER_QUEUE)
         self.pipelined = pipelined
         self._stop = threading.Event()
@@ -79,7 +81,10 @@ class Alerter:
         self.finisher = Finisher(
             self.client, consumer=self.consumer, stream=self.stream, alerts=self.alerts, dlq=self.dlq, rules=self.rules
         )
-        self.shedder = LoadShedder(self.client, alerts=self.alerts, writer=self.writer, finisher=self.finisher)
+        self.shedder = LoadShedder(
+            self.client, alerts=dict(zip(settings.MUTT_DESTINATIONS, self.alerts, strict=True)), writer=self.writer,
+            finisher=self.finisher,
+        )  # fmt: skip
         self._held: Batch | None = None  # a batch the database refused, kept for retry
         # Pipelined mode: the batch whose audit the writer thread is doing (at most one), and an audited
         # (committed) batch whose Redis work is not sent yet.
@@ -87,7 +92,8 @@ class Alerter:
         self._unfinished: Settled | None = None
         self._listener: threading.Thread | None = None
         streams.ensure_group(self.client, self.stream, ALERTERS_GROUP)
-        streams.ensure_group(self.client, self.alerts, FORWARDERS_GROUP)
+        for alerts in self.alerts:
+            streams.ensure_group(self.client, alerts, FORWARDERS_GROUP)
 
     # --- rules snapshot -----------------------------------------------------------------------
 
