@@ -1,9 +1,9 @@
 """The finisher: a batch's Redis work once its audit rows are committed.
 
 Dead-letter its poison, then one Lua call per dedup bucket adds its alerts to every destination's stream
-(skipping event ids already alerted) and acknowledges its entries, so neither a crash nor a takeover can duplicate an alert; one more
-counts its unmatched events per host and template for the flood detector, and the floods it finds are
-raised as meta-alerts. Acknowledged entries are trimmed and queue depths reported now and then.
+(skipping event ids already alerted) and acknowledges its entries, so neither a crash nor a takeover can
+duplicate an alert; one more counts its unmatched events per host and template for the flood detector, and
+the floods it finds are raised as meta-alerts. Acknowledged entries are trimmed and queue depths reported now and then.
 
 ``send_finish`` sends the scripts and ``collect`` reads their replies, so a pipelined alerter lets
 Redis run them while it evaluates the next batch. A Redis error here is logged and counted, never

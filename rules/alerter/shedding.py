@@ -33,9 +33,7 @@ BACKLOG_CLEAR_SECONDS = 0.1
 
 
 class LoadShedder:
-    def __init__(
-        self, client: redis.Redis, *, alerts: dict[str, str], writer: AuditWriter, finisher: Finisher
-    ) -> None:
+    def __init__(self, client: redis.Redis, *, alerts: dict[str, str], writer: AuditWriter, finisher: Finisher) -> None:
         """``alerts``: each destination's name and stream."""
         self.client = client
         self.alerts = list(alerts.values())

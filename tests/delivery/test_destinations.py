@@ -1,5 +1,6 @@
 """A second destination next to Moogsoft: a module's worth of code and a registration, delivered to by the same
-forwarder with state of its own (breaker, retries, DLQ, idempotency records), over real HTTP and real Redis."""
+forwarder with state of its own (breaker, retries, DLQ, idempotency records), over real HTTP and real Redis, and
+fed by the alerter once named in MUTT_DESTINATIONS."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 import orjson
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 from prometheus_client import REGISTRY
 
 from configcenter.runtime import SettingsView
 from core import streams
+from core.audit import Actor
 from delivery.breaker import CLOSED, OPEN, CircuitBreaker
 from delivery.destinations import (
     Destination,
@@ -32,8 +35,12 @@ from delivery.ratelimit import SharedRateLimit
 from delivery.retry import schedule_key
 from delivery.status import read_state
 from devtools.mock_moog import MockMoog
+from rules import services
+from rules.alerter import Alerter
+from rules.models import AlertRule
 from tests.delivery.support import deliver_all, recorded
-from tests.support.events import make_alert, push_alerts
+from tests.support.alerting import drain
+from tests.support.events import make_alert, make_event, push, push_alerts
 from tests.support.waiting import apply_setting, wait_for
 
 
@@ -175,3 +182,25 @@ def test_lanes_and_run_forwarder_serve_the_named_destination(second):
         lanes.close()
     with pytest.raises(CommandError, match="no destination named 'nowhere'"):
         call_command("run_forwarder", destination="nowhere", until_idle=True)
+
+
+def test_an_alert_the_alerter_raises_is_delivered_to_every_configured_destination(moog, second, redis_client):
+    destination, other = second
+    services.create(
+        AlertRule, actor=Actor.cli("ops"), name="link down", match_type="contains",
+        match_string="changed state to down", priority=10, team_assignment="network-ops", severity="major",
+        dev_handling="ignore",
+    )  # fmt: skip
+    event = make_event(message="Interface Gi0/1 changed state to down")
+    with override_settings(MUTT_DESTINATIONS=["moog", destination.name]):
+        alerter = Alerter("fanout-1")
+        push(redis_client, [event])
+        drain(alerter)
+        alerter.stop()
+    to_moog, to_second = Forwarder("moog-1"), Forwarder("second-1", destination=destination.name)
+    deliver_all(to_moog)
+    deliver_all(to_second)
+    assert [e["custom_info"]["event_id"] for e in recorded(moog)] == [event["event_id"]]
+    assert [(e["id"], e["host"]) for e in recorded(other)] == [(event["event_id"], event["hostname"])]
+    to_moog.close()
+    to_second.close()
