@@ -221,6 +221,7 @@ def _enqueue(
     """The valid events (``payloads``) onto the ingest stream, or the reason they were not."""
     if errors:
         _log_refusals(sender, errors)
+        metrics.events("rejected").inc(len(errors))
     limits = ratelimit.Limits(
         global_rate=get_setting("ingest_max_rate"),
         key_rate=get_setting("ingest_key_max_rate"),
@@ -228,13 +229,15 @@ def _enqueue(
     )
     result = AdmissionResult(count, event_ids, errors, too_large, limits)
     if not payloads:
-        metrics.events("rejected").inc(len(errors))
         return result
     if len(payloads) > limits.max_depth:
         # Even an empty queue could not take them, so "retry after 2 s" would be forever. The settings
         # relation keeps ingest_max_batch within the depth; values stored before it, and listeners, may not.
-        result.refusal = Refusal.OVER_QUEUE_DEPTH
-        return result
+        logger.info(
+            "ingest refused %s events from %s: more than the queue may ever hold (%s)",
+            len(payloads), sender.name, limits.max_depth,
+        )  # fmt: skip
+        return _refused(result, Refusal.OVER_QUEUE_DEPTH, len(payloads))
     try:
         admission = ratelimit.admit(get_redis(), rate_key=sender.rate_key, payloads=payloads, limits=limits)
     except redis.RedisError as exc:
@@ -244,8 +247,8 @@ def _enqueue(
         # process. An error that is not a connection failure (Redis refusing writes: OOM, a read-only
         # replica) refuses as surely: same lines.
         outage.REDIS.failed(exc, doing="ingest answers 503 with Retry-After and refuses what listeners receive")
-        result.refusal, result.retry_after = Refusal.UNAVAILABLE, REDIS_RETRY_AFTER
-        return result
+        result.retry_after = REDIS_RETRY_AFTER
+        return _refused(result, Refusal.UNAVAILABLE, len(payloads))
     outage.REDIS.recovered()  # one attribute check unless Redis was down
     metrics.BACKLOG.set(admission.backlog)
     result.backlog = admission.backlog
@@ -253,8 +256,6 @@ def _enqueue(
         metrics.events("accepted").inc(len(payloads))
         if corrected:
             metrics.TIMESTAMPS_CORRECTED.inc(corrected)
-        if errors:
-            metrics.events("rejected").inc(len(errors))
         return result
     result.retry_after = admission.retry_after or ratelimit.BACKPRESSURE_RETRY_AFTER
     if admission.outcome is ratelimit.Outcome.RATE_LIMITED:
@@ -262,10 +263,17 @@ def _enqueue(
             "ingest rate limited: %s (%s limit), retry after %ss",
             sender.name, admission.limited_by, result.retry_after,
         )  # fmt: skip
-        result.refusal, result.limited_by = Refusal.RATE_LIMITED, admission.limited_by
-    else:
-        logger.info("ingest backpressure: backlog %s, limit %s", admission.backlog, limits.max_depth)
-        result.refusal = Refusal.BACKPRESSURE
+        result.limited_by = admission.limited_by
+        return _refused(result, Refusal.RATE_LIMITED, len(payloads))
+    logger.info("ingest backpressure: backlog %s, limit %s", admission.backlog, limits.max_depth)
+    return _refused(result, Refusal.BACKPRESSURE, len(payloads))
+
+
+def _refused(result: AdmissionResult, refusal: Refusal, count: int) -> AdmissionResult:
+    """``result`` refusing its ``count`` valid events as a whole, counted under the refusal's name
+    (``mutt_ingest_events_total``), so a listener's refused datagrams are as visible as HTTP's 429s."""
+    result.refusal = refusal
+    metrics.events(refusal.value).inc(count)
     return result
 
 

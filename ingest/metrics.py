@@ -26,7 +26,9 @@ REQUESTS = Counter(
 )
 EVENTS = Counter(
     "mutt_ingest_events_total",
-    "Events checked by ingest admission (from parsed HTTP requests and listeners), by outcome (accepted, rejected).",
+    "Events checked by ingest admission (from parsed HTTP requests and listeners), by outcome: accepted, "
+    "rejected (invalid or too large), or the refusal of valid events: rate_limited, backpressure, unavailable, "
+    "over_queue_depth.",
     ["outcome"],
 )
 REQUEST_SECONDS = Histogram(

@@ -32,7 +32,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from configcenter.runtime import SettingsView
 from core import contracts, streams
@@ -93,7 +93,9 @@ class Destination(ABC):
     title: str  # for people: log lines
     setting_keys: SettingKeys
     secret: str | None = None  # the secret holding its credential (core.secrets), None for none
-    group: str = contracts.FORWARDERS_GROUP
+    # Not a choice: the alerter creates (and, after a loss, recreates) every destination's stream with
+    # this group, knowing destinations by name only (core.contracts.destination_stream).
+    group: Final = contracts.FORWARDERS_GROUP
 
     def stream(self) -> str:
         """The stream its forwarders read: alerts for this destination, due retries, alerts given back."""

@@ -33,7 +33,7 @@ from delivery.forwarder import Forwarder
 from delivery.lanes import Lanes
 from delivery.ratelimit import SharedRateLimit
 from delivery.retry import schedule_key
-from delivery.status import read_state
+from delivery.status import COLLECTOR, read_state
 from devtools.mock_moog import MockMoog
 from rules import services
 from rules.alerter import Alerter
@@ -182,6 +182,13 @@ def test_lanes_and_run_forwarder_serve_the_named_destination(second):
         lanes.close()
     with pytest.raises(CommandError, match="no destination named 'nowhere'"):
         call_command("run_forwarder", destination="nowhere", until_idle=True)
+
+
+def test_a_forwarders_metrics_describe_its_own_destination(second, monkeypatch):
+    monkeypatch.setattr(COLLECTOR, "destination", COLLECTOR.destination)  # put back after the test
+    call_command("run_forwarder", destination="test-second", until_idle=True)
+    breaker = REGISTRY.get_sample_value("mutt_forwarder_breaker_state", {"destination": "test-second"})
+    assert breaker is not None, "the forwarder of test-second exported Moogsoft's breaker as its own"
 
 
 def test_an_alert_the_alerter_raises_is_delivered_to_every_configured_destination(moog, second, redis_client):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from core import streams
 from core.redis import reset_clients
@@ -16,6 +17,11 @@ from tests.ingest.helpers import event, stream_events
 pytestmark = pytest.mark.django_db
 
 SYSLOG = Sender.listener("syslog-udp", "192.0.2.10", correlation_id="datagram-1")
+
+
+def counted(outcome: str) -> float:
+    """``mutt_ingest_events_total`` of one outcome, in this process."""
+    return REGISTRY.get_sample_value("mutt_ingest_events_total", {"outcome": outcome}) or 0.0
 
 
 def syslog_item(n: int = 0, **fields) -> dict:
@@ -77,8 +83,12 @@ def test_a_listener_over_its_rate_has_every_valid_item_refused_and_other_address
 ):
     runtime_settings(ingest_key_max_rate=1)
     assert admit_values(SYSLOG, [syslog_item(0)]).accepted == 1
+    limited, rejected = counted("rate_limited"), counted("rejected")
 
     refused = admit_values(SYSLOG, [syslog_item(1), {"hostname": ""}, syslog_item(2)])
+
+    # Nothing a listener hands over vanishes uncounted: the refused valid items and the invalid one.
+    assert (counted("rate_limited") - limited, counted("rejected") - rejected) == (2, 1)
 
     assert [o.refusal for o in refused.outcomes()] == [Refusal.RATE_LIMITED, Refusal.INVALID, Refusal.RATE_LIMITED]
     assert [o.event_id for o in refused.outcomes()] == [None, None, None]
@@ -97,9 +107,11 @@ def test_a_full_queue_refuses_every_valid_item_for_backpressure(redis_client, ru
         pipe.xadd(streams.ingest_stream(), streams.encode({"filler": n}))
     pipe.execute()
 
+    before = counted("backpressure")
     result = admit_values(SYSLOG, [syslog_item(0), syslog_item(1)])
 
     assert [o.refusal for o in result.outcomes()] == [Refusal.BACKPRESSURE, Refusal.BACKPRESSURE]
+    assert counted("backpressure") - before == 2
     assert (result.backlog, result.retry_after) == (1000, ratelimit.BACKPRESSURE_RETRY_AFTER)
     assert redis_client.xlen(streams.ingest_stream()) == 1000
     assert not redis_client.exists(ratelimit.key_bucket(SYSLOG.rate_key)), "a refusal spends no tokens"
@@ -108,9 +120,11 @@ def test_a_full_queue_refuses_every_valid_item_for_backpressure(redis_client, ru
 def test_without_redis_every_valid_item_is_refused_as_unavailable(settings, tmp_path):
     settings.REDIS_URL = f"unix://{tmp_path}/no-redis.sock"
     reset_clients()
+    before = counted("unavailable")
     try:
         result = admit_values(SYSLOG, [syslog_item(0), []])
     finally:
         reset_clients()
     assert [o.refusal for o in result.outcomes()] == [Refusal.UNAVAILABLE, Refusal.INVALID]
     assert result.retry_after == 5
+    assert counted("unavailable") - before == 1

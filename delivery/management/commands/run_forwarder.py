@@ -16,6 +16,7 @@ from django.core.management.base import CommandError, CommandParser
 from core.worker import WorkerCommand
 from delivery.destinations import DEFAULT, UnknownDestination
 from delivery.lanes import Lanes
+from delivery.status import COLLECTOR
 
 
 class Command(WorkerCommand):
@@ -32,6 +33,8 @@ class Command(WorkerCommand):
             self.lanes = Lanes(options["consumer"], destination=options["destination"])
         except UnknownDestination as exc:
             raise CommandError(str(exc)) from None
+        # This process's /metrics describes the destination it delivers to, not Moogsoft's.
+        COLLECTOR.destination = options["destination"]
 
     def work(self) -> bool:
         # The retry and DLQ depths and the breaker state are read from Redis when /metrics is scraped
