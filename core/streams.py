@@ -28,12 +28,12 @@ def ingest_stream() -> str:
 
 
 def alerts_stream() -> str:
-    return key(contracts.ALERTS_STREAM)
+    """Moogsoft's stream: the alert stream."""
+    return destination_stream(contracts.DEFAULT_DESTINATION)
 
 
 def destination_stream(name: str) -> str:
-    """The stream the alerter writes for destination ``name`` and its forwarders read (``alerts_stream()`` for
-    Moogsoft)."""
+    """The stream the alerter writes for destination ``name`` and its forwarders read."""
     return key(contracts.destination_stream(name))
 
 
@@ -59,18 +59,6 @@ def dumps(value: Any) -> bytes:
     return written
 
 
-def loads(raw: bytes | str) -> Any:
-    """``raw`` parsed by orjson, or by the standard library when orjson refuses a number as infinite: ingest
-    accepts integers of up to 4,300 digits, and orjson reads none past 308. Raises ValueError (orjson's
-    JSONDecodeError is one) for what is not JSON."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        if "infinity" not in str(exc):
-            raise
-    return exactjson.loads_exact(raw.encode() if isinstance(raw, str) else raw)
-
-
 def decode(fields: dict[bytes, bytes], *, exact_if: str | None = None) -> dict[str, Any]:
     """The payload of an entry; raises ValueError for an entry that is not ours (a poison message).
 
@@ -82,7 +70,9 @@ def decode(fields: dict[bytes, bytes], *, exact_if: str | None = None) -> dict[s
     raw = fields.get(PAYLOAD_FIELD)
     if raw is None:
         raise ValueError(f"entry has no {PAYLOAD_FIELD.decode()!r} field")
-    try:  # ``loads``, written out: this runs once per event in the alerter and per alert in the forwarder
+    # orjson, or the standard library when orjson refuses a number as infinite: ingest accepts integers of
+    # up to 4,300 digits, and orjson reads none past 308 (the fallback costs nothing on any other entry).
+    try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "infinity" not in str(exc):
@@ -167,6 +157,16 @@ def trim_acknowledged(client: redis.Redis, stream: str) -> int:
 
 def backlog(client: redis.Redis, stream: str) -> int:
     return int(client.xlen(stream))
+
+
+def backlogs(client: redis.Redis, names: list[str]) -> list[int]:
+    """The lengths of the streams ``names``: one call for one stream, one pipelined round trip for more."""
+    if len(names) == 1:
+        return [backlog(client, names[0])]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.xlen(name)
+    return [int(length) for length in pipe.execute()]
 
 
 def claim_abandoned(

@@ -209,9 +209,8 @@ class Remediator:
             self._skip(result, ALERTER_QUEUE, "ingest_backlog_high", len(candidates))
             return
         # The alerter sheds on the longest of its destinations' streams: replays would be shed again.
-        alert_backlog = max(
-            streams.backlog(self.client, streams.destination_stream(name)) for name in settings.MUTT_DESTINATIONS
-        )
+        alert_streams = [streams.destination_stream(name) for name in settings.MUTT_DESTINATIONS]
+        alert_backlog = max(streams.backlogs(self.client, alert_streams))
         if alert_backlog > get_setting("alerter_queue_warn_threshold"):
             self._skip(result, ALERTER_QUEUE, "alert_backlog_high", len(candidates))
             return

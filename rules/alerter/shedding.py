@@ -71,13 +71,7 @@ class LoadShedder:
 
     def _backlog(self) -> int:
         """The longest destination stream's length; each stream's is reported by destination."""
-        if len(self.alerts) == 1:
-            lengths = [streams.backlog(self.client, self.alerts[0])]
-        else:
-            pipe = self.client.pipeline(transaction=False)
-            for stream in self.alerts:
-                pipe.xlen(stream)
-            lengths = [int(length) for length in pipe.execute()]
+        lengths = streams.backlogs(self.client, self.alerts)
         for gauge, length in zip(self._gauges, lengths, strict=True):
             gauge.set(length)
         return max(lengths)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
+import orjson
 import pytest
 from django.core.management import call_command
 
@@ -170,7 +171,7 @@ def test_the_forwarder_requeues_and_dead_letters_alerts_as_declared(redis_client
         forwarder = Forwarder("contracts")
         forwarder.step(block_ms=10)
         ((member, _),) = redis_client.zrange(schedule_key(), 0, -1, withscores=True)
-        retried = streams.loads(member)
+        retried = orjson.loads(member)
         assert contracts.Alert.__required_keys__ | {"attempts", "last_error"} <= set(retried) <= ALERT_KEYS
 
         moog.respond("/events", 400)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
+from django.test import override_settings
 from prometheus_client import REGISTRY
 
 from core import contracts, streams
@@ -196,6 +197,22 @@ def test_shed_events_wait_while_the_alert_backlog_would_shed_them_again(moog, re
     for _ in range(2):
         redis_client.xadd(streams.alerts_stream(), streams.encode(make_alert()))
     assert remediator.step().skipped == {"alerter": "alert_backlog_high"}
+
+
+def test_shed_events_wait_while_any_destinations_backlog_would_shed_them_again(moog, remediator, redis_client):
+    # The alerter sheds on the longest destination stream: a second destination's alone holds replays back.
+    apply_setting("alerter_queue_warn_threshold", 1)
+    add_alerter_entry(redis_client)
+    second = streams.destination_stream("second")
+    redis_client.delete(second)
+    try:
+        for _ in range(2):
+            redis_client.xadd(second, streams.encode(make_alert()))
+        with override_settings(MUTT_DESTINATIONS=[contracts.DEFAULT_DESTINATION, "second"]):
+            assert remediator.step().skipped == {"alerter": "alert_backlog_high"}
+        assert remediator.step().replayed == {"alerter": 1}, "Moogsoft's stream alone is short"
+    finally:
+        redis_client.delete(second)
 
 
 # --- poison ----------------------------------------------------------------------------------------
