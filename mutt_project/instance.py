@@ -7,9 +7,11 @@ started: a later ``mutt up`` adopts those if the holder died without stopping th
 other running service to whoever started it.
 
 The record is rewritten in place (the lock belongs to the file's inode, so it cannot be replaced by
-a rename): each write is one ``pwrite`` of the whole record, padded with JSON whitespace to at
-least the previous length, so the file is never empty or truncated mid-update; a reader that still
-catches a torn copy reads again.
+a rename): each write is one ``pwrite`` of the whole record, padded with whitespace to at least
+the previous length, so the file is never empty or truncated mid-update. Linux does not make a
+``pread`` atomic against a concurrent ``pwrite`` of the same bytes, and the head of a long record
+spliced to the tail of a short one can be valid JSON, so the record starts with the CRC-32 of its
+JSON: a reader that catches a torn copy sees the mismatch and reads again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import threading
 import time
+import zlib
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -49,10 +52,24 @@ class AlreadyRunning(LockError):
         )
 
 
+def _encode(info: dict[str, Any]) -> bytes:
+    """``info`` as written to the file: the CRC-32 of its JSON in hex, a space, then the JSON."""
+    body = json.dumps(info, sort_keys=True).encode()
+    return b"%08x %s" % (zlib.crc32(body), body)
+
+
 def _parse(raw: bytes) -> dict[str, Any] | None:
-    """The record in ``raw``; None when it is not (yet) valid JSON, e.g. a torn copy."""
+    """The record in ``raw``; None when it is not (yet) whole, e.g. a torn copy."""
+    raw = raw.strip()
+    if not raw:
+        return {}
+    # A record written without the checksum (by an earlier version) is taken as it is: every copy
+    # this version writes starts with the checksum, so a torn one never starts with "{".
+    checksum, _, body = (b"", b"", raw) if raw.startswith(b"{") else raw.partition(b" ")
     try:
-        data = json.loads(raw.decode() or "{}")
+        if checksum and int(checksum, 16) != zlib.crc32(body):
+            return None
+        data = json.loads(body.decode())
     except ValueError:
         return None
     return data if isinstance(data, dict) else {}
@@ -129,7 +146,7 @@ class InstanceLock:
     def _write(self) -> None:
         if self._fd is None:
             return
-        payload = json.dumps(self.info, sort_keys=True).encode()
+        payload = _encode(self.info)
         # Padding instead of a truncate: a reader never sees an empty file or a stale tail.
         payload = payload.ljust(self._size)
         os.pwrite(self._fd, payload, 0)

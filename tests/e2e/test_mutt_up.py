@@ -21,7 +21,7 @@ import psutil
 import pytest
 from django.conf import settings
 
-from mutt_project import embedded
+from mutt_project import embedded, instance
 from tests.support.waiting import wait_for
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -498,4 +498,4 @@ def test_a_mutt_up_whose_services_do_not_start_keeps_the_record_of_a_killed_one(
     result = manage(env, "mutt", "up", "--port", str(free_port()), timeout=90)
     assert result.returncode != 0
     assert "MUTT is up." not in result.stdout
-    assert json.loads((data_dir / "up.lock").read_text())["redis_pid"] == 4242, "the record survived"
+    assert instance._parse((data_dir / "up.lock").read_bytes())["redis_pid"] == 4242, "the record survived"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -137,3 +138,20 @@ def test_a_lock_file_this_user_cannot_open_is_a_clear_error_not_a_traceback(priv
     assert all(f"cannot use the instance lock file {path}: Permission denied" in m for m in messages)
     if os.geteuid() == 0:
         assert "belongs to root" in messages[0]
+
+
+def test_a_torn_copy_that_is_valid_json_is_read_again_not_believed():
+    """Found in CI: the head of a long record spliced to the tail of a short one parsed as a record without a pid."""
+    long_record = instance._encode({"http_url": "http://x", "note": "x" * 300, "pid": 7, "started_at": "T13:46+0000"})
+    short_record = instance._encode({"http_url": "http://x", "note": "", "pid": 8, "started_at": "T13:46+0000"})
+    torn = long_record[: len(long_record) - len(b'3:46+0000"}') - 60] + short_record[-len(b'3:46+0000"}') :]
+    assert json.loads(torn.partition(b" ")[2]), "the splice is valid JSON: only the checksum tells it apart"
+    assert instance._parse(torn) is None
+    assert instance._parse(short_record.ljust(len(long_record))) == {
+        "http_url": "http://x",
+        "note": "",
+        "pid": 8,
+        "started_at": "T13:46+0000",
+    }
+    assert instance._parse(b'{"pid": 5}') == {"pid": 5}, "a record written before the checksum is still read"
+    assert instance._parse(b"") == {}
