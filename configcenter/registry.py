@@ -337,7 +337,13 @@ for _key, _type, _default, _min, _max, _component, _unit, _description in [
     ("event_retention_days", INT, 90, 1, 3650, "retention", "days", "Days the event audit log is kept."),
     ("config_audit_retention_days", INT, 365, 30, 3650, "retention", "days",
      "Days configuration history (rules, settings, keys) is kept."),
-    ("dlq_retention_days", INT, 30, 1, 3650, "retention", "days", "Days DLQ entries are kept."),
+    ("dlq_retention_days", INT, 30, 1, 3650, "retention", "days",
+     "Days entries of the DLQ streams and the dead queue are kept; older ones are removed (counts per reason kept)."),
+    ("partition_months_ahead", INT, 2, 1, 24, "retention", "months",
+     "Months ahead of the current one whose event audit log partitions are created in advance."),
+    ("archive_retention_days", INT, 2557, 1, 36_500, "retention", "days",
+     "Days an archive of the event audit log is kept (default 7 years); older archive files are deleted, "
+     "recorded like any deletion."),
 ]:
     register(_key, _type, _default, _description, _component, minimum=_min, maximum=_max, unit=_unit)
 
@@ -387,6 +393,12 @@ register("notify_webhook_format", ENUM, "pagerduty",
          "Notification format: 'pagerduty' (Events API v2) or 'json'.", "remediation", choices=("pagerduty", "json"))
 register("unhandled_default_team", SettingType.STR, "network-ops",
          "Team of a flood meta-alert when the host has no device team.", "alerter")
+register("partition_interval", ENUM, "month", "Range of each new event audit log partition: 'month', or 'day' for "
+         "sites with hundreds of millions of events a day. Applies to partitions not yet created.", "retention",
+         choices=("month", "day"))
+register("retention_legal_hold", SettingType.BOOL, False, "Legal hold: while on, retention deletes nothing (no "
+         "partition dropped, no DLQ entry, history row or archive file removed); archiving and planning still run.",
+         "retention")
 register("alerter_shed_mode", ENUM, "defer", "What alerters do above the shed threshold: 'dlq' moves the oldest "
          "ingest entries to the alerter DLQ (reason shed); 'defer' pauses consumption.", "alerter",
          choices=("dlq", "defer"))
