@@ -209,6 +209,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served from here: no CDN in the CSP, none needed offline
     "simple_history",
     "axes",
+    "django_q",  # the scheduler of periodic jobs (ADR-014): schedules, successes and failures in the admin
     "mutt_project",
     "configcenter",
     "rules",
@@ -344,4 +345,21 @@ LOGGING = {
         # line per failed try would flood the log during an attack.
         "axes": {"level": "ERROR"},
     },
+}
+
+# django-q2: the home of every periodic job (core.jobs, ADR-014). The broker is the ORM: a handful of
+# tasks an hour, all of them acting on PostgreSQL, and a task a killed cluster had taken is handed out
+# again after `retry` seconds (the Redis broker forgets it). Refined by the scheduler work of issue 15.
+Q_CLUSTER = {
+    "name": "mutt",
+    "orm": "default",
+    "workers": 1,
+    "timeout": 3000,  # seconds one task may run (an archive of a large month); below `retry`
+    "retry": 3600,
+    "max_attempts": 3,
+    "catch_up": False,  # a cluster that was down runs a missed schedule once, not once per missed interval
+    "save_limit": 1000,
+    "ack_failures": True,
+    "poll": 1.0,
+    "label": "Scheduled jobs",
 }
