@@ -7,6 +7,8 @@ first migration of the audit log runs it once, so a new database has this month 
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import NamedTuple
 
@@ -18,6 +20,40 @@ from core import outage
 logger = logging.getLogger("mutt.partitions")
 
 TABLE = "rules_eventauditlog"
+
+
+# pg_get_expr of a range partition's bound: FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-02-01 00:00:00+00')
+_BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition of the event audit log as PostgreSQL's catalogue describes it."""
+
+    name: str
+    start: datetime | None  # None for the default partition
+    end: datetime | None
+    is_default: bool
+    row_estimate: int | None  # the planner's estimate (None until the table was first analysed)
+    bytes: int  # table, indexes and TOAST
+
+
+def list_partitions() -> list[Partition]:
+    """Every partition of the event audit log, the default one first, then by range."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid), c.reltuples, pg_total_relation_size(c.oid) "
+            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
+            [TABLE],
+        )
+        rows = cursor.fetchall()
+    partitions = []
+    for name, bound, reltuples, size in rows:
+        found = _BOUND.search(bound or "")
+        start, end = (datetime.fromisoformat(found[1]), datetime.fromisoformat(found[2])) if found else (None, None)
+        estimate = int(reltuples) if reltuples is not None and reltuples >= 0 else None
+        partitions.append(Partition(name, start, end, found is None, estimate, int(size)))
+    return sorted(partitions, key=lambda p: (not p.is_default, p.start or datetime.min.replace(tzinfo=UTC)))
 
 
 class PartitionCheck(NamedTuple):
