@@ -55,10 +55,10 @@ class RetentionRunAdmin(ReadOnlyAdmin):
     list_filter = ["policy", "outcome", "dry_run"]
     search_fields = ["actor", "reason", "=request_id", "error"]
     date_hierarchy = "started_at"
-    fields = [
+    fields = (
         "policy", "outcome", "dry_run", "actor", "reason", "request_id", "started_at", "finished_at",
         "rows_archived", "rows_deleted", "bytes_archived", "bytes_deleted", "error", "details_shown",
-    ]  # fmt: skip
+    )  # fmt: skip
     readonly_fields = fields
     change_list_template = "admin/retention/retentionrun/change_list.html"
 
@@ -115,11 +115,11 @@ class ArchivedPartitionAdmin(ReadOnlyAdmin):
     list_display = ["partition", "range_start", "range_end", "state", "rows", "bytes", "store", "dropped_at"]
     list_filter = ["state"]
     search_fields = ["partition", "content_checksum"]
-    fields = [
+    fields = (
         "partition", "state", "range_start", "range_end", "store", "manifest_key", "rows", "bytes", "min_id",
         "max_id", "schema_version", "content_checksum", "files_shown", "run", "created_at", "verified_at",
         "dropped_at", "expired_at",
-    ]  # fmt: skip
+    )  # fmt: skip
     readonly_fields = fields
 
     @admin.display(description="files")

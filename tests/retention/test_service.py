@@ -56,6 +56,7 @@ def test_a_run_records_who_why_which_request_and_what_it_did(old_data):
         )  # fmt: skip
         assert stored.outcome == RunOutcome.DONE
         assert not stored.dry_run
+        assert stored.finished_at is not None
         assert stored.started_at <= stored.finished_at <= timezone.now()
         assert stored.details["legal_hold"] is False
     assert [r.rows_deleted for r in runs] == [3, 2]
@@ -195,10 +196,12 @@ def test_last_runs_and_schedules_for_the_status_pages(old_data):
     run_retention(OPS, "real", only="dlq")
     run_retention(OPS, "rehearsal", only="dlq", dry_run=True)
 
-    latest = service.last_runs()
-    assert latest["dlq"].reason == "real"
+    latest, including_dry_runs = service.last_runs(), service.last_runs(dry_run=None)
     assert latest["history"] is None
-    assert service.last_runs(dry_run=None)["dlq"].reason == "rehearsal"
+    assert latest["dlq"] is not None
+    assert latest["dlq"].reason == "real"
+    assert including_dry_runs["dlq"] is not None
+    assert including_dry_runs["dlq"].reason == "rehearsal"
     assert isinstance(service.schedules(), list)
     with connection.cursor() as cursor:  # django-q's table exists: the list reads it
         cursor.execute("SELECT to_regclass('django_q_schedule')")

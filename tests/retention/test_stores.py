@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -58,10 +58,10 @@ def test_dlq_entries_older_than_the_retention_go_with_their_count_per_reason(dlq
     assert run.details["streams"]["dlq:pager"]["removed"] == 1
     # The time range removed: the oldest entry (90 days) to the newest removed (31 days), never past the cutoff.
     now = timezone.now()
-    oldest, newest = (timezone.datetime.fromisoformat(run.details[k]) for k in ("oldest", "newest"))
+    oldest, newest = (datetime.fromisoformat(run.details[k]) for k in ("oldest", "newest"))
     assert abs(oldest - (now - timedelta(days=90))) < timedelta(minutes=1)
     assert abs(newest - (now - timedelta(days=31))) < timedelta(minutes=1)
-    assert newest < timezone.datetime.fromisoformat(run.details["cutoff"])
+    assert newest < datetime.fromisoformat(run.details["cutoff"])
     # What is newer than 30 days stays, in every stream.
     assert [len(stream_ids(dlqs, q)) for q in QUEUES] == [2, 1, 0, 1]
     assert stream_ids(dlqs, "dead") == kept_dead
@@ -83,7 +83,8 @@ def test_a_large_dlq_goes_in_bounded_batches_and_never_an_entry_added_meanwhile(
 
         client = get_redis()
         while not stop.is_set():
-            added.append(client.xadd(streams.dlq_stream("moog"), {"reason": "http_400", "e": b"{}"}).decode())
+            entry_id = client.xadd(streams.dlq_stream("moog"), {"reason": "http_400", "e": b"{}"})
+            added.append(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
 
     thread = threading.Thread(target=writer)
     thread.start()
@@ -171,8 +172,8 @@ def test_history_older_than_the_retention_goes_but_each_live_objects_current_row
     assert history_count(DevHost, hostname="gone.lab") == 0
     assert [h.team_name for h in DeviceTeam.history.all()] == ["noc"]
     now = timezone.now()
-    oldest = timezone.datetime.fromisoformat(run.details["oldest"])
-    newest = timezone.datetime.fromisoformat(run.details["newest"])
+    oldest = datetime.fromisoformat(run.details["oldest"])
+    newest = datetime.fromisoformat(run.details["newest"])
     assert abs(oldest - (now - timedelta(days=600))) < timedelta(minutes=1)
     assert abs(newest - (now - timedelta(days=380))) < timedelta(minutes=1)
 

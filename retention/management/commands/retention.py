@@ -109,7 +109,8 @@ class Command(BaseCommand):
 
     def plan(self, options: dict[str, Any]) -> None:
         planned = service.plan_each(only=options["only"])
-        rows, failed = [], []
+        rows: list[dict[str, Any]] = []
+        failed: list[str] = []
         for policy, items in planned.items():
             if isinstance(items, Exception):
                 failed.append(f"{policy}: {type(items).__name__}: {items}")
@@ -175,7 +176,7 @@ class Command(BaseCommand):
         if hold["changed_at"]:
             self.stdout.write(f"  last changed {when(hold['changed_at'])} by {hold['changed_by']}: {hold['reason']}")
         self.stdout.write("")
-        rows = []
+        rows: list[dict[str, Any]] = []
         for policy, run in service.last_runs().items():
             if run is None:
                 rows.append({"policy": policy, "outcome": "never run"})
