@@ -14,8 +14,10 @@ when the web tier's ``/metrics`` is scraped (``mutt_project/urls.py`` hands it t
 - ``mutt_retention_legal_hold``: 1 while the legal hold suspends deletions.
 
 Counters summed from rows stay monotonic because run records are never deleted. Dry runs count for
-nothing. One aggregate query over a table that grows by four rows a day (about 15,000 rows in ten
-years, which PostgreSQL sums in a few milliseconds); a database that cannot be read leaves the
+nothing. One aggregate query over a table that grows by four rows a day. It reads the whole table
+(the sums need every row; the last success per policy alone could use the (policy, started_at)
+index), which at this size stays cheap: measured per scrape, round trip included, 4.9 ms with 1,500
+runs (a year) and 22 ms with 20,000 (fourteen years). A database that cannot be read leaves the
 retention metrics out of that scrape (and says so in the log) rather than failing ``/metrics``.
 """
 

@@ -206,3 +206,24 @@ def test_last_runs_and_schedules_for_the_status_pages(old_data):
     with connection.cursor() as cursor:  # django-q's table exists: the list reads it
         cursor.execute("SELECT to_regclass('django_q_schedule')")
         assert cursor.fetchone()[0] is not None
+
+
+@pytest.mark.django_db
+def test_the_daily_jobs_run_their_policy_as_the_scheduler(old_data):
+    from core.jobs import JobOutcome, get_job, registry
+
+    scheduler = Actor.system("scheduler")
+    result = get_job("retention_dlq").run(scheduler)
+    again = get_job("retention_dlq").run(scheduler)
+
+    run = RetentionRun.objects.filter(policy="dlq").order_by("id").first()
+    assert run is not None
+    assert (run.actor, run.reason) == ("system:scheduler", "job retention_dlq")
+    assert result.outcome == JobOutcome.DONE
+    assert result.details["rows_deleted"] == 3
+    assert again.outcome == JobOutcome.IDLE  # nothing left that old
+    assert {"retention_events", "retention_archives", "retention_history"} <= set(registry())
+    old_data.set(streams.dlq_stream("dead"), "not a stream")
+    failed = get_job("retention_dlq").run(scheduler)
+    assert failed.outcome == JobOutcome.FAILED
+    assert "WRONGTYPE" in failed.summary
