@@ -135,6 +135,7 @@ class DlqPolicy:
         trim = client.register_script(_TRIM)
         stream = streams.dlq_stream(queue)
         # Ids are "<ms>-<seq>"; an end id of "<ms>" alone means every sequence number of that millisecond.
+        # The cutoff is this host's clock, the ids Redis's: a skew of seconds is nothing against days.
         last_id = str(int(cutoff.timestamp() * 1000) - 1)
         removed, start = Removed(), "-"
         while True:
