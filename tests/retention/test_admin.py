@@ -100,6 +100,7 @@ def test_the_overview_shows_the_hold_the_last_runs_the_schedules_and_the_partiti
     assert page.status_code == 200
     assert "<strong>On</strong>: retention deletes nothing" in text
     assert "matter 2026-114" in text
+    assert "<code>dlq_retention_days</code></td><td>30 days</td>" in text
     assert reverse("admin:configcenter_dynamicsetting_changelist") in text  # the hold is changed there
     done, _ = runs
     assert reverse("admin:retention_retentionrun_change", args=[done.pk]) in text
