@@ -151,6 +151,7 @@ def run_retention(
 def _run_one(run: RetentionRun, now: datetime, progress: Progress) -> None:
     try:
         with _policy_lock(run.policy):
+            _close_interrupted(run)
             policy = load_policy(run.policy)
             hold = bool(get_setting("retention_legal_hold"))  # per run: a hold set a moment ago applies
             run.details["legal_hold"] = hold
@@ -177,6 +178,19 @@ def _run_one(run: RetentionRun, now: datetime, progress: Progress) -> None:
         run.policy, run.outcome, run.rows_archived, run.rows_deleted,
         extra={"policy": run.policy, "outcome": str(run.outcome), "dry_run": run.dry_run, "run_id": run.pk},
     )  # fmt: skip
+
+
+def _close_interrupted(run: RetentionRun) -> None:
+    """Mark FAILED the runs of this policy a killed process left running: under the policy's lock no other
+    run of it is alive. Their counts stay as they were saved, batch by batch, before the process died."""
+    interrupted = RetentionRun.objects.filter(policy=run.policy, outcome=RunOutcome.RUNNING, pk__lt=run.pk)
+    closed = interrupted.update(
+        outcome=RunOutcome.FAILED,
+        finished_at=timezone.now(),
+        error=f"interrupted: the process running it ended before it finished (found by run #{run.pk})",
+    )
+    if closed:
+        logger.warning("retention %s: %d earlier run(s) had been interrupted; marked failed", run.policy, closed)
 
 
 def _outcome(run: RetentionRun, held: list[dict[str, Any]]) -> str:

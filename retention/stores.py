@@ -37,10 +37,14 @@ from core.redis import get_redis
 from retention.models import RetentionRun
 from retention.policies import PlanItem, Progress
 
-# Entries per Lua call: the call blocks Redis while it runs; 500 entries of ~1 KB read, counted and
-# deleted take about 1 ms, well under what the alerter's own calls take.
-DLQ_BATCH = 500
-# Rows per DELETE: each batch is its own short transaction, so history writes never wait long behind it.
+# Entries per Lua call: the call blocks Redis while it runs. Measured with entries as the alerter writes
+# them (~770 bytes each in Redis), call and reply: 200 entries 1.7 ms, 500 6.6 ms, 1,000 9 ms. 200 keeps
+# the alerter's calls from waiting behind it more than a couple of milliseconds; the run then removes
+# about 15,000 entries/s, the run record's save after each batch being most of the time (a million
+# entries in about a minute, once a day).
+DLQ_BATCH = 200
+# Rows per DELETE: each batch is its own short transaction (with the run record's counts), so history
+# writes never wait long behind it. Measured: 100,000 expired rows in 6.9 s (14,000 rows/s, ~70 ms a batch).
 HISTORY_BATCH = 1000
 
 # KEYS[1]: a DLQ stream. ARGV: [1] the last id in range (inclusive), [2] most entries, [3] "delete" or

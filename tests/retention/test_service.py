@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -13,13 +17,13 @@ from configcenter.settings_service import set_setting
 from core import streams
 from core.audit import Actor
 from core.context import request_id_scope
-from retention import service
+from retention import service, stores
 from retention.models import RetentionRun, RunOutcome
 from retention.service import PolicyUnavailable, UnknownPolicy, plan, plan_each, run_retention
 from rules import services as rule_services
 from rules.models import DevHost
-from tests.support.retention_stores import backdate_history, fill_dlq, history_count, stream_ids
-from tests.support.waiting import apply_setting
+from tests.support.retention_stores import backdate_history, fill_dlq, fill_dlq_small, history_count, stream_ids
+from tests.support.waiting import apply_setting, wait_for
 
 OPS = Actor.cli("retention-tests")
 
@@ -227,3 +231,42 @@ def test_the_daily_jobs_run_their_policy_as_the_scheduler(old_data):
     failed = get_job("retention_dlq").run(scheduler)
     assert failed.outcome == JobOutcome.FAILED
     assert "WRONGTYPE" in failed.summary
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_killed_half_way_keeps_the_counts_of_what_it_removed_and_the_next_run_finishes(redis_client, child_env):
+    stream = streams.dlq_stream("alerter")
+    redis_client.delete(stream)
+    total = 200_000
+    fill_dlq_small(redis_client, "alerter", total, age_days=45, reason="shed")
+    child = subprocess.Popen(
+        [sys.executable, "manage.py", "retention", "run", "--only", "dlq", "--reason", "to be killed"],
+        cwd=Path(__file__).resolve().parents[2], env=child_env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: RetentionRun.objects.filter(rows_deleted__gt=0).exists(), timeout=60)
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(10) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    killed = RetentionRun.objects.get()
+    removed = total - redis_client.xlen(stream)
+
+    assert killed.outcome == RunOutcome.RUNNING  # what a killed process leaves behind
+    assert 0 < removed < total  # it was killed half-way
+    # Saved after every batch: at most the batch in hand went uncounted.
+    assert killed.rows_deleted <= removed <= killed.rows_deleted + stores.DLQ_BATCH
+    assert killed.details["streams"]["dlq:alerter"]["reasons"] == {"shed": killed.rows_deleted}
+
+    (finisher,) = run_retention(OPS, "the next night", only="dlq")
+
+    killed.refresh_from_db()
+    assert killed.outcome == RunOutcome.FAILED
+    assert killed.error.startswith("interrupted: the process running it ended before it finished")
+    assert finisher.outcome == RunOutcome.DONE
+    assert redis_client.xlen(stream) == 0
+    assert finisher.rows_deleted == total - removed
+    redis_client.delete(stream)

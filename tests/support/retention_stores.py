@@ -35,11 +35,23 @@ def fill_dlq(client: Any, queue: str, entries: list[tuple[float, str]], *, origi
     so they go in oldest first); returns their ids, oldest first."""
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
     ids = []
+    pipe = client.pipeline(transaction=False)
     for seq, (age, reason) in enumerate(sorted(entries, key=lambda entry: -entry[0])):
         entry_id = f"{now_ms - int(age * DAY_MS)}-{seq}"
-        client.xadd(streams.dlq_stream(queue), dlq_fields(queue, reason, origin=origin), id=entry_id)
+        pipe.xadd(streams.dlq_stream(queue), dlq_fields(queue, reason, origin=origin), id=entry_id)
         ids.append(entry_id)
+    pipe.execute()
     return ids
+
+
+def fill_dlq_small(client: Any, queue: str, count: int, *, age_days: float, reason: str) -> None:
+    """``count`` entries of ``age_days``, with a reason and an empty payload only (a big queue, cheaply)."""
+    first_ms = int(datetime.now(UTC).timestamp() * 1000) - int(age_days * DAY_MS)
+    for start in range(0, count, 10_000):
+        pipe = client.pipeline(transaction=False)
+        for n in range(start, min(count, start + 10_000)):
+            pipe.xadd(streams.dlq_stream(queue), {"reason": reason, "e": b"{}"}, id=f"{first_ms}-{n + 1}")
+        pipe.execute()
 
 
 def stream_ids(client: Any, queue: str) -> list[str]:
