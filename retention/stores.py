@@ -22,6 +22,7 @@ Both read their setting on every use (``get_setting``), never at import.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,6 +126,15 @@ def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _share_of_memory(queue: str, entries: int) -> int | None:
+    """The memory ``entries`` of the stream hold, estimated from Redis's sampled MEMORY USAGE of the whole."""
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.memory_usage(streams.dlq_stream(queue))
+    pipe.xlen(streams.dlq_stream(queue))
+    usage, length = pipe.execute()
+    return int(usage) * entries // length if usage and length else None
+
+
 class DlqPolicy:
     """DLQ and dead-queue entries older than ``dlq_retention_days``, removed in bounded batches."""
 
@@ -134,7 +144,9 @@ class DlqPolicy:
         days = int(get_setting("dlq_retention_days"))
         return days, now - timedelta(days=days)
 
-    def _sweep(self, queue: str, cutoff: datetime, mode: str, on_batch: Any = None) -> Removed:
+    def _sweep(
+        self, queue: str, cutoff: datetime, mode: str, on_batch: Callable[[Removed], None] | None = None
+    ) -> Removed:
         client = get_redis()
         trim = client.register_script(_TRIM)
         stream = streams.dlq_stream(queue)
@@ -165,6 +177,7 @@ class DlqPolicy:
                         action="delete",
                         target=streams.dlq_stream(queue),
                         rows=found.count,
+                        bytes=_share_of_memory(queue, found.count),
                         start=found.oldest,
                         end=cutoff,
                         deletes=True,

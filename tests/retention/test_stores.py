@@ -113,6 +113,8 @@ def test_dlq_plan_counts_what_would_go_and_touches_nothing(dlqs):
         ("dead_queue", "delete", 1, True),
     ]
     assert items[0].details["reasons"] == {"malformed": 1, "shed": 1}
+    # Two of the stream's three entries: two thirds of what Redis says the stream takes.
+    assert items[0].bytes == dlqs.memory_usage(streams.dlq_stream("alerter")) * 2 // 3
     assert items[0].target == streams.dlq_stream("alerter")
     assert items[1].details["reasons"] == {"moog/retries_exhausted": 1}
     assert {q: stream_ids(dlqs, q) for q in QUEUES} == before
