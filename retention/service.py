@@ -141,7 +141,12 @@ def run_retention(
     with request_id_scope(get_request_id() or None) as request_id:
         for name in names:
             run = RetentionRun.objects.create(
-                policy=name, actor=actor.label, reason=reason, request_id=request_id, dry_run=dry_run
+                # A client's X-Request-ID may be longer than the column; ours are 32 characters.
+                policy=name,
+                actor=actor.label,
+                reason=reason,
+                request_id=request_id[:64],
+                dry_run=dry_run,
             )
             _run_one(run, now or timezone.now(), progress)
             runs.append(run)
