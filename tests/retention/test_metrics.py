@@ -81,3 +81,14 @@ def test_metrics_still_answer_when_the_database_cannot_be_reached(client, caplog
     assert "mutt_forwarder_dlq_depth" in text  # the rest of /metrics is there
     assert "mutt_retention_rows_deleted_total" not in text
     assert "retention metrics not exported: the run records cannot be read (OperationalError)" in caplog.text
+
+
+@pytest.mark.django_db
+def test_the_metrics_are_there_under_gunicorns_multiprocess_mode_too(client, dlqs, tmp_path, monkeypatch):
+    fill_dlq(dlqs, "alerter", [(40, "shed")])
+    run_retention(OPS, "nightly", only="dlq")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # as under `mutt up`
+
+    metrics = scraped(client)
+
+    assert metrics[("mutt_retention_rows_deleted_total", (("store", "dlq"),))] == 1
