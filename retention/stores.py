@@ -17,7 +17,8 @@ after every batch, so a run killed half-way still says what it had removed.
   object that still exists is kept whatever its age: it says who set the object as it is now and why,
   which is what an auditor asks of a rule that paged; it goes once the object changes again or is deleted.
 
-Both read their setting on every use (``get_setting``), never at import.
+Both read their setting on every use (``get_setting``), never at import, and the legal hold before every
+batch: a hold turned on during a run stops it there (outcome ``held``, ``details["hold_started"]``).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 from simple_history.models import HistoricalChanges
 
 from configcenter.runtime import get_setting
 from core import contracts, streams
 from core.redis import get_redis
-from retention.models import RetentionRun
+from retention.models import RetentionRun, RunOutcome
 from retention.policies import PlanItem, Progress
 
 # Entries per Lua call: the call blocks Redis while it runs. Measured with entries as the alerter writes
@@ -107,6 +109,22 @@ def _total(parts: dict[str, Removed], *, reasons: bool) -> dict[str, Any]:
     return total.as_json(reasons=reasons)
 
 
+class HoldStarted(Exception):
+    """The legal hold was turned on while a run was deleting."""
+
+
+def stop_if_held() -> None:
+    """Raise HoldStarted once the legal hold is on. Checked before every batch: a hold set during a long
+    run stops it within one batch, not at its end (``get_setting`` is a dictionary lookup)."""
+    if get_setting("retention_legal_hold"):
+        raise HoldStarted
+
+
+def held_midway(run: RetentionRun) -> None:
+    run.outcome = RunOutcome.HELD
+    run.details["hold_started"] = timezone.now().isoformat()
+
+
 # --- DLQ streams ------------------------------------------------------------------------------------
 
 
@@ -155,6 +173,8 @@ class DlqPolicy:
         last_id = str(int(cutoff.timestamp() * 1000) - 1)
         removed, start = Removed(), "-"
         while True:
+            if mode == "delete":
+                stop_if_held()
             count, first, last, flat = trim(keys=[stream], args=[last_id, DLQ_BATCH, mode, start])
             reasons = {_decode(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
             removed.add(int(count), _entry_time(first), _entry_time(last), reasons)
@@ -210,7 +230,11 @@ class DlqPolicy:
                 run.save(update_fields=["rows_deleted", "details"])
                 progress.update(run.rows_deleted, None, f"dlq {name}")
 
-            record(name, self._sweep(queue, cutoff, "delete", saved))
+            try:
+                record(name, self._sweep(queue, cutoff, "delete", saved))
+            except HoldStarted:
+                held_midway(run)
+                return
 
 
 # --- configuration history ------------------------------------------------------------------------
@@ -296,6 +320,9 @@ class HistoryPolicy:
             table = connection.ops.quote_name(model._meta.db_table)
             removed = parts.setdefault(label, Removed())
             while True:
+                if get_setting("retention_legal_hold"):
+                    held_midway(run)
+                    return
                 # The batch and the run's counts commit together: a run killed at any point says exactly
                 # what it removed.
                 with transaction.atomic(), connection.cursor() as cursor:

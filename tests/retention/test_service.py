@@ -270,3 +270,38 @@ def test_a_run_killed_half_way_keeps_the_counts_of_what_it_removed_and_the_next_
     assert redis_client.xlen(stream) == 0
     assert finisher.rows_deleted == total - removed
     redis_client.delete(stream)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hold_set_during_a_run_stops_it_within_a_batch(redis_client):
+    stream = streams.dlq_stream("alerter")
+    redis_client.delete(stream)
+    total = 100_000
+    fill_dlq_small(redis_client, "alerter", total, age_days=45, reason="shed")
+    errors: list[BaseException] = []
+
+    def counsel() -> None:  # another person, elsewhere, while the nightly run deletes
+        from django.db import connection as own
+
+        try:
+            assert wait_for(lambda: RetentionRun.objects.filter(rows_deleted__gt=0).exists(), timeout=30)
+            set_setting("retention_legal_hold", True, actor=Actor.cli("counsel"), reason="subpoena received")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            own.close()
+
+    thread = threading.Thread(target=counsel)
+    thread.start()
+    try:
+        (run,) = run_retention(OPS, "nightly", only="dlq")
+    finally:
+        thread.join()
+
+    assert errors == []
+    removed = total - redis_client.xlen(stream)
+    assert run.outcome == RunOutcome.HELD
+    assert "hold_started" in run.details
+    assert 0 < removed < total
+    assert run.rows_deleted == removed  # every batch it did is counted; none after the hold
+    redis_client.delete(stream)
