@@ -22,8 +22,6 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from configcenter.registry import REGISTRY
-from configcenter.runtime import get_setting
 from core.admin_audit import page_context
 from retention import service
 from retention.models import ArchivedPartition, RetentionRun
@@ -89,7 +87,7 @@ class RetentionRunAdmin(ReadOnlyAdmin):
             "Retention",
             hold=hold,
             hold_url=hold_url,
-            settings=_retention_settings(),
+            settings=service.retention_settings(),
             last_runs=service.last_runs(),
             schedules=service.schedules(),
             partitions=partitions,
@@ -98,15 +96,6 @@ class RetentionRunAdmin(ReadOnlyAdmin):
             archive_count=ArchivedPartition.objects.count(),
         )
         return TemplateResponse(request, "admin/retention/overview.html", context)
-
-
-def _retention_settings() -> list[dict[str, str]]:
-    """Every retention setting with the value in force now (what each policy keeps, for how long)."""
-    return [
-        {"key": d.key, "value": d.to_text(get_setting(d.key)), "unit": d.unit, "description": d.description}
-        for d in sorted(REGISTRY.values(), key=lambda d: d.key)
-        if d.component == "retention"
-    ]
 
 
 def _partitions() -> tuple[list[Any], str]:

@@ -25,6 +25,7 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from configcenter.registry import REGISTRY
 from configcenter.runtime import get_setting
 from core import outage
 from core.audit import Actor, clip_reason
@@ -244,6 +245,15 @@ def last_runs(*, dry_run: bool | None = False) -> dict[str, RetentionRun | None]
     if dry_run is not None:
         runs = runs.filter(dry_run=dry_run)
     return {name: runs.filter(policy=name).order_by("-started_at", "-id").first() for name in POLICIES}
+
+
+def retention_settings() -> list[dict[str, str]]:
+    """Every retention setting with the value in force now: what each policy keeps, and for how long."""
+    return [
+        {"setting": d.key, "value": d.to_text(get_setting(d.key)), "unit": d.unit, "description": d.description}
+        for d in sorted(REGISTRY.values(), key=lambda d: d.key)
+        if d.component == "retention"
+    ]
 
 
 def legal_hold() -> dict[str, Any]:

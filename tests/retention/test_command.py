@@ -148,6 +148,9 @@ def test_status_shows_the_hold_the_last_runs_and_the_next_schedules(dlqs):
 
     lines = out.splitlines()
     assert lines[0] == "Legal hold: off"
+    assert next(line for line in lines if line.startswith("dlq_retention_days")).split() == [
+        "dlq_retention_days", "30", "days"
+    ]  # fmt: skip
     dlq_line = next(line for line in lines if line.startswith("dlq "))
     assert dlq_line.split()[1] == "done"
     assert "cli:" in dlq_line

@@ -176,6 +176,8 @@ class Command(BaseCommand):
         if hold["changed_at"]:
             self.stdout.write(f"  last changed {when(hold['changed_at'])} by {hold['changed_by']}: {hold['reason']}")
         self.stdout.write("")
+        table(self.stdout, service.retention_settings(), ["setting", "value", "unit"])
+        self.stdout.write("")
         rows: list[dict[str, Any]] = []
         for policy, run in service.last_runs().items():
             if run is None:
