@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from core import contracts, streams
 from core.audit import Actor
+from core.redis import key
 from retention import stores
 from retention.models import RunOutcome
 from retention.service import run_retention
@@ -35,8 +36,16 @@ def dlqs(redis_client, settings):
 # --- DLQ ------------------------------------------------------------------------------------------
 
 
-def test_every_dlq_stream_is_a_retention_target():
+def test_every_dlq_stream_is_a_retention_target(dlqs, settings):
+    settings.MUTT_DESTINATIONS = ["moog"]
     assert stores.dlq_queues() == ["alerter", "moog", "dead"]
+    # A destination taken out of MUTT_DESTINATIONS leaves its DLQ behind: still bounded.
+    fill_dlq(dlqs, "pager", [(60, "http_404")])
+    dlqs.set(key("dlq", "notes"), "a plain key under dlq:, not a stream: not a DLQ")
+    try:
+        assert stores.dlq_queues() == ["alerter", "moog", "pager", "dead"]
+    finally:
+        dlqs.delete(key("dlq", "notes"))
 
 
 @pytest.mark.django_db
