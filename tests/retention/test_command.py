@@ -86,8 +86,17 @@ def test_run_shows_a_progress_bar_on_a_terminal(dlqs):
     primary, secondary = pty.openpty()
     with os.fdopen(secondary, "w") as terminal:
         call_command("retention", "run", "--only", "dlq", "--reason", "at the console", stdout=terminal)
-    shown = os.read(primary, 65536).decode()
+    chunks = []
+    while True:  # a pty hands its output back a write at a time; EIO once all is read (the writer closed)
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
     os.close(primary)
+    shown = b"".join(chunks).decode()
 
     assert "\rdlq dlq:alerter: 3 done" in shown
     assert "dlq: done: 0 rows archived, 3 deleted" in shown
