@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -133,9 +133,11 @@ COLLECTOR = DeliveryCollector()
 REGISTRY.register(COLLECTOR)  # once per process: the default registry every /metrics of a worker serves
 
 
-def metrics_view(request: HttpRequest) -> HttpResponse:
+def metrics_view(request: HttpRequest, collectors: Sequence[Collector] = ()) -> HttpResponse:
     """The web tier's ``/metrics``: gunicorn's workers' metrics (multiprocess files, when
-    PROMETHEUS_MULTIPROC_DIR is set, as under ``mutt up``) plus the delivery state read from Redis.
+    PROMETHEUS_MULTIPROC_DIR is set, as under ``mutt up``) plus the delivery state read from Redis, plus
+    ``collectors``: other apps' collectors that read their values at scrape time (the URL conf passes
+    them; delivery knows no other app), exported by this view only, not by every worker's own port.
 
     django_prometheus's own view builds a registry of the multiprocess files alone, which leaves out
     any collector that reads its values at scrape time."""
@@ -145,4 +147,10 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         registry.register(COLLECTOR)
     else:
         registry = REGISTRY  # this process's metrics, the collector included
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry)
+    if collectors:
+        scraped = CollectorRegistry()
+        for collector in collectors:
+            scraped.register(collector)
+        body += generate_latest(scraped)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -11,6 +11,7 @@ from core.api.root import ApiRootView
 from delivery.status import metrics_view
 from ingest.urls import api_urlpatterns as ingest_api_urlpatterns
 from ingest.urls import legacy_urlpatterns as ingest_legacy_urlpatterns
+from retention.metrics import COLLECTOR as RETENTION_COLLECTOR
 
 admin.site.site_header = "MUTT operations"
 admin.site.site_title = "MUTT"
@@ -37,8 +38,9 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     # Prometheus scrape endpoint; gunicorn workers share one view of it via multiprocess files, and the
-    # delivery state (breaker, retries, held alerts) is read from Redis at each scrape.
-    path("metrics", metrics_view, name="metrics"),
+    # delivery state (breaker, retries, held alerts) is read from Redis at each scrape, retention's
+    # counts from its run records.
+    path("metrics", metrics_view, {"collectors": [RETENTION_COLLECTOR]}, name="metrics"),
     path("admin/", admin.site.urls),
     re_path(r"^api/(?P<version>v[0-9]+)/", include(api_patterns)),
     path("", include(ingest_legacy_urlpatterns)),
