@@ -8,9 +8,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from core import health
 from core.api.root import ApiRootView
-from delivery.status import metrics_view
 from ingest.urls import api_urlpatterns as ingest_api_urlpatterns
 from ingest.urls import legacy_urlpatterns as ingest_legacy_urlpatterns
+from mutt_project.metrics import metrics_view
 
 admin.site.site_header = "MUTT operations"
 admin.site.site_title = "MUTT"
@@ -37,7 +37,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     # Prometheus scrape endpoint; gunicorn workers share one view of it via multiprocess files, and the
-    # delivery state (breaker, retries, held alerts) is read from Redis at each scrape.
+    # delivery state and the scheduled jobs' runs are read from Redis at each scrape (mutt_project/metrics.py).
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     re_path(r"^api/(?P<version>v[0-9]+)/", include(api_patterns)),

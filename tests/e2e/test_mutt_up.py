@@ -67,7 +67,6 @@ def start_up(
             "MUTT_ALERTER_METRICS_PORT": "0",
             "MUTT_FORWARDER_METRICS_PORT": "0",
             "MUTT_REMEDIATION_METRICS_PORT": "0",
-            "MUTT_JOBS_METRICS_PORT": "0",
             "MUTT_MOCK_MOOG_PORT": str(mock_port),
         },
         stdout=handle,

@@ -1,0 +1,37 @@
+"""The web tier's ``/metrics``: gunicorn's workers' own metrics plus the figures every process shares
+through Redis, read at scrape time.
+
+Those shared figures are the delivery state (breaker, retries, held alerts: ``delivery.status``) and
+the scheduled jobs' runs (``retention.job_metrics``: the jobs run in django-q2's forked workers, which
+no scraper reaches). They are exported here only, by the one process every deployment scrapes, so a
+sum over scrape targets counts each run once. The wiring composes them: neither app imports the other.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import REGISTRY
+
+from delivery.status import COLLECTOR as DELIVERY
+from retention.job_metrics import COLLECTOR as JOBS
+
+REGISTRY.register(JOBS)  # once per process (the delivery collector registers itself the same way)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """gunicorn's workers' metrics (multiprocess files, when PROMETHEUS_MULTIPROC_DIR is set, as under
+    ``mutt up``) and the shared collectors; else this process's registry, which holds both.
+
+    django_prometheus's own view builds a registry of the multiprocess files alone, which leaves out
+    any collector that reads its values at scrape time."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(DELIVERY)
+        registry.register(JOBS)
+    else:
+        registry = REGISTRY
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

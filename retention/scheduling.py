@@ -1,0 +1,139 @@
+"""django-q2 schedules for the jobs of :mod:`core.jobs`, and the one task every schedule runs (ADR-014).
+
+**Schedules come from code, once.** :func:`sync_schedules` gives each registered job a schedule named
+after it (type "minutes", its interval, due at once) when it has none, and deletes the schedules of
+jobs no longer declared. It never changes a schedule that exists: what an operator set in the admin
+(interval, next run, repeats 0 to pause it) stays. It runs after every ``migrate`` (post_migrate,
+``retention.apps``), which every deployment and ``mutt up`` run before starting the cluster, and on its
+own as ``manage.py sync_schedules``. Concurrent syncs (two machines migrating at once) take turns on
+a PostgreSQL advisory lock, so none creates a schedule twice.
+
+**Every schedule runs** :func:`run_scheduled` ``(name)``: the job through :class:`JobRunner` (the
+job's Redis lock, a request id, its count in Redis) as ``system:scheduler``. A run that fails, by its
+result or by raising, raises :class:`JobFailed`: django-q2 then records a failed task (the admin's
+"Failed tasks") and, with ``ack_failures`` off, hands it out again ``retry`` seconds after it was
+taken, up to ``max_attempts`` attempts. A run that finds the lock held succeeds without running: the
+job is running elsewhere, and a retry would only find it again.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+from django.utils import timezone
+from django_q.models import Schedule
+
+from core.audit import Actor
+from core.jobs import Job, JobOutcome, get_job, registry
+from retention.runner import JobRunner, lock_seconds
+
+logger = logging.getLogger("mutt.jobs")
+
+ENTRY = "retention.scheduling.run_scheduled"  # the schedules' task function, as django-q2 stores it
+ACTOR = Actor.system("scheduler")
+# Two syncs at once (two machines migrating) take turns on this (pg_advisory_xact_lock's bigint key).
+SYNC_LOCK_ID = 0x4D5554545343  # "MUTTSC"
+
+
+class JobFailed(RuntimeError):
+    """A scheduled run ended failed: raised so that django-q2 records the failure and retries the task."""
+
+
+def run_scheduled(name: str) -> str:
+    """The task of every job's schedule: run job ``name`` once under its lock; its summary on success."""
+    job = get_job(name)  # an unknown name raises UnknownJob: a failed task naming it
+    result = JobRunner(actor=ACTOR).run_now(job)
+    if result.outcome is JobOutcome.FAILED:
+        raise JobFailed(f"{name}: {result.summary}")
+    return f"{result.outcome}: {result.summary}"
+
+
+@dataclass
+class SyncReport:
+    created: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # they exist; as edited, if they were
+    differs: list[str] = field(default_factory=list)  # kept with an interval other than the code's
+
+
+def minutes(job: Job) -> int:
+    """The job's interval in whole minutes (django-q2's finest interval), at least one."""
+    return max(1, round(job.interval / 60))
+
+
+def check_timeouts(jobs: Iterable[Job], retry: float | None = None) -> None:
+    """Refuse a job whose run could outlast ``retry``: django-q2 would hand its task out again while it
+    runs; the second run would find the lock held and succeed, and the first's result would be lost."""
+    retry = settings.Q_CLUSTER["retry"] if retry is None else retry
+    too_long = [f"{job.name} ({job.timeout:g}s)" for job in jobs if lock_seconds(job) >= retry]
+    if too_long:
+        raise ImproperlyConfigured(
+            f"MUTT_SCHEDULER_RETRY_SECONDS ({retry}s) must exceed every job's timeout plus a margin; "
+            f"raise it or shorten: {', '.join(too_long)}"
+        )
+
+
+def sync_schedules(jobs: Iterable[Job] | None = None) -> SyncReport:
+    """Create the missing schedules of ``jobs`` (default: every registered job), remove those of jobs
+    that are gone; never change one that exists."""
+    jobs = list(registry().values() if jobs is None else jobs)
+    check_timeouts(jobs)
+    wanted = {job.name: job for job in jobs}
+    report = SyncReport()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SYNC_LOCK_ID])
+        existing = {}
+        for schedule in Schedule.objects.filter(func=ENTRY).order_by("id"):
+            if job_named_by(schedule) not in wanted:
+                schedule.delete()  # it would only fail, every interval, on a job that no longer exists
+                report.removed.append(str(schedule.name))
+                continue
+            existing.setdefault(schedule.name, schedule)
+        for name, schedule in sorted(existing.items(), key=lambda item: str(item[0])):
+            if name in wanted:
+                report.kept.append(name)
+                if schedule.schedule_type != Schedule.MINUTES or schedule.minutes != minutes(wanted[name]):
+                    report.differs.append(name)
+        for name, job in sorted(wanted.items()):
+            if name not in existing:
+                Schedule.objects.create(**schedule_fields(job))
+                report.created.append(name)
+    for name in report.created:
+        logger.info("schedule %s created: every %s min, first run now", name, minutes(wanted[name]))
+    for name in report.removed:
+        logger.warning("schedule %s removed: no job of that name is declared any more", name)
+    for name in report.differs:
+        logger.info("schedule %s kept as edited: its interval is not the code's %s min", name, minutes(wanted[name]))
+    return report
+
+
+def job_named_by(schedule: Schedule) -> str | None:
+    """The job a schedule of ours runs (its one argument), None when its arguments name none."""
+    try:
+        name = ast.literal_eval(schedule.args or "None")
+    except (SyntaxError, ValueError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def schedule_fields(job: Job) -> dict[str, object]:
+    return {
+        "name": job.name,
+        "func": ENTRY,
+        "args": repr(job.name),
+        # The cluster kills a task running past its job's timeout (then a failure, retried).
+        "kwargs": repr({"q_options": {"timeout": int(job.timeout)}}),
+        "schedule_type": Schedule.MINUTES,
+        "minutes": minutes(job),
+        "repeats": -1,
+        # Due now: a new job (or a fresh database) runs at the cluster's next look, not one interval later.
+        "next_run": timezone.now() - timedelta(seconds=1),
+    }
