@@ -77,7 +77,9 @@ class JobsCollector(Collector):
             logger.warning("job metrics not exported: Redis cannot be read (%s)", type(exc).__name__)
             return
         runs = CounterMetricFamily(
-            RUNS, "Job runs by job and outcome (done, idle, failed, locked), in every process.", labels=["job", "outcome"]
+            RUNS,
+            "Job runs by job and outcome (done, idle, failed, locked), in every process.",
+            labels=["job", "outcome"],
         )
         for (job, outcome), count in sorted(counts.items()):
             runs.add_metric([job, outcome], count)

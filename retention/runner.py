@@ -63,21 +63,21 @@ class JobRunner:
 
     def run_now(self, job: Job) -> JobResult:
         """Run ``job`` once under its lock; LOCKED (and not run) while another run holds it."""
-        with request_id_scope():  # the log lines and audit rows of one run share a request id
-            with self._holding(job) as held:
-                if not held:
-                    result = JobResult(JobOutcome.LOCKED, "another run holds its lock")
-                    self._record(job, result, 0.0)
-                    return result
-                started = self.clock()
-                try:
-                    result = self._call(job)
-                except BaseException:
-                    # Not an Exception: the cluster's timeout (a SystemExit raised in the worker) or a signal.
-                    self._record(job, JobResult(JobOutcome.FAILED, "interrupted"), self.clock() - started)
-                    raise
-                self._record(job, result, self.clock() - started)
+        # The log lines and audit rows of one run share a request id.
+        with request_id_scope(), self._holding(job) as held:
+            if not held:
+                result = JobResult(JobOutcome.LOCKED, "another run holds its lock")
+                self._record(job, result, 0.0)
                 return result
+            started = self.clock()
+            try:
+                result = self._call(job)
+            except BaseException:
+                # Not an Exception: the cluster's timeout (a SystemExit raised in the worker) or a signal.
+                self._record(job, JobResult(JobOutcome.FAILED, "interrupted"), self.clock() - started)
+                raise
+            self._record(job, result, self.clock() - started)
+            return result
 
     @contextlib.contextmanager
     def _holding(self, job: Job) -> Iterator[bool]:

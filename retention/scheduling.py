@@ -71,11 +71,11 @@ def minutes(job: Job) -> int:
 def check_timeouts(jobs: Iterable[Job], retry: float | None = None) -> None:
     """Refuse a job whose run could outlast ``retry``: django-q2 would hand its task out again while it
     runs; the second run would find the lock held and succeed, and the first's result would be lost."""
-    retry = settings.Q_CLUSTER["retry"] if retry is None else retry
-    too_long = [f"{job.name} ({job.timeout:g}s)" for job in jobs if lock_seconds(job) >= retry]
+    limit = float(settings.MUTT_SCHEDULER_RETRY_SECONDS if retry is None else retry)  # Q_CLUSTER's retry
+    too_long = [f"{job.name} ({job.timeout:g}s)" for job in jobs if lock_seconds(job) >= limit]
     if too_long:
         raise ImproperlyConfigured(
-            f"MUTT_SCHEDULER_RETRY_SECONDS ({retry}s) must exceed every job's timeout plus a margin; "
+            f"MUTT_SCHEDULER_RETRY_SECONDS ({limit:g}s) must exceed every job's timeout plus a margin; "
             f"raise it or shorten: {', '.join(too_long)}"
         )
 
@@ -90,7 +90,7 @@ def sync_schedules(jobs: Iterable[Job] | None = None) -> SyncReport:
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SYNC_LOCK_ID])
-        existing = {}
+        existing: dict[str | None, Schedule] = {}
         for schedule in Schedule.objects.filter(func=ENTRY).order_by("id"):
             if job_named_by(schedule) not in wanted:
                 schedule.delete()  # it would only fail, every interval, on a job that no longer exists

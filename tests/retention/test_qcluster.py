@@ -5,6 +5,7 @@ never run a job at once; a killed cluster's task is run again."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -44,7 +45,8 @@ class Clusters:
     """Starts ``qcluster`` processes (with the test jobs) and kills whatever is left at the end."""
 
     def __init__(self, env: dict[str, str], folder: Path) -> None:
-        self.env, self.folder, self.started = env, folder, []
+        self.env, self.folder = env, folder
+        self.started: list[tuple[subprocess.Popen, str]] = []
 
     def start(self, name: str, **env: str) -> subprocess.Popen:
         log = (self.folder / f"{name}.log").open("wb")
@@ -102,7 +104,7 @@ def test_a_schedule_runs_its_job_in_the_cluster_and_moves_to_its_next_time(clust
         clusters.log("one")
     )
     task = Success.objects.get(group="audit_partitions")
-    assert task.func == ENTRY and task.args == ("audit_partitions",)
+    assert (task.func, task.args) == (ENTRY, ("audit_partitions",))
     assert task.result.startswith(("done: created ", "idle: every partition exists")), task.result
     schedule.refresh_from_db()
     assert schedule.next_run > timezone.now() + timedelta(minutes=59), "due again one interval later"
@@ -139,9 +141,9 @@ def test_two_clusters_never_run_the_same_job_at_once(clusters, redis_client):
     spans = []
     lines = notes(redis_client, "slow")
     for start, end in zip(lines[::2], lines[1::2], strict=True):
-        assert start.startswith("start ") and end.startswith("end "), lines
+        assert (start.split()[0], end.split()[0]) == ("start", "end"), lines
         spans.append((float(start.split()[1]), float(end.split()[1])))
-    assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:], strict=False)), spans
+    assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(spans)), spans
     counted = runs("qtest_slow")
     assert counted.get("done", 0) == len(spans) >= 1
     assert counted.get("locked", 0) == 4 - len(spans) >= 1, "the other cluster took one while a run was going on"
@@ -159,7 +161,7 @@ def test_a_task_whose_cluster_was_killed_is_run_again_by_another(clusters, redis
     clusters.kill(first)  # mid-run: no result, no acknowledgement
 
     clusters.start("two", MUTT_SCHEDULER_RETRY_SECONDS="16")
-    assert wait_for(lambda: Success.objects.exists(), timeout=60, interval=0.5), clusters.log("two")
+    assert wait_for(Success.objects.exists, timeout=60, interval=0.5), clusters.log("two")
     lines = notes(redis_client, "slow")
     assert [line.split()[0] for line in lines] == ["start", "start", "end"], "cut short once, then run whole"
     assert not OrmQ.objects.exists()
