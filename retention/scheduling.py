@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,6 +39,7 @@ logger = logging.getLogger("mutt.jobs")
 
 ENTRY = "retention.scheduling.run_scheduled"  # the schedules' task function, as django-q2 stores it
 ACTOR = Actor.system("scheduler")
+MIGRATE = Actor.system("migrate")  # who syncs after every migrate
 # Two syncs at once (two machines migrating) take turns on this (pg_advisory_xact_lock's bigint key).
 SYNC_LOCK_ID = 0x4D5554545343  # "MUTTSC"
 
@@ -80,9 +82,10 @@ def check_timeouts(jobs: Iterable[Job], retry: float | None = None) -> None:
         )
 
 
-def sync_schedules(jobs: Iterable[Job] | None = None) -> SyncReport:
+def sync_schedules(jobs: Iterable[Job] | None = None, *, actor: Actor = MIGRATE) -> SyncReport:
     """Create the missing schedules of ``jobs`` (default: every registered job), remove those of jobs
-    that are gone; never change one that exists."""
+    that are gone; never change one that exists. Each change is logged with ``actor`` (django-q2's
+    tables keep no history of their own)."""
     jobs = list(registry().values() if jobs is None else jobs)
     check_timeouts(jobs)
     wanted = {job.name: job for job in jobs}
@@ -106,10 +109,12 @@ def sync_schedules(jobs: Iterable[Job] | None = None) -> SyncReport:
             if name not in existing:
                 Schedule.objects.create(**schedule_fields(job))
                 report.created.append(name)
+    by = {"actor": actor.label}
     for name in report.created:
-        logger.info("schedule %s created: every %s min, first run now", name, minutes(wanted[name]))
+        every = minutes(wanted[name])
+        logger.info("schedule %s created by %s: every %s min, first run now", name, actor, every, extra=by)
     for name in report.removed:
-        logger.warning("schedule %s removed: no job of that name is declared any more", name)
+        logger.warning("schedule %s removed by %s: no job of that name is declared any more", name, actor, extra=by)
     for name in report.differs:
         logger.info("schedule %s kept as edited: its interval is not the code's %s min", name, minutes(wanted[name]))
     return report
@@ -130,7 +135,7 @@ def schedule_fields(job: Job) -> dict[str, object]:
         "func": ENTRY,
         "args": repr(job.name),
         # The cluster kills a task running past its job's timeout (then a failure, retried).
-        "kwargs": repr({"q_options": {"timeout": int(job.timeout)}}),
+        "kwargs": repr({"q_options": {"timeout": max(1, math.ceil(job.timeout))}}),
         "schedule_type": Schedule.MINUTES,
         "minutes": minutes(job),
         "repeats": -1,

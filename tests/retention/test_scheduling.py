@@ -79,10 +79,12 @@ def test_an_operators_edits_survive_a_sync_and_a_schedule_whose_job_is_gone_is_r
     assert Schedule.objects.filter(pk=operators_own.pk).exists(), "schedules of other functions are not ours"
 
 
-def test_a_deleted_schedule_comes_back_with_sync_schedules(capsys):
+def test_a_deleted_schedule_comes_back_with_sync_schedules(capsys, caplog):
     Schedule.objects.filter(func=ENTRY).delete()
     call_command("sync_schedules")
     assert "created: audit_partitions" in capsys.readouterr().out
+    logged = [r for r in caplog.records if r.name == "mutt.jobs" and "created by" in r.getMessage()]
+    assert [r.actor for r in logged] == [Actor.cli().label], "who made it is in the log"
     call_command("sync_schedules")
     assert capsys.readouterr().out.startswith("kept: audit_partitions")
 

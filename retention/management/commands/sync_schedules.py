@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from core.audit import Actor
 from retention.scheduling import sync_schedules
 
 
@@ -18,7 +19,7 @@ class Command(BaseCommand):
     help = "Create the missing schedules of the declared jobs; remove those of jobs no longer declared."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = sync_schedules()
+        report = sync_schedules(actor=Actor.cli())
         for label, names in (
             ("created", report.created),
             ("removed", report.removed),
