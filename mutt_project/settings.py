@@ -352,10 +352,14 @@ LOGGING = {
 # The broker is the ORM: a handful of tasks an hour, all acting on PostgreSQL, and a task stays in
 # django_q_ormq until its result is saved, so one a killed cluster had taken is handed out again.
 # A task is handed out again `retry` seconds after it was taken when no result acknowledged it: after a
-# killed cluster, and after a failure (ack_failures off), at most `max_attempts` times in all. So `retry`
-# must exceed the longest job's timeout (sync_schedules refuses a job whose timeout does not fit).
+# killed cluster, and after a failure (ack_failures off; a failed job's sooner, see below), at most
+# `max_attempts` times in all. So `retry` must exceed the longest job's timeout (sync_schedules refuses
+# a job whose timeout does not fit).
 MUTT_SCHEDULER_RETRY_SECONDS = env_int(ENV, "MUTT_SCHEDULER_RETRY_SECONDS", 3600, minimum=5)
 MUTT_SCHEDULER_MAX_ATTEMPTS = env_int(ENV, "MUTT_SCHEDULER_MAX_ATTEMPTS", 3, minimum=1, maximum=100)
+# A job run that ended failed has released its lock, so its task is handed out again this much sooner
+# (retention.scheduling.retry_soon): a transient outage costs an hourly job minutes, not the hour.
+MUTT_SCHEDULER_FAILURE_RETRY_SECONDS = env_int(ENV, "MUTT_SCHEDULER_FAILURE_RETRY_SECONDS", 300, minimum=1)
 # Two workers: one long job (an archive of a large month) must not hold up the hourly partition job.
 MUTT_SCHEDULER_WORKERS = env_int(ENV, "MUTT_SCHEDULER_WORKERS", 2, minimum=1, maximum=16)
 Q_CLUSTER = {

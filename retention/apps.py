@@ -13,6 +13,12 @@ class RetentionConfig(AppConfig):
     def ready(self) -> None:
         # Once per `migrate` (sent once per app; this one only for retention's), after every migration.
         post_migrate.connect(_sync_schedules, sender=self, dispatch_uid="retention.sync_schedules")
+        # In each cluster worker, before each task: which broker row it runs (a failed job's is due sooner).
+        from django_q.signals import pre_execute
+
+        from retention.scheduling import remember_task
+
+        pre_execute.connect(remember_task, dispatch_uid="retention.remember_task")
 
 
 def _sync_schedules(using: str = "default", **kwargs: Any) -> None:

@@ -11,8 +11,9 @@ a PostgreSQL advisory lock, so none creates a schedule twice.
 **Every schedule runs** :func:`run_scheduled` ``(name)``: the job through :class:`JobRunner` (the
 job's Redis lock, a request id, its count in Redis) as ``system:scheduler``. A run that fails, by its
 result or by raising, raises :class:`JobFailed`: django-q2 then records a failed task (the admin's
-"Failed tasks") and, with ``ack_failures`` off, hands it out again ``retry`` seconds after it was
-taken, up to ``max_attempts`` attempts. A run that finds the lock held succeeds without running: the
+"Failed tasks") and, with ``ack_failures`` off, hands it out again, up to ``max_attempts`` attempts:
+``MUTT_SCHEDULER_FAILURE_RETRY_SECONDS`` later (:func:`retry_soon`). A task whose cluster was killed
+comes back ``retry`` seconds after it was taken. A run that finds the lock held succeeds without running: the
 job is running elsewhere, and a retry would only find it again.
 """
 
@@ -24,12 +25,13 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
-from django_q.models import Schedule
+from django_q.models import OrmQ, Schedule
 
 from core.audit import Actor
 from core.jobs import Job, JobOutcome, get_job, registry
@@ -48,13 +50,40 @@ class JobFailed(RuntimeError):
     """A scheduled run ended failed: raised so that django-q2 records the failure and retries the task."""
 
 
+# The broker id (django_q_ormq row) of the task this worker process has in hand: a worker runs one
+# task at a time, and django-q2 tells its pre_execute receivers which one (see remember_task).
+_in_hand: dict[str, Any] = {}
+
+
+def remember_task(sender: object, func: object, task: dict[str, Any], **kwargs: Any) -> None:
+    """django-q2's pre_execute, in the worker about to run ``task``: keep its broker id for a failure."""
+    _in_hand["ack_id"] = task.get("ack_id")  # None for a task run synchronously (no broker row)
+
+
 def run_scheduled(name: str) -> str:
     """The task of every job's schedule: run job ``name`` once under its lock; its summary on success."""
+    ack_id = _in_hand.pop("ack_id", None)
     job = get_job(name)  # an unknown name raises UnknownJob: a failed task naming it
     result = JobRunner(actor=ACTOR).run_now(job)
     if result.outcome is JobOutcome.FAILED:
+        retry_soon(ack_id)
         raise JobFailed(f"{name}: {result.summary}")
     return f"{result.outcome}: {result.summary}"
+
+
+def retry_soon(ack_id: int | None) -> None:
+    """Hand a failed task out again after MUTT_SCHEDULER_FAILURE_RETRY_SECONDS rather than `retry`.
+
+    The ORM broker hands a task out again once its row's ``lock`` time has passed; the cluster set it
+    to `retry` seconds after taking it, a bound that must outlast the longest job (a killed cluster's
+    task waits for it). A run that ended failed has released its job's lock: nothing stops an earlier
+    retry, so its row is made due sooner. django-q2 still counts the attempt and drops the row after
+    `max_attempts`.
+    """
+    if ack_id is None:
+        return
+    delay = min(settings.MUTT_SCHEDULER_FAILURE_RETRY_SECONDS, settings.MUTT_SCHEDULER_RETRY_SECONDS)
+    OrmQ.objects.filter(pk=ack_id).update(lock=timezone.now() + timedelta(seconds=delay))
 
 
 @dataclass

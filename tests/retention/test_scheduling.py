@@ -147,6 +147,31 @@ def test_a_failed_run_raises_for_django_q_to_record_and_retry_it_and_a_locked_on
     assert counts == {("test-fails", "failed"): 1, ("test-raises", "failed"): 1, ("test-fails", "locked"): 1}
 
 
+def test_a_failed_scheduled_run_makes_its_task_due_after_the_failure_delay_not_retry(declared, settings):
+    from django_q.models import OrmQ
+    from django_q.tasks import async_task
+
+    from retention.scheduling import remember_task
+
+    settings.MUTT_SCHEDULER_FAILURE_RETRY_SECONDS = 300
+    declared(Job("test-fails", 60.0, lambda actor: JobResult(JobOutcome.FAILED, "could not"), "fails"))
+    declared(Job("test-fine", 60.0, noop, "idle"))
+    failing, fine = async_task(ENTRY, "test-fails"), async_task(ENTRY, "test-fine")
+    rows = {row.task_id(): row for row in OrmQ.objects.all()}
+    taken = timezone.now() + timedelta(seconds=3600)  # as a cluster takes a task: due again after `retry`
+    OrmQ.objects.update(lock=taken)
+
+    remember_task("django_q", run_scheduled, {"ack_id": rows[fine].pk})
+    run_scheduled("test-fine")
+    remember_task("django_q", run_scheduled, {"ack_id": rows[failing].pk})
+    with pytest.raises(JobFailed):
+        run_scheduled("test-fails")
+
+    assert OrmQ.objects.get(pk=rows[fine].pk).lock == taken, "a success is acknowledged by the cluster"
+    soon = OrmQ.objects.get(pk=rows[failing].pk).lock - timezone.now()
+    assert timedelta(seconds=290) < soon <= timedelta(seconds=300)
+
+
 def test_metrics_and_the_admin_show_the_jobs_schedules_and_failures(admin_client_alice, redis_client):
     job_metrics.record(redis_client, "audit_partitions", "done", 1_900_000_000.0)
     job_metrics.record(redis_client, "audit_partitions", "failed", 1_900_000_100.0)
