@@ -199,9 +199,13 @@ def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_pa
     # the audit log's partitions (the alerter makes none).
     commands = [" ".join(psutil.Process(pid).cmdline()) for pid in descendants(process.pid)]
     assert any(command.endswith("manage.py qcluster") for command in commands), commands
-    assert wait_for(lambda: "job audit_partitions " in log.read_text(), timeout=60, interval=0.5), log.read_text()[
-        -3000:
-    ]
+    ran = wait_for(lambda: "job audit_partitions " in log.read_text(), timeout=60, interval=0.5)
+    assert ran, log.read_text()[-3000:]
+    # Counted by the cluster's worker in Redis, exported by the web tier's /metrics (gunicorn's multiprocess mode).
+    with urllib.request.urlopen(f"{url}/metrics") as response:
+        exported = response.read().decode()
+    assert re.search(r'mutt_job_runs_total\{job="audit_partitions",outcome="(done|idle)"\} 1\.0', exported), exported
+    assert 'mutt_job_last_success_timestamp_seconds{job="audit_partitions"}' in exported
 
     pids = [
         *descendants(process.pid),
