@@ -373,8 +373,8 @@ Q_CLUSTER = {
     "max_attempts": MUTT_SCHEDULER_MAX_ATTEMPTS,
     "ack_failures": False,  # a failed task stays queued, to be retried (True would drop it at its first failure)
     "catch_up": False,  # a cluster that was down runs a missed schedule once, not once per missed interval
-    # A cluster takes no more tasks than it has idle workers: one it holds in memory another cluster cannot
-    # run until `retry` has passed (the default, workers squared, hoards them).
+    # A cluster holds few tasks waiting for its workers (about one per worker): a task it holds in memory
+    # another cluster cannot run until `retry` has passed (the default, workers squared, hoards them).
     "queue_limit": MUTT_SCHEDULER_WORKERS,
     "bulk": 1,
     "save_limit": 1000,  # successes kept (the admin's "Successful tasks"); failures are all kept
