@@ -172,6 +172,25 @@ def test_a_failed_scheduled_run_makes_its_task_due_after_the_failure_delay_not_r
     assert timedelta(seconds=290) < soon <= timedelta(seconds=300)
 
 
+def test_run_job_stops_a_run_at_its_timeout_so_it_never_outlives_the_lock(declared, redis_client):
+    import time
+
+    from django.core.management import CommandError
+
+    def sleeps(actor: Actor) -> JobResult:
+        time.sleep(5)
+        return JobResult(JobOutcome.DONE, "slept")
+
+    declared(Job("test-overruns", 60.0, sleeps, "sleeps past its timeout", timeout=1.0))
+    started = time.monotonic()
+    with pytest.raises(CommandError, match="test-overruns failed"):
+        call_command("run_job", "test-overruns")
+    assert time.monotonic() - started < 3
+    assert not redis_client.exists(lock_key(get_job("test-overruns")))
+    counts, _ = job_metrics.read(redis_client)
+    assert counts == {("test-overruns", "failed"): 1}
+
+
 def test_metrics_and_the_admin_show_the_jobs_schedules_and_failures(admin_client_alice, redis_client):
     job_metrics.record(redis_client, "audit_partitions", "done", 1_900_000_000.0)
     job_metrics.record(redis_client, "audit_partitions", "failed", 1_900_000_100.0)

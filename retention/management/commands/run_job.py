@@ -2,12 +2,16 @@
 
 The job's schedules run in django-q2's cluster (``qcluster``, ADR-014); this runs it here, at once, as
 ``cli:<user>``, through the same runner: under the job's Redis lock, so it never overlaps a scheduled
-run (it says ``locked`` instead), counted in the same metrics. It leaves the schedule alone: the next
-scheduled run comes at its time. Exits non-zero when the job failed or was locked.
+run (it says ``locked`` instead), counted in the same metrics. Like the cluster, it stops a run at the
+job's timeout, before the lock expires: a run here never outlives its lock. It leaves the schedule
+alone: the next scheduled run comes at its time. Exits non-zero when the job failed or was locked.
 """
 
 from __future__ import annotations
 
+import math
+import signal
+from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -17,6 +21,14 @@ from core.audit import Actor
 from core.jobs import JobOutcome, UnknownJob, get_job, registry
 from retention.runner import JobRunner
 from retention.scheduling import ENTRY
+
+
+class RunTimedOut(Exception):
+    """The run went past its job's timeout (a failure, as in the cluster)."""
+
+
+def _overran(signum: int, frame: FrameType | None) -> None:
+    raise RunTimedOut("it ran past its timeout and was stopped")
 
 
 class Command(BaseCommand):
@@ -34,7 +46,13 @@ class Command(BaseCommand):
             job = get_job(options["name"])
         except UnknownJob:
             raise CommandError(f"no job named {options['name']!r}; `run_job --list` names them") from None
-        result = JobRunner(actor=Actor.cli()).run_now(job)
+        previous = signal.signal(signal.SIGALRM, _overran)
+        signal.alarm(max(1, math.ceil(job.timeout)))
+        try:
+            result = JobRunner(actor=Actor.cli()).run_now(job)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
         self.stdout.write(f"{job.name}: {result.outcome}: {result.summary}")
         if result.outcome in (JobOutcome.FAILED, JobOutcome.LOCKED):
             raise CommandError(f"{job.name} {result.outcome}")
