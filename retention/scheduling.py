@@ -29,7 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 
@@ -64,7 +64,13 @@ def run_scheduled(name: str) -> str:
     """The task of every job's schedule: run job ``name`` once under its lock; its summary on success."""
     ack_id = _in_hand.pop("ack_id", None)
     job = get_job(name)  # an unknown name raises UnknownJob: a failed task naming it
-    result = JobRunner(actor=ACTOR).run_now(job)
+    try:
+        result = JobRunner(actor=ACTOR).run_now(job)
+    except Exception:
+        # The lock could not be taken or given back (Redis unreachable): the job did not run, or its run
+        # ended; either way no run of this task goes on, so it may be retried as soon as a failed one.
+        retry_soon(ack_id)
+        raise
     if result.outcome is JobOutcome.FAILED:
         retry_soon(ack_id)
         raise JobFailed(f"{name}: {result.summary}")
@@ -83,7 +89,10 @@ def retry_soon(ack_id: int | None) -> None:
     if ack_id is None:
         return
     delay = min(settings.MUTT_SCHEDULER_FAILURE_RETRY_SECONDS, settings.MUTT_SCHEDULER_RETRY_SECONDS)
-    OrmQ.objects.filter(pk=ack_id).update(lock=timezone.now() + timedelta(seconds=delay))
+    try:
+        OrmQ.objects.filter(pk=ack_id).update(lock=timezone.now() + timedelta(seconds=delay))
+    except DatabaseError as exc:  # the failure itself is still raised and recorded; only the delay is lost
+        logger.warning("failed task %s: retried after `retry`, not sooner (PostgreSQL: %s)", ack_id, exc)
 
 
 @dataclass

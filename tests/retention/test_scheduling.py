@@ -172,6 +172,30 @@ def test_a_failed_scheduled_run_makes_its_task_due_after_the_failure_delay_not_r
     assert timedelta(seconds=290) < soon <= timedelta(seconds=300)
 
 
+def test_a_scheduled_run_that_cannot_reach_redis_fails_and_is_retried_as_soon(declared, settings):
+    import redis
+    from django_q.models import OrmQ
+    from django_q.tasks import async_task
+
+    from core.redis import reset_clients
+    from retention.scheduling import remember_task
+
+    calls: list[str] = []
+    declared(Job("test-no-redis", 60.0, lambda actor: calls.append("ran") or JobResult(JobOutcome.DONE, ""), "x"))
+    async_task(ENTRY, "test-no-redis")
+    row = OrmQ.objects.get()
+    OrmQ.objects.update(lock=timezone.now() + timedelta(seconds=3600))
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    try:
+        remember_task("django_q", run_scheduled, {"ack_id": row.pk})
+        with pytest.raises(redis.ConnectionError):
+            run_scheduled("test-no-redis")
+    finally:
+        reset_clients()
+    assert calls == [], "not run without its lock"
+    assert OrmQ.objects.get().lock - timezone.now() <= timedelta(seconds=300)
+
+
 def test_run_job_stops_a_run_at_its_timeout_so_it_never_outlives_the_lock(declared, redis_client):
     import time
 
