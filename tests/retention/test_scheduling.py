@@ -181,7 +181,12 @@ def test_a_scheduled_run_that_cannot_reach_redis_fails_and_is_retried_as_soon(de
     from retention.scheduling import remember_task
 
     calls: list[str] = []
-    declared(Job("test-no-redis", 60.0, lambda actor: calls.append("ran") or JobResult(JobOutcome.DONE, ""), "x"))
+
+    def run(actor: Actor) -> JobResult:
+        calls.append("ran")
+        return JobResult(JobOutcome.DONE, "ran")
+
+    declared(Job("test-no-redis", 60.0, run, "needs its lock"))
     async_task(ENTRY, "test-no-redis")
     row = OrmQ.objects.get()
     OrmQ.objects.update(lock=timezone.now() + timedelta(seconds=3600))
