@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.apps import AppConfig
@@ -19,6 +20,10 @@ class RetentionConfig(AppConfig):
         from retention.scheduling import remember_task
 
         pre_execute.connect(remember_task, dispatch_uid="retention.remember_task")
+        if sys.argv[1:2] == ["qcluster"]:  # `manage.py qcluster`: its forked processes end with it
+            from retention.cluster import die_with_parent
+
+            die_with_parent()
 
 
 def _sync_schedules(using: str = "default", **kwargs: Any) -> None:

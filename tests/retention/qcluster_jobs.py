@@ -8,10 +8,13 @@ the test to read. Never imported by the test process itself: the names would be 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import django
 
+if __name__ == "__main__":
+    sys.argv = ["manage.py", "qcluster"]  # what retention's app config looks for, as under `manage.py qcluster`
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mutt_project.settings")
 django.setup()
 

@@ -175,3 +175,25 @@ def test_a_task_whose_cluster_was_killed_is_run_again_by_another(clusters, redis
     assert [line.split()[0] for line in lines] == ["start", "start", "end"], "cut short once, then run whole"
     assert not OrmQ.objects.exists()
     assert runs("qtest_slow") == {"done": 1}
+
+
+def test_a_killed_qcluster_takes_the_processes_it_forked_with_it(clusters):
+    import psutil
+
+    cluster = clusters.start("one")
+    group = [p for p in psutil.process_iter() if _pgid(p.pid) == cluster.pid]
+    assert len(group) >= 5, "qcluster, its sentinel, a worker, the pusher and the monitor"
+    os.kill(cluster.pid, signal.SIGKILL)  # the OOM killer's way: the others get no signal from anyone
+    cluster.wait(timeout=10)
+
+    def left() -> list[int]:
+        return [p.pid for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    assert wait_for(lambda: left() == [], timeout=10, interval=0.2), f"left running: {left()}"
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
