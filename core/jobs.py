@@ -1,9 +1,10 @@
 """Scheduled work as named jobs: the pattern every periodic task follows, the registry, and the jobs.
 
 A job is a plain callable with a name and an interval: ``run(actor)`` does the work once and returns a
-:class:`JobResult` saying what it did. It holds no schedule, lock or loop of its own: a runner calls it
-when it is due (``run_jobs`` today, django-q2's cluster next, see ADR-012), an operator with
-``run_job NAME``. Jobs must be idempotent: a run cut short is run again, whole, at the next interval.
+:class:`JobResult` saying what it did. It holds no schedule, lock or loop of its own: django-q2's cluster
+calls it when its schedule is due (made from this registry, ADR-012 and ADR-014), an operator with
+``run_job NAME``. Jobs must be idempotent: a run cut short is run again, whole, by a retry or at the
+next interval.
 
 A job is declared with :func:`job` in a ``jobs`` module of any installed app; :func:`registry` imports
 those modules once, so declaring one is all it takes to have it run. The pattern lives in core so that
@@ -45,8 +46,9 @@ class Job:
     interval: float  # seconds from the start of one run to the next
     run: Callable[[Actor], JobResult]
     help: str
-    # The most a run may take: the runner's lock expires after it, so a runner that died mid-run
-    # does not keep the job from running elsewhere. A run that takes longer may overlap the next.
+    # The most a run may take: the cluster kills a run that takes longer (a failure, retried), and the
+    # job's lock expires a little after it, so a process that died mid-run does not keep the job from
+    # running elsewhere. Must stay below MUTT_SCHEDULER_RETRY_SECONDS minus 10 s (ADR-014).
     timeout: float = 600.0
 
 

@@ -1,4 +1,4 @@
-"""The one shape of every long-running worker command (run_alerter, run_forwarder, run_remediation, run_jobs).
+"""The one shape of every long-running worker command (run_alerter, run_forwarder, run_remediation).
 
 Parse arguments, turn SIGTERM/SIGINT into a flag, optionally serve Prometheus metrics, then loop:
 one unit of work, then rest if there was nothing to do. The unit in hand always finishes before the

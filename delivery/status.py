@@ -11,15 +11,12 @@ commands in one round trip, every scrape interval), and the admin reads the same
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from django.http import HttpRequest, HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -131,26 +128,3 @@ def _text(value: bytes | str) -> str:
 
 COLLECTOR = DeliveryCollector()
 REGISTRY.register(COLLECTOR)  # once per process: the default registry every /metrics of a worker serves
-
-
-def metrics_view(request: HttpRequest, collectors: Sequence[Collector] = ()) -> HttpResponse:
-    """The web tier's ``/metrics``: gunicorn's workers' metrics (multiprocess files, when
-    PROMETHEUS_MULTIPROC_DIR is set, as under ``mutt up``) plus the delivery state read from Redis, plus
-    ``collectors``: other apps' collectors that read their values at scrape time (the URL conf passes
-    them; delivery knows no other app), exported by this view only, not by every worker's own port.
-
-    django_prometheus's own view builds a registry of the multiprocess files alone, which leaves out
-    any collector that reads its values at scrape time."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        registry.register(COLLECTOR)
-    else:
-        registry = REGISTRY  # this process's metrics, the collector included
-    body = generate_latest(registry)
-    if collectors:
-        scraped = CollectorRegistry()
-        for collector in collectors:
-            scraped.register(collector)
-        body += generate_latest(scraped)
-    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

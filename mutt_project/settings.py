@@ -186,7 +186,6 @@ MUTT_HTTP_WORKERS = env_int(ENV, "MUTT_HTTP_WORKERS", os.cpu_count() or 2, minim
 MUTT_ALERTER_METRICS_PORT = env_int(ENV, "MUTT_ALERTER_METRICS_PORT", 9101, minimum=0, maximum=65535)
 MUTT_FORWARDER_METRICS_PORT = env_int(ENV, "MUTT_FORWARDER_METRICS_PORT", 9102, minimum=0, maximum=65535)
 MUTT_REMEDIATION_METRICS_PORT = env_int(ENV, "MUTT_REMEDIATION_METRICS_PORT", 9103, minimum=0, maximum=65535)
-MUTT_JOBS_METRICS_PORT = env_int(ENV, "MUTT_JOBS_METRICS_PORT", 9104, minimum=0, maximum=65535)
 # The destinations the alerter adds each alert to (their streams: core.contracts.destination_stream); a
 # system check (mutt.E007) makes sure each is registered (delivery.destinations).
 MUTT_DESTINATIONS = env_names(ENV, "MUTT_DESTINATIONS", [DEFAULT_DESTINATION])
@@ -347,19 +346,38 @@ LOGGING = {
     },
 }
 
-# django-q2: the home of every periodic job (core.jobs, ADR-014). The broker is the ORM: a handful of
-# tasks an hour, all of them acting on PostgreSQL, and a task a killed cluster had taken is handed out
-# again after `retry` seconds (the Redis broker forgets it). Refined by the scheduler work of issue 15.
+# django-q2: the home of every periodic job (core.jobs; ADR-014 says why each value). One schedule per job,
+# created from the registry by retention.scheduling.sync_schedules (run after every `migrate`), each one
+# running retention.scheduling.run_scheduled under the job's Redis lock.
+# The broker is the ORM: a handful of tasks an hour, all acting on PostgreSQL, and a task stays in
+# django_q_ormq until its result is saved, so one a killed cluster had taken is handed out again.
+# A task is handed out again `retry` seconds after it was taken when no result acknowledged it: after a
+# killed cluster, and after a failure (ack_failures off; a failed job's sooner, see below), at most
+# `max_attempts` times in all. So `retry` must exceed the longest job's timeout (sync_schedules refuses
+# a job whose timeout does not fit).
+MUTT_SCHEDULER_RETRY_SECONDS = env_int(ENV, "MUTT_SCHEDULER_RETRY_SECONDS", 3600, minimum=5)
+MUTT_SCHEDULER_MAX_ATTEMPTS = env_int(ENV, "MUTT_SCHEDULER_MAX_ATTEMPTS", 3, minimum=1, maximum=100)
+# A job run that ended failed has released its lock, so its task is handed out again this much sooner
+# (retention.scheduling.retry_soon): a transient outage costs an hourly job minutes, not the hour.
+MUTT_SCHEDULER_FAILURE_RETRY_SECONDS = env_int(ENV, "MUTT_SCHEDULER_FAILURE_RETRY_SECONDS", 300, minimum=1)
+# Two workers: one long job (an archive of a large month) must not hold up the hourly partition job.
+MUTT_SCHEDULER_WORKERS = env_int(ENV, "MUTT_SCHEDULER_WORKERS", 2, minimum=1, maximum=16)
 Q_CLUSTER = {
     "name": "mutt",
     "orm": "default",
-    "workers": 1,
-    "timeout": 3000,  # seconds one task may run (an archive of a large month); below `retry`
-    "retry": 3600,
-    "max_attempts": 3,
+    "workers": MUTT_SCHEDULER_WORKERS,
+    # A task no longer than a cluster can hold it: each schedule carries its job's own timeout
+    # (q_options), this is only the bound for a task enqueued without one.
+    "timeout": MUTT_SCHEDULER_RETRY_SECONDS * 9 // 10,
+    "retry": MUTT_SCHEDULER_RETRY_SECONDS,
+    "max_attempts": MUTT_SCHEDULER_MAX_ATTEMPTS,
+    "ack_failures": False,  # a failed task stays queued, to be retried (True would drop it at its first failure)
     "catch_up": False,  # a cluster that was down runs a missed schedule once, not once per missed interval
-    "save_limit": 1000,
-    "ack_failures": True,
-    "poll": 1.0,
+    # A cluster holds few tasks waiting for its workers (about one per worker): a task it holds in memory
+    # another cluster cannot run until `retry` has passed (the default, workers squared, hoards them).
+    "queue_limit": MUTT_SCHEDULER_WORKERS,
+    "bulk": 1,
+    "save_limit": 1000,  # successes kept (the admin's "Successful tasks"); failures are all kept
+    "poll": 1.0,  # seconds between looks at an empty queue: one indexed query
     "label": "Scheduled jobs",
 }

@@ -8,10 +8,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from core import health
 from core.api.root import ApiRootView
-from delivery.status import metrics_view
 from ingest.urls import api_urlpatterns as ingest_api_urlpatterns
 from ingest.urls import legacy_urlpatterns as ingest_legacy_urlpatterns
-from retention.metrics import COLLECTOR as RETENTION_COLLECTOR
+from mutt_project.metrics import metrics_view
 
 admin.site.site_header = "MUTT operations"
 admin.site.site_title = "MUTT"
@@ -38,9 +37,9 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     # Prometheus scrape endpoint; gunicorn workers share one view of it via multiprocess files, and the
-    # delivery state (breaker, retries, held alerts) is read from Redis at each scrape, retention's
-    # counts from its run records.
-    path("metrics", metrics_view, {"collectors": [RETENTION_COLLECTOR]}, name="metrics"),
+    # delivery state and the scheduled jobs' runs are read from Redis at each scrape, retention's counts
+    # from its run records (mutt_project/metrics.py).
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     re_path(r"^api/(?P<version>v[0-9]+)/", include(api_patterns)),
     path("", include(ingest_legacy_urlpatterns)),

@@ -67,7 +67,6 @@ def start_up(
             "MUTT_ALERTER_METRICS_PORT": "0",
             "MUTT_FORWARDER_METRICS_PORT": "0",
             "MUTT_REMEDIATION_METRICS_PORT": "0",
-            "MUTT_JOBS_METRICS_PORT": "0",
             "MUTT_MOCK_MOOG_PORT": str(mock_port),
         },
         stdout=handle,
@@ -196,8 +195,17 @@ def test_mutt_up_serves_the_admin_and_stops_cleanly_on_ctrl_c_and_sigterm(tmp_pa
         event_id = json.load(response)["event_ids"][0]
     assert wait_for_audit(data_dir, event_id), "the event never reached the audit log"
     assert wait_for_moog(mock_port, event_id), "the alert never reached mock_moog"
-    # The supervised job runner made the audit log's partitions (the alerter makes none).
-    assert wait_for(lambda: "job audit_partitions " in log.read_text(), timeout=30), log.read_text()[-3000:]
+    # The supervised django-q2 cluster ran the schedule `migrate` made (its scheduler looks every 30 s):
+    # the audit log's partitions (the alerter makes none).
+    commands = [" ".join(psutil.Process(pid).cmdline()) for pid in descendants(process.pid)]
+    assert any(command.endswith("manage.py qcluster") for command in commands), commands
+    ran = wait_for(lambda: "job audit_partitions " in log.read_text(), timeout=60, interval=0.5)
+    assert ran, log.read_text()[-3000:]
+    # Counted by the cluster's worker in Redis, exported by the web tier's /metrics (gunicorn's multiprocess mode).
+    with urllib.request.urlopen(f"{url}/metrics") as response:
+        exported = response.read().decode()
+    assert re.search(r'mutt_job_runs_total\{job="audit_partitions",outcome="(done|idle)"\} 1\.0', exported), exported
+    assert 'mutt_job_last_success_timestamp_seconds{job="audit_partitions"}' in exported
 
     pids = [
         *descendants(process.pid),
@@ -498,4 +506,6 @@ def test_a_mutt_up_whose_services_do_not_start_keeps_the_record_of_a_killed_one(
     result = manage(env, "mutt", "up", "--port", str(free_port()), timeout=90)
     assert result.returncode != 0
     assert "MUTT is up." not in result.stdout
-    assert instance._parse((data_dir / "up.lock").read_bytes())["redis_pid"] == 4242, "the record survived"
+    record = instance._parse((data_dir / "up.lock").read_bytes())
+    assert record is not None
+    assert record["redis_pid"] == 4242, "the record survived"

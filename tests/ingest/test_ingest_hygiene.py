@@ -206,7 +206,7 @@ def test_every_event_ingest_accepts_is_audited_fuzzed(redis_client, clean_pipeli
 def test_an_event_time_past_the_bounds_is_kept_with_the_receive_time_in_this_months_partition(
     client, ingest_key, redis_client, clean_pipeline, runtime_settings
 ):
-    call_command("run_job", "audit_partitions")  # as run_jobs does: the alerter makes no partitions
+    call_command("run_job", "audit_partitions")  # as the scheduled job does: the alerter makes no partitions
     runtime_settings(max_clock_skew=3600, max_event_age=86400)
     soon = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
     items = [

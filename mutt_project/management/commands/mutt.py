@@ -67,15 +67,15 @@ def child_specs(http_host: str, http_port: int, workers: int) -> list[ChildSpec]
     remediation = [python, str(BASE_DIR / "manage.py"), "run_remediation"]
     if settings.MUTT_REMEDIATION_METRICS_PORT:
         remediation += ["--metrics-port", str(settings.MUTT_REMEDIATION_METRICS_PORT)]
-    jobs = [python, str(BASE_DIR / "manage.py"), "run_jobs"]
-    if settings.MUTT_JOBS_METRICS_PORT:
-        jobs += ["--metrics-port", str(settings.MUTT_JOBS_METRICS_PORT)]
+    # django-q2's cluster runs every periodic job (ADR-014); the schedules were made by `migrate` above.
+    # Its job metrics are in Redis, exported by the web tier's /metrics: it needs no port of its own.
+    qcluster = [python, str(BASE_DIR / "manage.py"), "qcluster"]
     specs = [
         ChildSpec(name="web", argv=gunicorn, env=web_env),
         ChildSpec(name="alerter", argv=alerter, env=env),
         ChildSpec(name="forwarder", argv=forwarder, env=env),
         ChildSpec(name="remediation", argv=remediation, env=env),
-        ChildSpec(name="jobs", argv=jobs, env=env),
+        ChildSpec(name="qcluster", argv=qcluster, env=env),
     ]
     mock_args = mock_moog_args()  # None when moog_url names a real Moogsoft: no local stand-in then
     if mock_args is not None:
