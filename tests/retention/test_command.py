@@ -151,7 +151,8 @@ def test_status_shows_the_hold_the_last_runs_and_the_next_schedules(dlqs):
 
     command("run", "--only", "dlq", "--reason", "first")
     due = timezone.now() + timedelta(hours=3)
-    Schedule.objects.create(name="retention_dlq", func="retention.jobs.retention_dlq", schedule_type="D", next_run=due)
+    # The schedule made from the job registry after migrate, moved by an operator.
+    Schedule.objects.filter(name="retention_dlq").update(next_run=due)
 
     out, _ = command("status")
 
