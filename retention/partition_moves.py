@@ -8,18 +8,19 @@ rows of (the ``partition_interval`` range holding them, cut to the gap between e
 1. a standalone table is made like the log (its indexes and constraints, so attaching builds none),
    with a CHECK of its range (so attaching need not scan it) and a comment naming the range (so a run
    cut short is found and finished by the next);
-2. the range's rows go over in batches of ``batch_size``: each batch one short transaction of
-   ``DELETE ... RETURNING`` from the default partition into the table. A row is in one table or the
-   other, never both nor neither, whenever the run is killed. The DELETE takes ROW EXCLUSIVE on the
-   default partition, as the alerter's COPY does: they do not wait on each other;
+2. the range's rows go over in batches of ``batch_size``, until a batch comes back short: each batch
+   one short transaction of ``DELETE ... RETURNING`` from the default partition into the table. A row
+   is in one table or the other, never both nor neither, whenever the run is killed. The DELETE takes
+   ROW EXCLUSIVE on the default partition, as the alerter's COPY does: they do not wait on each other;
 3. the default partition is vacuumed (SHARE UPDATE EXCLUSIVE: inserts go on), so the scan ATTACH
    makes under its lock reads the live rows left, not the pages the move emptied;
-4. ``ATTACH PARTITION`` with ``lock_timeout``: it takes SHARE UPDATE EXCLUSIVE on the log (inserts go
-   on) and ACCESS EXCLUSIVE on the table and the default partition for as long as the scan of the
-   default partition takes. Only an insert routed to the default partition waits, at most the
-   ``lock_timeout``. A lock not had in time, or rows of the range that reached the default partition
-   meanwhile (the attach then fails), send it back to step 2, up to ``attach_attempts`` times; after
-   that the table stays pending for the next run.
+4. one transaction with ``lock_timeout``: the default partition locked ACCESS EXCLUSIVE (ATTACH would
+   take that lock anyway), the few rows that arrived since the last batch moved, then ``ATTACH
+   PARTITION``, which also takes SHARE UPDATE EXCLUSIVE on the log (inserts go on) and scans the
+   default partition. Only an insert routed to the default partition waits, and only for that
+   transaction, or at most ``lock_timeout`` while the lock is waited for. A lock not had in time sends
+   it back to step 2, up to ``attach_attempts`` times; after that the table stays pending for the next
+   run (the job reports it as failed).
 
 While a range is being moved its moved rows are in the pending table, not visible through the log;
 a redelivered event audited meanwhile lands in the default partition a second time and is dropped
@@ -35,11 +36,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from django.db import OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.db.utils import DatabaseError
 
 from retention.partitions import (
     DEFAULT,
+    LOCK_NOT_AVAILABLE,
+    LOCK_TIMEOUT_MS,
     PENDING_MARK,
     TABLE,
     Span,
@@ -53,12 +56,9 @@ from retention.partitions import (
 logger = logging.getLogger("mutt.partitions")
 
 BATCH_SIZE = 10_000  # rows per transaction: measured ~60 ms a batch of real audit rows (see ADR-015)
-LOCK_TIMEOUT_MS = 200  # the most an insert into the default partition waits for an attach
 ATTACH_ATTEMPTS = 5
 # One mover at a time (an operator's call and the job's): a session lock, released if the process dies.
 _ADVISORY_KEY = 0x4D55_5454_0015  # "MUTT" 15
-_LOCK_NOT_AVAILABLE = "55P03"
-_CHECK_VIOLATION = "23514"  # the attach found rows of the range in the default partition
 
 
 @dataclass
@@ -93,6 +93,8 @@ def move_default_rows(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: must be at least 1, not {batch_size}")
+    if attach_attempts < 1:
+        raise ValueError(f"attach_attempts: must be at least 1, not {attach_attempts}")
     report = MoveReport()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [_ADVISORY_KEY])
@@ -172,7 +174,7 @@ class _Mover:
     def fill_and_attach(self, name: str, span: Span) -> None:
         self.report.moved.setdefault(name, 0)
         for attempt in range(1, self.attach_attempts + 1):
-            if self._drain(name, span) or attempt == 1:
+            if self._drain(name, span):
                 self._vacuum_default()
             failed = self._attach(name, span)
             if failed is None:
@@ -184,31 +186,38 @@ class _Mover:
         logger.warning("%s left pending after %d attempts to attach it; the next run goes on", name, attempt)
         self.report.pending.append(name)
 
-    def _drain(self, name: str, span: Span) -> int:
-        """Move the range's rows out of the default partition, a batch per transaction; the rows moved."""
-        start, end = span.bounds
-        sql = (
-            f'WITH gone AS (DELETE FROM "{DEFAULT}" WHERE ctid = ANY(ARRAY('  # noqa: S608
-            f'SELECT ctid FROM "{DEFAULT}" WHERE event_time >= %s AND event_time < %s LIMIT %s)) '
-            f"RETURNING {self.columns}), "
+    def _batch_sql(self, name: str, limit: bool) -> str:
+        rows = f'SELECT ctid FROM "{DEFAULT}" WHERE event_time >= %s AND event_time < %s'  # noqa: S608
+        rows += " LIMIT %s" if limit else ""
+        return (
+            f'WITH gone AS (DELETE FROM "{DEFAULT}" WHERE ctid = ANY(ARRAY({rows})) RETURNING {self.columns}), '  # noqa: S608
             f'kept AS (INSERT INTO "{name}" ({self.columns}) SELECT {self.columns} FROM gone '
             "ON CONFLICT DO NOTHING RETURNING 1) "
             "SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)"
         )
+
+    def _count(self, name: str, gone: int, kept: int) -> None:
+        self.report.moved[name] = self.report.moved.get(name, 0) + kept
+        if gone != kept:
+            self.report.duplicates[name] = self.report.duplicates.get(name, 0) + gone - kept
+            logger.warning("%d redelivered audit rows of %s were already moved: dropped", gone - kept, name)
+
+    def _drain(self, name: str, span: Span) -> int:
+        """Move the range's rows out of the default partition, a batch per transaction, until a batch
+        comes back short (caught up: what arrives after is moved under the attach's lock); the rows moved."""
+        start, end = span.bounds
+        sql = self._batch_sql(name, limit=True)
         total = 0
         while True:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(sql, [start, end, self.batch_size])
                 gone, kept = cursor.fetchone()
-            if not gone:
-                return total
             total += gone
-            self.report.moved[name] = self.report.moved.get(name, 0) + kept
-            if gone != kept:
-                self.report.duplicates[name] = self.report.duplicates.get(name, 0) + gone - kept
-                logger.warning("%d redelivered audit rows of %s were already moved: dropped", gone - kept, name)
-            if self.after_batch is not None:
+            self._count(name, gone, kept)
+            if gone and self.after_batch is not None:
                 self.after_batch(name, kept)
+            if gone < self.batch_size:
+                return total
 
     def _vacuum_default(self) -> None:
         if connection.in_atomic_block:  # VACUUM cannot run in a transaction (a caller's, or a test's)
@@ -217,18 +226,26 @@ class _Mover:
             cursor.execute(f'VACUUM "{DEFAULT}"')
 
     def _attach(self, name: str, span: Span) -> str | None:
-        """Attach ``name``; None when done, else why not (a lock not had in time, rows arrived meanwhile)."""
+        """Attach ``name``; None when done, else why not (its locks not had in time).
+
+        One transaction: the default partition locked first (ACCESS EXCLUSIVE, as ATTACH would lock it),
+        so the rows that arrived since the last batch (a few: the batches caught up) are moved with no
+        more arriving, and ATTACH's scan of the default partition finds none of the range.
+        """
         start, end = span.bounds
         try:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(f"SET LOCAL lock_timeout = {int(self.lock_timeout_ms)}")
+                cursor.execute(f'LOCK TABLE "{DEFAULT}" IN ACCESS EXCLUSIVE MODE')
+                cursor.execute(self._batch_sql(name, limit=False), [start, end])
+                gone, kept = cursor.fetchone()
                 cursor.execute(
                     f'ALTER TABLE "{TABLE}" ATTACH PARTITION "{name}" FOR VALUES FROM (%s) TO (%s)', [start, end]
                 )
                 cursor.execute(f'COMMENT ON TABLE "{name}" IS NULL')
-        except (OperationalError, DatabaseError) as exc:
-            code = getattr(exc.__cause__, "pgcode", None)
-            if code in (_LOCK_NOT_AVAILABLE, _CHECK_VIOLATION):
+        except DatabaseError as exc:
+            if getattr(exc.__cause__, "pgcode", None) == LOCK_NOT_AVAILABLE:
                 return str(exc).strip().splitlines()[0]
             raise
+        self._count(name, gone, kept)
         return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -32,6 +33,9 @@ logger = logging.getLogger("mutt.partitions")
 TABLE = "rules_eventauditlog"
 DEFAULT = f"{TABLE}_default"
 INTERVALS = ("month", "day")
+LOCK_TIMEOUT_MS = 200  # the most an insert into the default partition waits for a partition being made
+CREATE_ATTEMPTS = 3
+LOCK_NOT_AVAILABLE = "55P03"
 # A table being filled from the default partition before it is attached (retention.partition_moves)
 # carries this comment, followed by its range; its range counts as taken.
 PENDING_MARK = "mutt: partition being filled from the default partition:"
@@ -202,17 +206,33 @@ def ensure_partitions(
     check = PartitionCheck([], [])
     for span in planned_spans(today, months_ahead, interval, taken_spans()):
         name = partition_name(*span)
-        start, end = span.bounds
-        try:
-            # A savepoint per range: in a transaction (the migration's), one refused range must not abort the rest.
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(
-                    f'CREATE TABLE "{name}" PARTITION OF "{TABLE}" FOR VALUES FROM (%s) TO (%s)', [start, end]
-                )
-            check.created.append(name)
-        except DatabaseError as exc:
-            if outage.reporter_for(exc) is not None:
-                raise
-            logger.warning("could not create partition %s: %s", name, exc)
-            check.blocked.append(name)
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                _create(name, span)
+                check.created.append(name)
+                break
+            except DatabaseError as exc:
+                locked = getattr(exc.__cause__, "pgcode", None) == LOCK_NOT_AVAILABLE
+                if locked and attempt < CREATE_ATTEMPTS:
+                    time.sleep(0.05 * attempt)  # the inserts that queued behind the lock go first
+                    continue
+                if not locked and outage.reporter_for(exc) is not None:  # a lock timeout is an OperationalError too
+                    raise
+                logger.warning("could not create partition %s: %s", name, exc)
+                check.blocked.append(name)
+                break
     return check
+
+
+def _create(name: str, span: Span) -> None:
+    start, end = span.bounds
+    # A savepoint per range: in a transaction (the migration's), one refused range must not abort the rest.
+    with transaction.atomic(), connection.cursor() as cursor:
+        # CREATE ... PARTITION OF locks the default partition ACCESS EXCLUSIVE to scan it for rows of the
+        # range: an alerter mid-COPY into it must not make this wait long, nor its inserts queue behind this
+        # for long. The caller's lock_timeout is put back after (the migration's transaction goes on).
+        cursor.execute("SHOW lock_timeout")
+        previous = cursor.fetchone()[0]
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{LOCK_TIMEOUT_MS}ms"])
+        cursor.execute(f'CREATE TABLE "{name}" PARTITION OF "{TABLE}" FOR VALUES FROM (%s) TO (%s)', [start, end])
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous])

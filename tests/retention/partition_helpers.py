@@ -17,13 +17,18 @@ from retention.partitions import DEFAULT, TABLE, list_partitions
 OPS = Actor.cli("partition-tests")
 
 
+INSERT_ROW = (
+    f"INSERT INTO {TABLE} (event_id, event_time, received_at, hostname, environment, handling, raw)"  # noqa: S608
+    " VALUES (%s, %s, %s, %s, 'prod', 'no_match', '{}')"
+)
+
+
 def audit_rows_at(moments: list[datetime], *, host: str = "edge-001") -> list[uuid.UUID]:
     """One audit row per moment, through the log (PostgreSQL routes each); their event ids."""
     ids = [uuid.uuid4() for _ in moments]
     with connection.cursor() as cursor:
         cursor.executemany(
-            f"INSERT INTO {TABLE} (event_id, event_time, received_at, hostname, environment, handling, raw)"  # noqa: S608
-            " VALUES (%s, %s, %s, %s, 'prod', 'no_match', '{}')",
+            INSERT_ROW,
             [(event_id, moment, moment, host) for event_id, moment in zip(ids, moments, strict=True)],
         )
     return ids
