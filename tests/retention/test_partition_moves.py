@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection, connections
 
 from core.audit import Actor
 from core.jobs import JobOutcome, get_job
-from retention.partition_moves import move_default_rows
+from retention.partition_moves import MoveReport, move_default_rows
 from retention.partitions import DEFAULT, TABLE, ensure_partitions, partition_name, pending_tables
 from retention.runner import JobRunner
 from tests.retention.partition_helpers import (
@@ -106,10 +106,13 @@ def test_rows_arriving_while_the_range_is_moved_are_moved_too():
         finally:
             connections.close_all()
 
+    def pace(table: str, rows: int) -> None:
+        stop.wait(0.01)
+
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        report = move_default_rows(batch_size=7, interval="month", after_batch=lambda t, n: stop.wait(0.01))
+        report = move_default_rows(batch_size=7, interval="month", after_batch=pace)
     finally:
         stop.set()
         thread.join(30)
@@ -179,7 +182,7 @@ def test_an_attach_that_cannot_have_its_locks_waits_only_the_lock_timeout_and_th
 
 def test_a_second_mover_finds_the_first_running_and_does_nothing():
     audit_rows_at([JAN])
-    seen: list[object] = []
+    seen: list[MoveReport] = []
 
     def other_mover(table: str, rows: int) -> None:
         def run() -> None:
