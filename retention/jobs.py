@@ -19,7 +19,12 @@ def audit_partitions(actor: Actor) -> JobResult:
     # creating it empty would be refused for.
     moves = move_default_rows()
     check = ensure_partitions()
-    details = {"created": check.created, "blocked": check.blocked, **moves.as_details(), "busy": moves.busy}
+    details = {
+        "created": check.created,
+        "blocked": check.blocked,
+        **moves.as_details(),
+        "busy": moves.busy or check.busy,
+    }
     made = moves.attached + [name for name in check.created if name not in moves.attached]
     if check.blocked or moves.pending:
         stuck = check.blocked + moves.pending

@@ -25,7 +25,8 @@ rows of (the ``partition_interval`` range holding them, cut to the gap between e
 While a range is being moved its moved rows are in the pending table, not visible through the log;
 a redelivered event audited meanwhile lands in the default partition a second time and is dropped
 when moved (the row already moved is the one kept, as the alerter's ON CONFLICT DO NOTHING would),
-counted in ``duplicates`` and logged.
+counted in ``duplicates`` and logged. One session makes partitions at a time (``partition_lock``, shared
+with ``ensure_partitions``): another finds it busy and does nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from retention.partitions import (
     TABLE,
     Span,
     checked_interval,
+    partition_lock,
     partition_name,
     pending_tables,
     span_for,
@@ -61,8 +63,6 @@ ATTACH_ATTEMPTS = 5
 # 42-80% of its rate beside a mover that never rested (300,000 rows in 31-48 s); resting
 # as long as each batch, it kept 87% (300,000 rows in 35 s): the batches wait less on each other's I/O. ADR-015.
 PAUSE_RATIO = 1.0
-# One mover at a time (an operator's call and the job's): a session lock, released if the process dies.
-_ADVISORY_KEY = 0x4D55_5454_0015  # "MUTT" 15
 
 
 @dataclass
@@ -110,12 +110,10 @@ def move_default_rows(
     if attach_attempts < 1:
         raise ValueError(f"attach_attempts: must be at least 1, not {attach_attempts}")
     report = MoveReport()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_ADVISORY_KEY])
-        if not cursor.fetchone()[0]:
+    with partition_lock() as held:
+        if not held:
             report.busy = True
             return report
-    try:
         mover = _Mover(
             report,
             batch_size=batch_size,
@@ -136,9 +134,6 @@ def move_default_rows(
             taken.append(span)
             mover.fill_and_attach(name, span)
             after = span.bounds[1]
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [_ADVISORY_KEY])
     return report
 
 

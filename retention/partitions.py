@@ -14,10 +14,11 @@ month's partition starts after the last day made). Bounds are UTC midnights.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple
@@ -92,6 +93,27 @@ class Span(NamedTuple):
 class PartitionCheck(NamedTuple):
     created: list[str]
     blocked: list[str]  # ranges PostgreSQL refused to create (logged): their rows sit in the default partition
+    busy: bool = False  # a move from the default partition was running: nothing created, the next run will
+
+
+# Partitions are made by one session at a time, ahead (ensure_partitions) or from the default partition's
+# rows (retention.partition_moves): two could otherwise plan overlapping ranges. A session lock, released
+# if its process dies.
+ADVISORY_KEY = 0x4D55_5454_0015  # "MUTT" 15
+
+
+@contextlib.contextmanager
+def partition_lock() -> Iterator[bool]:
+    """Whether this session has the partition makers' lock (not waited for), held for the block."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_KEY])
+        held = bool(cursor.fetchone()[0])
+    try:
+        yield held
+    finally:
+        if held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_KEY])
 
 
 def month_start(day: date, offset: int = 0) -> date:
@@ -203,6 +225,14 @@ def ensure_partitions(
     today = today or datetime.now(UTC).date()
     months_ahead = int(get_setting("partition_months_ahead")) if months_ahead is None else months_ahead
     interval = checked_interval(interval)
+    with partition_lock() as held:
+        if not held:
+            logger.info("partitions not checked: a move from the default partition is running")
+            return PartitionCheck([], [], busy=True)
+        return _ensure(today, months_ahead, interval)
+
+
+def _ensure(today: date, months_ahead: int, interval: str) -> PartitionCheck:
     check = PartitionCheck([], [])
     for span in planned_spans(today, months_ahead, interval, taken_spans()):
         name = partition_name(*span)

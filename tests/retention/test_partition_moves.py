@@ -13,7 +13,7 @@ from django.db import IntegrityError, connection, connections
 from core.audit import Actor
 from core.jobs import JobOutcome, get_job
 from retention.partition_moves import MoveReport, move_default_rows
-from retention.partitions import DEFAULT, TABLE, ensure_partitions, partition_name, pending_tables
+from retention.partitions import DEFAULT, TABLE, PartitionCheck, ensure_partitions, partition_name, pending_tables
 from retention.runner import JobRunner
 from tests.retention.partition_helpers import (
     INSERT_ROW,
@@ -198,6 +198,28 @@ def test_a_second_mover_finds_the_first_running_and_does_nothing():
     first = move_default_rows(interval="month", after_batch=other_mover)
     assert first.attached == [partition_name(JAN.date())]
     assert [(r.busy, r.moved) for r in seen] == [(True, {})]
+
+
+def test_partitions_are_not_made_ahead_while_a_move_runs_and_are_at_the_next_run():
+    audit_rows_at([JAN])
+    checks: list[PartitionCheck] = []
+
+    def ensure_meanwhile(table: str, rows: int) -> None:
+        def run() -> None:
+            try:
+                checks.append(ensure_partitions(months_ahead=1, today=JAN.date(), interval="month"))
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(30)
+
+    move_default_rows(interval="month", after_batch=ensure_meanwhile)
+    assert checks == [PartitionCheck([], [], busy=True)]
+    assert ensure_partitions(months_ahead=1, today=JAN.date(), interval="month").created == [
+        partition_name(JAN.replace(month=2).date())
+    ], "January was made by the move"
 
 
 def test_bad_arguments_are_refused_naming_them():
