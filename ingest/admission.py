@@ -152,6 +152,8 @@ def admit(sender: Sender, items: Sequence[Item], *, max_event_bytes: int | None 
         sender.name,
         max_event_age=get_setting("max_event_age"),
         max_clock_skew=get_setting("max_clock_skew"),
+        # One more read of the snapshot already cached for this request (a dict lookup), once per request.
+        retention_days=get_setting("event_retention_days"),
     )
     payloads: list[bytes] = []
     event_ids: list[str] = []

@@ -27,19 +27,26 @@ _NUL_ESCAPE = b"\\u0000"
 
 
 FieldErrors = dict[str, str]
+# An event at the retention horizon is audited later than it was received (the alerters' backlog); the
+# margin keeps its partition from being dropped meanwhile: a partition goes once its whole range is past
+# the horizon, which for an event kept as sent is at least this long after it was received.
+RETENTION_MARGIN_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
 class Receipt:
     """What every event of one request shares: when it arrived, which request, through which key, and
     the range of event times taken as sent (the ``max_event_age`` and ``max_clock_skew`` settings, in
-    seconds; None: unbounded)."""
+    seconds; None: unbounded). The oldest time taken is also bounded by the retention horizon
+    (``event_retention_days``, less a margin): an older event would land in a month whose audit
+    partition was already archived and dropped, and recreate it (ADR-015)."""
 
     received_at: datetime
     correlation_id: str  # the request id of the ingest request (X-Request-ID)
     ingested_by: str  # name of the API key (or listener)
     max_event_age: float | None = None
     max_clock_skew: float | None = None
+    retention_days: float | None = None
     received_at_text: str = field(init=False)  # formatted once per request, not per event
     earliest: datetime = field(init=False)
     latest: datetime = field(init=False)
@@ -47,6 +54,9 @@ class Receipt:
     def __post_init__(self) -> None:
         object.__setattr__(self, "received_at_text", fields.isoformat(self.received_at))
         age, skew = self.max_event_age, self.max_clock_skew
+        if self.retention_days is not None:
+            horizon = self.retention_days * 86_400.0 - RETENTION_MARGIN_SECONDS
+            age = horizon if age is None else min(age, horizon)
         object.__setattr__(
             self,
             "earliest",
