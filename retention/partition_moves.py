@@ -59,9 +59,8 @@ logger = logging.getLogger("mutt.partitions")
 
 BATCH_SIZE = 10_000  # rows per transaction: ~0.5 s each on the 2-core test machine (ADR-015)
 ATTACH_ATTEMPTS = 5
-# Rest after each batch as long as it took: on the 2-core test machine a writer COPYing 13-15k rows/s kept
-# 42-80% of its rate beside a mover that never rested (300,000 rows in 31-48 s); resting
-# as long as each batch, it kept 87% (300,000 rows in 35 s): the batches wait less on each other's I/O. ADR-015.
+# Rest after each batch as long as it took: a writer COPYing beside the mover kept 84-87% of its rate,
+# against 35-80% with no rest, for about the same move time (2-core test machine; ADR-015).
 PAUSE_RATIO = 1.0
 
 
