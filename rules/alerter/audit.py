@@ -87,6 +87,11 @@ WRITER_CONNECTION_CHECK_SECONDS = 1.0
 # the text the COPY sends (``_insert_values``), so a value of the wrong JSON type fails as class 22 in
 # both rather than as a type mismatch (42804) of the INSERT alone.
 _DATA_ERROR_CLASSES = ("22", "23", "54")
+# One class 23 refusal is the database's state: an insert routed to the DEFAULT partition that waited
+# behind the partition manager attaching (or creating) the partition of its range is refused after it,
+# "violates partition constraint". The batch is held and sent again, and then lands in the new partition.
+_CHECK_VIOLATION = "23514"
+_PARTITION_MOVED = "violates partition constraint"
 
 Audited = tuple[list[Any], list[Poison]]  # the evaluated events audited, and the poison of the refused rows
 
@@ -97,6 +102,8 @@ def blames_the_data(exc: BaseException) -> bool:
     if isinstance(exc, ValueError):
         return True
     code = getattr(exc.__cause__, "pgcode", None) or getattr(exc, "pgcode", None)
+    if code == _CHECK_VIOLATION and _PARTITION_MOVED in str(exc):
+        return False  # the partitions changed under the insert (ADR-015): sent again, the row finds its own
     # No SQLSTATE: psycopg2 refused to send the values (an adaptation error), so the data again.
     return code is None or code[:2] in _DATA_ERROR_CLASSES
 

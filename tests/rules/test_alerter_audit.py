@@ -208,3 +208,34 @@ def test_a_value_of_the_wrong_json_type_is_the_rows_fault_not_an_outage(redis_cl
     assert streams.decode(dlq[0][1])["event_id"] == bad["event_id"]
     assert dlq[0][1][b"error"].startswith(b"DataError: "), "a data exception (SQLSTATE class 22)"
     assert pending(redis_client) == 0
+
+
+@pytest.mark.django_db
+def test_a_row_refused_because_a_partition_was_attached_under_it_is_held_not_dead_lettered():
+    """ADR-015: an insert that waited behind the partition manager's attach is refused with 23514 after it."""
+    from django.db import DatabaseError, transaction
+
+    from rules.alerter.audit import blames_the_data
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'rules_eventauditlog'::regclass AND c.relname <> 'rules_eventauditlog_default' LIMIT 1"
+        )
+        (partition,) = cursor.fetchone()
+    refusals = {}
+    for label, sql in {
+        # What the waiting insert meets: a row outside the range of the partition it was routed to.
+        # (the id given: PostgreSQL 15 applies the log's identity only to inserts through the log itself)
+        "moved": f"INSERT INTO {partition} (id, event_id, event_time, received_at, hostname, environment, handling, "
+        "raw) VALUES (1, gen_random_uuid(), '1999-01-01', now(), 'h', 'prod', 'ticket_only', '{}')",
+        # A value the column cannot take stays the data's fault.
+        "data": "INSERT INTO rules_eventauditlog (event_id, event_time, received_at, hostname, environment, handling, "
+        "raw) VALUES (gen_random_uuid(), now(), now(), NULL, 'prod', 'ticket_only', '{}')",
+    }.items():
+        with pytest.raises(DatabaseError) as refused, transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql)
+        refusals[label] = refused.value
+    assert refusals["moved"].__cause__.pgcode == "23514"
+    assert blames_the_data(refusals["moved"]) is False
+    assert blames_the_data(refusals["data"]) is True
