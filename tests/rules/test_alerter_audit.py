@@ -227,7 +227,7 @@ def test_a_row_refused_because_a_partition_was_attached_under_it_is_held_not_dea
     for label, sql in {
         # What the waiting insert meets: a row outside the range of the partition it was routed to.
         # (the id given: PostgreSQL 15 applies the log's identity only to inserts through the log itself)
-        "moved": f"INSERT INTO {partition} (id, event_id, event_time, received_at, hostname, environment, handling, "
+        "moved": f"INSERT INTO {partition} (id, event_id, event_time, received_at, hostname, environment, handling, "  # noqa: S608 (a name from the catalogue)
         "raw) VALUES (1, gen_random_uuid(), '1999-01-01', now(), 'h', 'prod', 'ticket_only', '{}')",
         # A value the column cannot take stays the data's fault.
         "data": "INSERT INTO rules_eventauditlog (event_id, event_time, received_at, hostname, environment, handling, "
