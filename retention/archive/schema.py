@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -108,21 +109,30 @@ class Summary:
         return {"rows": self.rows, "min_id": self.min_id, "max_id": self.max_id, "content_checksum": self.checksum}
 
 
-def summarize_table(table: str, where: str = "") -> Summary:
-    """Count and checksum ``table`` in PostgreSQL (one scan; none of the exporter's code involved).
+def summarize_sql(table: str, where: str = "") -> str:
+    """The query counting and checksumming ``table`` (``where``: a trusted condition, never user input).
 
-    ``where`` is a trusted SQL condition (the restore's ``restored_from = <id>``), never user input.
+    One MD5 per row, its hex split in two 64-bit halves summed as ``numeric`` (no overflow; reduced
+    modulo 2**64 in Python). 2,000,000 audit rows: ~8 s on one core of the benchmark machine.
     """
-    digest = f"decode(md5({_row_text_sql()}), 'hex')"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*), min(id), max(id), "  # noqa: S608 (names from the catalogue or constants, values bound)
-            f"coalesce(sum(('x' || encode(substr({digest}, 1, 8), 'hex'))::bit(64)::bigint), 0), "
-            f"coalesce(sum(('x' || encode(substr({digest}, 9, 8), 'hex'))::bit(64)::bigint), 0) "
-            f'FROM "{table}"' + (f" WHERE {where}" if where else "")
-        )
-        rows, min_id, max_id, high, low = cursor.fetchone()
+    condition = f" WHERE {where}" if where else ""
+    sums = "coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0), " + (
+        "coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)"
+    )
+    source = f'(SELECT id, md5({_row_text_sql()}) AS h FROM "{table}"{condition}) AS rows'  # noqa: S608
+    return f"SELECT count(*), min(id), max(id), {sums} FROM {source}"  # noqa: S608 (trusted names, see above)
+
+
+def summary_of(row: tuple[Any, ...]) -> Summary:
+    rows, min_id, max_id, high, low = row
     return Summary(int(rows), min_id, max_id, _format(int(high), int(low)))
+
+
+def summarize_table(table: str, where: str = "") -> Summary:
+    """Count and checksum ``table`` in PostgreSQL (one scan; none of the exporter's code involved)."""
+    with connection.cursor() as cursor:
+        cursor.execute(summarize_sql(table, where))
+        return summary_of(cursor.fetchone())
 
 
 def _format(high: int, low: int) -> str:
