@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from datetime import UTC, datetime
 
-from retention.archive import cli
+import pyarrow.parquet as pq
+
+from retention.archive import cli, export
 from retention.archive.policy import EventsPolicy
 from retention.archive.schema import summarize_table
 from retention.archive.store import S3Store, get_store
@@ -24,8 +27,10 @@ class Lines:
         self.text += text
 
 
-def test_a_month_goes_to_the_bucket_and_comes_back_identical(archive_db, s3_store, caplog):
+def test_a_month_goes_to_the_bucket_and_comes_back_identical(archive_db, s3_store, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
+    # Row groups of 500 rows: the verifier checksums the file's six row groups in worker processes.
+    monkeypatch.setattr(export, "ROW_GROUP_ROWS", 500)
     name = make_partition(month(2020, 1), month(2020, 2))
     fill(month(2020, 1), 3_000, seconds_apart=600)
     before = rows_of(name)
@@ -45,6 +50,9 @@ def test_a_month_goes_to_the_bucket_and_comes_back_identical(archive_db, s3_stor
         f"audit/events/{name}/g1/part-00000.parquet",
     ]
     assert run.details["store"] == archive.store
+    assert archive.files[0]["rows"] == 3_000
+    parquet = s3_store["client"].get_object(Bucket=s3_store["bucket"], Key=f"audit/{archive.files[0]['key']}")
+    assert pq.ParquetFile(io.BytesIO(parquet["Body"].read())).num_row_groups == 6
 
     cli.restore({"from": "2020-01", "to": "2020-01", "reason": "inquiry"}, Lines())
     assert rows_of("rules_eventauditlog_restored") == before
