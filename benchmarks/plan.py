@@ -6,7 +6,7 @@ import operator
 from dataclasses import dataclass, replace
 from typing import Any
 
-STAGES = ("rule_engine", "alerter", "ingest", "forwarder", "end_to_end", "config_propagation")
+STAGES = ("rule_engine", "alerter", "ingest", "forwarder", "end_to_end", "config_propagation", "retention")
 RULE_COUNTS = (10, 1_000, 10_000)
 
 
@@ -27,6 +27,8 @@ class Plan:
     e2e_batch: int = 50  # events per paced request (50 every 10 ms at 5,000/s)
     e2e_rules: int = 1_000
     config_changes: int = 100  # changes per propagation run
+    retention_rows: int = 2_000_000  # audit rows in the month archived and dropped
+    retention_alerter_events: int = 100_000  # events drained by the alerter alone and during archival
 
     @classmethod
     def full(cls) -> Plan:
@@ -46,6 +48,8 @@ class Plan:
             e2e_seconds=3.0,
             e2e_batch=50,
             config_changes=10,
+            retention_rows=20_000,
+            retention_alerter_events=2_000,
         )
 
     def with_overrides(self, **values: Any) -> Plan:
@@ -69,6 +73,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "forwarder": ("alerts_per_s_batched", "alerts_per_s_single"),
     "end_to_end": ("offered_per_s", "delivered", "lost", "p50_ms", "p95_ms", "p99_ms"),
     "config_propagation": ("p50_ms", "p99_ms"),
+    "retention": ("rows_per_s_archived", "bytes_per_row", "drop_s", "alerter_rate_during_archival"),
 }
 
 _OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq}
@@ -124,5 +129,10 @@ TARGETS = (
            applies_when=("offered_per_s", ">=", 4_900)),
     Target("end_to_end", "lost", "==", 0, "no accepted event is lost end to end"),
     Target("config_propagation", "p99_ms", "<=", 1_000, "a muttctl change is used by another process within 1 s (p99)"),
+    Target("retention", "rows_per_s_archived", ">=", 100_000,
+           "archive and verify >= 100,000 audit rows/s (2,000,000-row month, zstd Parquet, read back)"),
+    Target("retention", "drop_s", "<=", 1.0, "dropping an expired month (DETACH + DROP) takes under a second"),
+    Target("retention", "alerter_rate_during_archival", ">=", 0.8,
+           "the alerter drains >= 80% of its rate alone while a month is archived and dropped"),
 )
 # fmt: on

@@ -24,6 +24,9 @@ _UNITS = (
     ("_ms", "ms"),
     ("ratio", "x"),
     ("vs_ceiling", "of ceiling"),
+    ("rows_per_s", "rows/s"),
+    ("bytes_per_row", "B/row"),
+    ("drop_s", "s"),
 )
 # Figures shown in the table although they are neither required nor checked against a target.
 _SHOWN = {"rule_engine": ("ratio_10000_vs_10",)}

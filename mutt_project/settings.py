@@ -69,7 +69,15 @@ MUTT_REDIS_PREFIX = env_str(ENV, "MUTT_REDIS_PREFIX", "mutt")
 # Credentials with CURRENT/NEXT values for zero-downtime rotation. For each NAME the environment may
 # set NAME / NAME_CURRENT / NAME_NEXT, or the same with _FILE naming a file that holds the value
 # (files are re-read, so a rotated file applies without restart). Vault, when configured, comes first.
-MUTT_SECRET_NAMES = ["REDIS_PASSWORD", "DATABASE_PASSWORD", "MOOG_API_KEY", "NOTIFY_WEBHOOK_TOKEN"]
+MUTT_SECRET_NAMES = [
+    "REDIS_PASSWORD",
+    "DATABASE_PASSWORD",
+    "MOOG_API_KEY",
+    "NOTIFY_WEBHOOK_TOKEN",
+    # The S3-compatible archive store (retention.archive.store); unset: boto3's own chain (an instance role).
+    "ARCHIVE_S3_ACCESS_KEY_ID",
+    "ARCHIVE_S3_SECRET_ACCESS_KEY",
+]
 _SECRET_SUFFIXES = ("", "_CURRENT", "_NEXT", "_FILE", "_CURRENT_FILE", "_NEXT_FILE")
 MUTT_SECRETS_ENV = {
     f"{name}{suffix}": ENV[f"{name}{suffix}"]
@@ -91,6 +99,13 @@ VAULT_SECRET_PATH = env_str(ENV, "VAULT_SECRET_PATH", "mutt")
 VAULT_NAMESPACE = env_str(ENV, "VAULT_NAMESPACE")
 VAULT_CA_BUNDLE = env_str(ENV, "VAULT_CA_BUNDLE")
 VAULT_TIMEOUT = env_int(ENV, "VAULT_TIMEOUT", 5, minimum=1, maximum=120)
+
+# --- archives of the event audit log (retention.archive.store, ADR-016) -------------------------
+# Empty: the folder MUTT_DATA_DIR/archive. Else a path, file:///path or s3://bucket/prefix; for a non-AWS
+# S3-compatible server also its endpoint URL. Credentials are secrets (ARCHIVE_S3_* above), never here.
+MUTT_ARCHIVE_URL = env_str(ENV, "MUTT_ARCHIVE_URL")
+MUTT_ARCHIVE_S3_ENDPOINT = env_str(ENV, "MUTT_ARCHIVE_S3_ENDPOINT")
+MUTT_ARCHIVE_S3_REGION = env_str(ENV, "MUTT_ARCHIVE_S3_REGION", "us-east-1")
 
 # --- security ---------------------------------------------------------------------------------
 SECRET_KEY = env_secret(ENV, "MUTT_SECRET_KEY")

@@ -49,16 +49,24 @@ class RetentionRun(models.Model):
 
 class ArchiveState(models.TextChoices):
     EXPORTING = "exporting", "exporting"  # files being written; the partition is untouched
+    EXPORTED = "exported", "exported"  # files and manifest in the store, not yet read back
     VERIFIED = "verified", "verified"  # files read back and matched the partition
+    REJECTED = "rejected", "rejected"  # read back and did NOT match: partition kept, files kept for inquiry
     DETACHED = "detached", "detached"  # the partition is out of the log, not yet dropped
     DROPPED = "dropped", "dropped"  # the partition is gone; the archive is the only copy
     EXPIRED = "expired", "expired"  # the archive files were deleted (archive_retention_days)
 
 
 class ArchivedPartition(models.Model):
-    """One archived partition of the event audit log: where its files are and what they hold."""
+    """One archive of a partition of the event audit log: where its files are and what they hold.
 
-    partition = models.CharField(max_length=100, unique=True)
+    A partition name can be archived more than once: when events of a dropped month arrive late, the
+    partition manager makes that month's partition again and it expires again. Each archive of it is
+    a new ``generation`` (its files under their own prefix); at most one per partition is in progress.
+    """
+
+    partition = models.CharField(max_length=100)
+    generation = models.PositiveIntegerField(default=1, help_text="1 for the first archive of this partition name.")
     range_start = models.DateTimeField()
     range_end = models.DateTimeField()
     state = models.CharField(max_length=10, choices=ArchiveState.choices, default=ArchiveState.EXPORTING)
@@ -78,7 +86,16 @@ class ArchivedPartition(models.Model):
     expired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-range_start"]
+        ordering = ["-range_start", "-generation"]
+        constraints = [
+            models.UniqueConstraint(fields=["partition", "generation"], name="retention_archive_generation_once"),
+            # The state machine resumes "the" unfinished archive of a partition: there is never a second.
+            models.UniqueConstraint(
+                fields=["partition"],
+                condition=models.Q(state__in=["exporting", "exported", "verified", "detached"]),
+                name="retention_archive_one_in_progress",
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.partition} ({self.state})"
+        return f"{self.partition} #{self.generation} ({self.state})"
