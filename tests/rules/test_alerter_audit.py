@@ -236,6 +236,6 @@ def test_a_row_refused_because_a_partition_was_attached_under_it_is_held_not_dea
         with pytest.raises(DatabaseError) as refused, transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql)
         refusals[label] = refused.value
-    assert refusals["moved"].__cause__.pgcode == "23514"
+    assert getattr(refusals["moved"].__cause__, "pgcode", None) == "23514"
     assert blames_the_data(refusals["moved"]) is False
     assert blames_the_data(refusals["data"]) is True
