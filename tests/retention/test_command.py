@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import pty
@@ -122,9 +121,10 @@ def test_a_failed_policy_makes_the_command_fail_after_reporting_it(dlqs):
         (["run", "--reason", "  ", "--only", "dlq"], "--reason: say why retention runs"),
         (["run", "--reason", "x", "--only", "logs"], "argument --only: invalid choice: 'logs'"),
         (["plan", "--only", "logs"], "argument --only: invalid choice: 'logs'"),
-        (["restore", "--from", "2026-13", "--to", "2026-12"], "--from: expected a month as YYYY-MM"),
-        (["restore", "--from", "2026-01", "--to", "26-2"], "--to: expected a month as YYYY-MM"),
-        (["restore", "--from", "2026-03", "--to", "2026-01"], "--from (2026-03) is after --to (2026-01)"),
+        (["restore", "--from", "2026-13", "--to", "2026-12", "--reason", "r"], "--from: expected a month as YYYY-MM"),
+        (["restore", "--from", "2026-01", "--to", "26-2", "--reason", "r"], "--to: expected a month as YYYY-MM"),
+        (["restore", "--from", "2026-03", "--to", "2026-01", "--reason", "r"], "--from (2026-03) is after --to (2026-01)"),
+        (["restore", "--from", "2026-01", "--to", "2026-01"], "the following arguments are required: --reason"),
         (["restore", "--to", "2026-01"], "the following arguments are required: --from"),
         (["vacuum"], "invalid choice: 'vacuum'"),
     ],
@@ -134,15 +134,6 @@ def test_bad_input_is_refused_naming_the_option(args, message):
         command(*args)
     assert message in str(refused.value)
     assert not RetentionRun.objects.exists()
-
-
-@pytest.mark.django_db
-@pytest.mark.skipif(importlib.util.find_spec("retention.archive") is not None, reason="the archive is installed")
-def test_restore_without_the_archive_module_says_what_is_missing():
-    with pytest.raises(CommandError, match=r"restoring needs retention\.archive\.cli"):
-        command("restore", "--from", "2026-01", "--to", "2026-02")
-    with pytest.raises(CommandError, match=r"restoring needs retention\.archive\.cli"):
-        command("drop-restored")
 
 
 @pytest.mark.django_db

@@ -3,8 +3,8 @@
     python manage.py retention plan [--only POLICY]
     python manage.py retention run --reason TEXT [--dry-run] [--only events|archives|dlq|history]
     python manage.py retention status
-    python manage.py retention restore --from YYYY-MM --to YYYY-MM
-    python manage.py retention drop-restored
+    python manage.py retention restore --from YYYY-MM --to YYYY-MM --reason TEXT
+    python manage.py retention drop-restored --reason TEXT
 
 ``plan`` touches nothing. ``run`` goes through :func:`retention.service.run_retention` with the actor
 ``cli:<--actor or OS user>``, like the daily jobs, so each policy run is recorded; it shows a progress
@@ -97,8 +97,10 @@ class Command(BaseCommand):
         restore = ops.add_parser("restore", help="Load archived months into a table for an investigation.")
         restore.add_argument("--from", required=True, help="First month, YYYY-MM.")
         restore.add_argument("--to", required=True, help="Last month, YYYY-MM (inclusive).")
+        restore.add_argument("--reason", required=True, help="Why (the inquiry); recorded on the run.")
         restore.add_argument("--actor", default=None, help="Name recorded (default: OS user).")
         drop = ops.add_parser("drop-restored", help="Remove what restore loaded.")
+        drop.add_argument("--reason", required=True, help="Why; recorded on the run.")
         drop.add_argument("--actor", default=None, help="Name recorded (default: OS user).")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -206,10 +208,20 @@ class Command(BaseCommand):
         first, last = month(options["from"], "--from"), month(options["to"], "--to")
         if first > last:
             raise CommandError(f"--from ({first}) is after --to ({last})")
-        self._archive_cli().restore({**options, "actor": Actor.cli(options["actor"])}, self.stdout)
+        self._archive("restore", options)
 
     def drop_restored(self, options: dict[str, Any]) -> None:
-        self._archive_cli().drop_restored({**options, "actor": Actor.cli(options["actor"])}, self.stdout)
+        self._archive("drop_restored", options)
+
+    def _archive(self, action: str, options: dict[str, Any]) -> None:
+        if not options["reason"].strip():
+            raise CommandError("--reason: say why (it is recorded on the run)")
+        try:
+            getattr(self._archive_cli(), action)({**options, "actor": Actor.cli(options["actor"])}, self.stdout)
+        except ValueError as exc:  # the archive names the option at fault ("reason: ...", "from: ...")
+            raise CommandError(f"--{exc}") from None
+        except RuntimeError as exc:  # a store out of reach, a checksum that differs: recorded as a failed run
+            raise CommandError(f"{action.replace('_', '-')} failed: {exc}") from None
 
     def _archive_cli(self) -> Any:
         try:
