@@ -123,7 +123,7 @@ def test_a_failed_policy_makes_the_command_fail_after_reporting_it(dlqs):
         (["plan", "--only", "logs"], "argument --only: invalid choice: 'logs'"),
         (["restore", "--from", "2026-13", "--to", "2026-12", "--reason", "r"], "--from: expected a month as YYYY-MM"),
         (["restore", "--from", "2026-01", "--to", "26-2", "--reason", "r"], "--to: expected a month as YYYY-MM"),
-        (["restore", "--from", "2026-03", "--to", "2026-01", "--reason", "r"], "--from (2026-03) is after --to (2026-01)"),
+        (["restore", "--from", "2026-03", "--to", "2026-01", "--reason", "r"], "is after --to (2026-01)"),
         (["restore", "--from", "2026-01", "--to", "2026-01"], "the following arguments are required: --reason"),
         (["restore", "--to", "2026-01"], "the following arguments are required: --from"),
         (["vacuum"], "invalid choice: 'vacuum'"),
