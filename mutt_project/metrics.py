@@ -20,12 +20,13 @@ from delivery.status import COLLECTOR as DELIVERY
 from retention.job_metrics import COLLECTOR as JOBS
 from retention.metrics import COLLECTOR as RETENTION
 
-REGISTRY.register(JOBS)  # once per process (the delivery collector registers itself the same way)
-
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """gunicorn's workers' metrics (multiprocess files, when PROMETHEUS_MULTIPROC_DIR is set, as under
-    ``mutt up``) and the shared collectors; else this process's registry, which holds both.
+    ``mutt up``) and the delivery collector; else this process's registry, which holds it. Then the
+    jobs' and retention's collectors, in a registry of this view's own: never in the global registry,
+    which every worker's metrics port serves (the workers import the URL conf for their system checks),
+    so that a sum over scrape targets counts each job run once.
 
     django_prometheus's own view builds a registry of the multiprocess files alone, which leaves out
     any collector that reads its values at scrape time."""
@@ -33,12 +34,10 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         registry.register(DELIVERY)
-        registry.register(JOBS)
     else:
         registry = REGISTRY
-    # Retention's collector queries PostgreSQL: in its own registry, so only this view pays for it
-    # (never a worker's metrics port, which serves the global registry).
     scraped = CollectorRegistry()
-    scraped.register(RETENTION)
+    scraped.register(JOBS)
+    scraped.register(RETENTION)  # queries PostgreSQL: only this view pays for it
     body = generate_latest(registry) + generate_latest(scraped)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

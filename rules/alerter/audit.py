@@ -90,8 +90,9 @@ _DATA_ERROR_CLASSES = ("22", "23", "54")
 # One class 23 refusal is the database's state: an insert routed to the DEFAULT partition that waited
 # behind the partition manager attaching (or creating) the partition of its range is refused after it,
 # "violates partition constraint". The batch is held and sent again, and then lands in the new partition.
+# Told apart from a CHECK constraint's refusal (the same SQLSTATE) by naming no constraint, whatever the
+# language of the server's messages.
 _CHECK_VIOLATION = "23514"
-_PARTITION_MOVED = "violates partition constraint"
 
 Audited = tuple[list[Any], list[Poison]]  # the evaluated events audited, and the poison of the refused rows
 
@@ -101,8 +102,9 @@ def blames_the_data(exc: BaseException) -> bool:
     the values in it, not because of the database's state (see ``_DATA_ERROR_CLASSES``)."""
     if isinstance(exc, ValueError):
         return True
-    code = getattr(exc.__cause__, "pgcode", None) or getattr(exc, "pgcode", None)
-    if code == _CHECK_VIOLATION and _PARTITION_MOVED in str(exc):
+    cause = exc.__cause__ if getattr(exc.__cause__, "pgcode", None) else exc
+    code = getattr(cause, "pgcode", None)
+    if code == _CHECK_VIOLATION and getattr(getattr(cause, "diag", None), "constraint_name", "") is None:
         return False  # the partitions changed under the insert (ADR-015): sent again, the row finds its own
     # No SQLSTATE: psycopg2 refused to send the values (an adaptation error), so the data again.
     return code is None or code[:2] in _DATA_ERROR_CLASSES

@@ -228,6 +228,12 @@ def test_metrics_and_the_admin_show_the_jobs_schedules_and_failures(admin_client
     assert 'mutt_job_runs_total{job="audit_partitions",outcome="done"} 1.0' in text
     assert 'mutt_job_runs_total{job="audit_partitions",outcome="failed"} 1.0' in text
     assert 'mutt_job_last_success_timestamp_seconds{job="audit_partitions"} 1.9e+09' in text
+    assert text.count('mutt_job_runs_total{job="audit_partitions",outcome="done"}') == 1, "exported once"
+    # A worker's metrics port serves the global registry (the workers import the URL conf for their
+    # system checks): the jobs are not there, or a sum over scrape targets would count each run again.
+    from prometheus_client import REGISTRY, generate_latest
+
+    assert b"mutt_job_runs_total" not in generate_latest(REGISTRY)
 
     sync_schedules()
     assert "audit_partitions" in admin_client_alice.get("/admin/django_q/schedule/").content.decode()

@@ -224,11 +224,16 @@ def test_a_row_refused_because_a_partition_was_attached_under_it_is_held_not_dea
         )
         (partition,) = cursor.fetchone()
     refusals = {}
+    with connection.cursor() as cursor:  # a CHECK of the test's own, dropped with the test's transaction
+        cursor.execute("ALTER TABLE rules_eventauditlog ADD CONSTRAINT test_host CHECK (hostname <> 'not-lower')")
     for label, sql in {
         # What the waiting insert meets: a row outside the range of the partition it was routed to.
         # (the id given: PostgreSQL 15 applies the log's identity only to inserts through the log itself)
         "moved": f"INSERT INTO {partition} (id, event_id, event_time, received_at, hostname, environment, handling, "  # noqa: S608 (a name from the catalogue)
         "raw) VALUES (1, gen_random_uuid(), '1999-01-01', now(), 'h', 'prod', 'ticket_only', '{}')",
+        # A CHECK constraint's refusal has the same SQLSTATE but names its constraint: the data's fault.
+        "check": "INSERT INTO rules_eventauditlog (event_id, event_time, received_at, hostname, environment, handling, "
+        "raw) VALUES (gen_random_uuid(), now(), now(), 'not-lower', 'prod', 'ticket_only', '{}')",
         # A value the column cannot take stays the data's fault.
         "data": "INSERT INTO rules_eventauditlog (event_id, event_time, received_at, hostname, environment, handling, "
         "raw) VALUES (gen_random_uuid(), now(), now(), NULL, 'prod', 'ticket_only', '{}')",
@@ -238,4 +243,6 @@ def test_a_row_refused_because_a_partition_was_attached_under_it_is_held_not_dea
         refusals[label] = refused.value
     assert getattr(refusals["moved"].__cause__, "pgcode", None) == "23514"
     assert blames_the_data(refusals["moved"]) is False
+    assert getattr(refusals["check"].__cause__, "pgcode", None) == "23514"
+    assert blames_the_data(refusals["check"]) is True
     assert blames_the_data(refusals["data"]) is True
