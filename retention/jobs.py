@@ -54,6 +54,10 @@ def _retention_job(policy: str, actor: Actor) -> JobResult:
     (run,) = run_retention(actor, f"job retention_{policy}", only=policy)
     details = {"run_id": run.pk, "outcome": run.outcome, "rows_archived": run.rows_archived,
                "rows_deleted": run.rows_deleted}  # fmt: skip
+    if run.details.get("busy"):
+        # An operator's run (or another worker's) of this policy is doing the work: nothing failed, and a
+        # retry would only find it again.
+        return JobResult(JobOutcome.IDLE, run.details["busy"], details)
     if run.outcome == "failed":
         return JobResult(JobOutcome.FAILED, f"{policy} failed: {run.error}", details)
     summary = f"{policy} {run.outcome}: {run.rows_archived} rows archived, {run.rows_deleted} deleted"

@@ -10,7 +10,8 @@ when the web tier's ``/metrics`` is scraped (``mutt_project/urls.py`` hands it t
   archives, dlq, history);
 - ``mutt_retention_last_success_timestamp_seconds{policy}``: when a real run last ended done, idle or
   held (alert when it is older than two days);
-- ``mutt_retention_errors_total{job}``: failed runs per policy (alert on any increase);
+- ``mutt_retention_errors_total{job}``: failed runs per policy (alert on any increase); a run that found
+  another run of its policy in progress is no failure (idle, ``details["busy"]``) and no success either;
 - ``mutt_retention_legal_hold``: 1 while the legal hold suspends deletions.
 
 Counters summed from rows stay monotonic because run records are never deleted. Dry runs count for
@@ -50,7 +51,8 @@ def run_totals() -> dict[str, dict[str, float]]:
             archived=Sum("rows_archived"),
             deleted=Sum("rows_deleted"),
             failed=Count("id", filter=Q(outcome=RunOutcome.FAILED)),
-            last_success=Max("finished_at", filter=Q(outcome__in=SUCCESS)),
+            # A run that found the policy busy did nothing: the run in progress says whether it succeeded.
+            last_success=Max("finished_at", filter=Q(outcome__in=SUCCESS) & ~Q(details__has_key="busy")),
         )
     )
     totals = {name: {"archived": 0.0, "deleted": 0.0, "failed": 0.0, "last_success": 0.0} for name in POLICIES}

@@ -8,6 +8,8 @@ what every run goes through, scheduled or an operator's ``run_job``:
   cluster kills a worker that overran it, so a process that died mid-run frees the job without ever
   letting two runs overlap;
 - a request id per run, shared by its log lines and audit rows;
+- PostgreSQL's statement_timeout at the job's timeout for the run (:func:`statement_timeout`): the
+  database stops a statement that a signal or the cluster cannot interrupt;
 - one log line per run (``mutt.jobs``) and its count in Redis (:mod:`retention.job_metrics`), so that
   runs in the cluster's forked workers are counted where ``/metrics`` can read them.
 
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
+from django.db import DatabaseError, connection
 
 from core import outage
 from core.audit import Actor
@@ -96,7 +100,8 @@ class JobRunner:
 
     def _call(self, job: Job) -> JobResult:
         try:
-            return job.run(self.actor)
+            with statement_timeout(job.timeout):
+                return job.run(self.actor)
         except Exception as exc:
             reporter = outage.reporter_for(exc)
             if reporter is None:
@@ -120,3 +125,39 @@ class JobRunner:
             logger.info("job %s %s: %s", job.name, result.outcome, result.summary, extra=fields)
         else:
             logger.warning("job %s %s: %s", job.name, result.outcome, result.summary, extra=fields)
+
+
+@contextlib.contextmanager
+def statement_timeout(seconds: float) -> Iterator[None]:
+    """PostgreSQL's statement_timeout at ``seconds`` on this thread's connection for the block.
+
+    Neither run_job's SIGALRM nor the cluster's timeout stops a statement: the signal's handler waits
+    for psycopg2's call to return, and a killed worker's backend runs its statement on (holding its
+    locks) until it ends. The database itself then cancels a statement running past the job's timeout.
+    The bound is per statement: one begun late in a run may go on up to a timeout after it began, past
+    the Redis lock; what a run's statements change stays guarded by their own PostgreSQL locks (a
+    retention policy's advisory lock, the partition locks), which a second run then waits for or skips. Set on the
+    run's first query (a job that never queries never opens a connection for it); the connection's own
+    value is back after the run.
+    """
+    milliseconds = max(1, math.ceil(seconds * 1000))
+    state: dict[str, str] = {}  # "previous": the connection's own value, once set for the run
+
+    def set_first(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        if "previous" not in state:
+            raw = context["cursor"].cursor  # psycopg2's own cursor: not through this wrapper again
+            raw.execute("SELECT current_setting('statement_timeout')")
+            state["previous"] = raw.fetchone()[0]
+            raw.execute("SET statement_timeout = %s", [milliseconds])
+        return execute(sql, params, many, context)
+
+    try:
+        with connection.execute_wrapper(set_first):
+            yield
+    finally:
+        if "previous" in state and connection.connection is not None:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT set_config('statement_timeout', %s, false)", [state["previous"]])
+            except DatabaseError as exc:  # a broken connection is closed and replaced; a new one has none
+                logger.warning("statement_timeout not reset after the run (PostgreSQL: %s)", type(exc).__name__)

@@ -2,8 +2,10 @@
 
 **Schedules come from code, once.** :func:`sync_schedules` gives each registered job a schedule named
 after it (type "minutes", its interval, due at once) when it has none, and deletes the schedules of
-jobs no longer declared. It never changes a schedule that exists: what an operator set in the admin
-(interval, next run, repeats 0 to pause it) stays. It runs after every ``migrate`` (post_migrate,
+jobs no longer declared. A schedule is a job's by the job it runs (its argument), not by its name, so
+a renamed one is still that job's; a second schedule of one job is removed. Of a schedule that exists,
+only the timeout is rewritten (the job's lock is sized from the code's timeout): what an operator set
+in the admin (name, interval, next run, repeats 0 to pause it) stays. It runs after every ``migrate`` (post_migrate,
 ``retention.apps``), which every deployment and ``mutt up`` run before starting the cluster, and on its
 own as ``manage.py sync_schedules``. Concurrent syncs (two machines migrating at once) take turns on
 a PostgreSQL advisory lock, so none creates a schedule twice.
@@ -101,11 +103,22 @@ class SyncReport:
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # they exist; as edited, if they were
     differs: list[str] = field(default_factory=list)  # kept with an interval other than the code's
+    retimed: list[str] = field(default_factory=list)  # their cluster timeout rewritten to the job's
+    duplicates: list[str] = field(default_factory=list)  # a second schedule of one job, removed
 
 
 def minutes(job: Job) -> int:
     """The job's interval in whole minutes (django-q2's finest interval), at least one."""
     return max(1, round(job.interval / 60))
+
+
+def cluster_timeout(job: Job) -> int:
+    """The seconds after which the cluster kills a run of ``job`` (whole seconds, at least one)."""
+    return max(1, math.ceil(job.timeout))
+
+
+def q_options_kwargs(job: Job) -> str:
+    return repr({"q_options": {"timeout": cluster_timeout(job)}})
 
 
 def check_timeouts(jobs: Iterable[Job], retry: float | None = None) -> None:
@@ -122,8 +135,13 @@ def check_timeouts(jobs: Iterable[Job], retry: float | None = None) -> None:
 
 def sync_schedules(jobs: Iterable[Job] | None = None, *, actor: Actor = MIGRATE) -> SyncReport:
     """Create the missing schedules of ``jobs`` (default: every registered job), remove those of jobs
-    that are gone; never change one that exists. Each change is logged with ``actor`` (django-q2's
-    tables keep no history of their own)."""
+    that are gone, keep one schedule per job, and give each the job's current timeout. Each change is
+    logged with ``actor`` (django-q2's tables keep no history of their own).
+
+    A schedule is the job's by the job it runs (its argument), not by its name: an operator may rename it
+    in the admin. What the operator owns stays as set (name, interval, next run, repeats 0 to pause it);
+    the timeout is the code's, since the job's Redis lock is sized from the code's timeout
+    (:func:`~retention.runner.lock_seconds`) and the two must agree."""
     jobs = list(registry().values() if jobs is None else jobs)
     check_timeouts(jobs)
     wanted = {job.name: job for job in jobs}
@@ -131,31 +149,71 @@ def sync_schedules(jobs: Iterable[Job] | None = None, *, actor: Actor = MIGRATE)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SYNC_LOCK_ID])
-        existing: dict[str | None, Schedule] = {}
+        existing: dict[str, Schedule] = {}
         for schedule in Schedule.objects.filter(func=ENTRY).order_by("id"):
-            if job_named_by(schedule) not in wanted:
+            name = job_named_by(schedule)
+            if name is None or name not in wanted:
                 schedule.delete()  # it would only fail, every interval, on a job that no longer exists
                 report.removed.append(str(schedule.name))
-                continue
-            existing.setdefault(schedule.name, schedule)
-        for name, schedule in sorted(existing.items(), key=lambda item: str(item[0])):
-            if name in wanted:
-                report.kept.append(name)
-                if schedule.schedule_type != Schedule.MINUTES or schedule.minutes != minutes(wanted[name]):
-                    report.differs.append(name)
+            elif name in existing:
+                # Two schedules of one job would run it twice as often (each run under the lock, but
+                # still twice a day for a daily job): the oldest, the one an operator has seen, stays.
+                report.duplicates.append(f"{schedule.name} (#{schedule.pk})")
+                schedule.delete()
+            else:
+                existing[name] = schedule
+        for name, schedule in sorted(existing.items()):
+            report.kept.append(name)
+            job = wanted[name]
+            if schedule.schedule_type != Schedule.MINUTES or schedule.minutes != minutes(job):
+                report.differs.append(name)
+            if schedule_timeout(schedule) != cluster_timeout(job):
+                report.retimed.append(name)
+                Schedule.objects.filter(pk=schedule.pk).update(kwargs=retimed_kwargs(schedule, job))
         for name, job in sorted(wanted.items()):
             if name not in existing:
                 Schedule.objects.create(**schedule_fields(job))
                 report.created.append(name)
+    _log_sync(report, wanted, actor)
+    return report
+
+
+def _log_sync(report: SyncReport, wanted: dict[str, Job], actor: Actor) -> None:
     by = {"actor": actor.label}
     for name in report.created:
         every = minutes(wanted[name])
         logger.info("schedule %s created by %s: every %s min, first run now", name, actor, every, extra=by)
     for name in report.removed:
         logger.warning("schedule %s removed by %s: no job of that name is declared any more", name, actor, extra=by)
+    for name in report.duplicates:
+        logger.warning("schedule %s removed by %s: a second schedule of a job that has one", name, actor, extra=by)
+    for name in report.retimed:
+        timeout = cluster_timeout(wanted[name])
+        logger.info("schedule %s: timeout set to the job's %ss by %s", name, timeout, actor, extra=by)
     for name in report.differs:
         logger.info("schedule %s kept as edited: its interval is not the code's %s min", name, minutes(wanted[name]))
-    return report
+
+
+def _kwargs(schedule: Schedule) -> dict[str, Any]:
+    try:
+        kwargs = ast.literal_eval(schedule.kwargs or "{}")
+    except (SyntaxError, ValueError):
+        return {}
+    return kwargs if isinstance(kwargs, dict) else {}
+
+
+def schedule_timeout(schedule: Schedule) -> object:
+    """The timeout the cluster enforces on a schedule's runs (its q_options), None when it sets none."""
+    options = _kwargs(schedule).get("q_options")
+    return options.get("timeout") if isinstance(options, dict) else None
+
+
+def retimed_kwargs(schedule: Schedule, job: Job) -> str:
+    """The schedule's kwargs with the job's timeout; any other option an operator added stays."""
+    kwargs = _kwargs(schedule)
+    options = kwargs.get("q_options")
+    kwargs["q_options"] = {**(options if isinstance(options, dict) else {}), "timeout": cluster_timeout(job)}
+    return repr(kwargs)
 
 
 def job_named_by(schedule: Schedule) -> str | None:
@@ -173,7 +231,7 @@ def schedule_fields(job: Job) -> dict[str, object]:
         "func": ENTRY,
         "args": repr(job.name),
         # The cluster kills a task running past its job's timeout (then a failure, retried).
-        "kwargs": repr({"q_options": {"timeout": max(1, math.ceil(job.timeout))}}),
+        "kwargs": q_options_kwargs(job),
         "schedule_type": Schedule.MINUTES,
         "minutes": minutes(job),
         "repeats": -1,

@@ -4,7 +4,9 @@
 operator's ``manage.py retention run``): it records who ran which policy, why, in which request, reads
 the legal hold per run (``retention_legal_hold``, a runtime setting whose every change the config center
 audits) and hands it to the policy, and ends each run with an outcome. A policy that raises ends its own
-run FAILED with the error; the policies after it still run. A dry run records the policy's plan and
+run FAILED with the error; the policies after it still run. A policy another run is running (the daily
+job and an operator's ``retention run``, say) is not run again: its record is idle with
+``details["busy"]`` saying so, which counts as no failure. A dry run records the policy's plan and
 touches nothing. :func:`plan` asks every policy what it would do now, touching nothing either.
 
 Policies are named by dotted path (:data:`POLICIES`) and imported when used, so an app that has not
@@ -53,10 +55,6 @@ class UnknownPolicy(ValueError):
 
 class PolicyUnavailable(RuntimeError):
     """A registered policy whose module cannot be imported (not installed in this build)."""
-
-
-class PolicyBusy(RuntimeError):
-    """Another run of the same policy holds its lock (a scheduled run and an operator's, say)."""
 
 
 class NoProgress:
@@ -137,41 +135,58 @@ def run_retention(
         raise ValueError("reason: say why retention runs (it is recorded on every run)")
     names = policy_names(only)
     progress = progress or NoProgress()
-    runs = []
+    runs: list[RetentionRun] = []
     # One request id for the whole call: its runs and their log lines are found together.
     with request_id_scope(get_request_id() or None) as request_id:
         for name in names:
-            run = RetentionRun.objects.create(
-                # A client's X-Request-ID may be longer than the column; ours are 32 characters.
-                policy=name,
-                actor=actor.label,
-                reason=reason,
-                request_id=request_id[:64],
-                dry_run=dry_run,
-            )
-            _run_one(run, now or timezone.now(), progress)
-            runs.append(run)
+            # A client's X-Request-ID may be longer than the column; ours are 32 characters.
+            fields = {"policy": name, "actor": actor.label, "reason": reason, "request_id": request_id[:64]}
+            runs.append(_run_one(fields, dry_run, now or timezone.now(), progress))
     return runs
 
 
-def _run_one(run: RetentionRun, now: datetime, progress: Progress) -> None:
+def _run_one(fields: dict[str, str], dry_run: bool, now: datetime, progress: Progress) -> RetentionRun:
+    """One policy's run: its record is made once the policy's lock is held, so a record RUNNING is one
+    whose process holds (or, killed, held) that lock. A policy another run holds is not run: its record
+    says so (idle, ``details["busy"]``) and it is no failure, only two asks at once (the daily job and an
+    operator's run, say); the run in progress does the work."""
+    policy = fields["policy"]
+    with _policy_lock(policy) as held:
+        if not held:
+            note = f"another run of {policy} is in progress"
+            run = RetentionRun.objects.create(
+                **fields, dry_run=dry_run, outcome=RunOutcome.IDLE, finished_at=timezone.now(), details={"busy": note}
+            )
+            logger.info("retention %s not run: %s", policy, note, extra={"policy": policy, "run_id": run.pk})
+            return run
+        run = RetentionRun.objects.create(**fields, dry_run=dry_run)
+        _close_interrupted(run)
+        _apply(run, now, progress)
+    logger.info(
+        "retention %s %s: %d rows archived, %d deleted",
+        run.policy, run.outcome, run.rows_archived, run.rows_deleted,
+        extra={"policy": run.policy, "outcome": str(run.outcome), "dry_run": run.dry_run, "run_id": run.pk},
+    )  # fmt: skip
+    return run
+
+
+def _apply(run: RetentionRun, now: datetime, progress: Progress) -> None:
+    """Run the policy (or plan it, for a dry run) under its lock; a policy that raises ends the run FAILED."""
     try:
-        with _policy_lock(run.policy):
-            _close_interrupted(run)
-            policy = load_policy(run.policy)
-            hold = bool(get_setting("retention_legal_hold"))  # per run: a hold set a moment ago applies
-            run.details["legal_hold"] = hold
-            if run.dry_run:
-                items = policy.plan(now)
-                run.details["plan"] = [plan_item_json(item) for item in items]
-                run.outcome = RunOutcome.DONE if items else RunOutcome.IDLE
-            else:
-                # What the hold keeps is what the policy would have deleted: its plan's deleting items.
-                held = [plan_item_json(i) for i in policy.plan(now) if i.deletes] if hold else []
-                policy.apply(run, now, hold=hold, progress=progress)
-                if held:
-                    run.details["held"] = held
-                run.outcome = _outcome(run, held)
+        policy = load_policy(run.policy)
+        hold = bool(get_setting("retention_legal_hold"))  # per run: a hold set a moment ago applies
+        run.details["legal_hold"] = hold
+        if run.dry_run:
+            items = policy.plan(now)
+            run.details["plan"] = [plan_item_json(item) for item in items]
+            run.outcome = RunOutcome.DONE if items else RunOutcome.IDLE
+        else:
+            # What the hold keeps is what the policy would have deleted: its plan's deleting items.
+            held = [plan_item_json(i) for i in policy.plan(now) if i.deletes] if hold else []
+            policy.apply(run, now, hold=hold, progress=progress)
+            if held:
+                run.details["held"] = held
+            run.outcome = _outcome(run, held)
     except Exception as exc:
         _log_failure(run.policy, exc, "running")
         run.outcome = RunOutcome.FAILED
@@ -179,17 +194,14 @@ def _run_one(run: RetentionRun, now: datetime, progress: Progress) -> None:
     finally:
         run.finished_at = timezone.now()
         run.save()
-    logger.info(
-        "retention %s %s: %d rows archived, %d deleted",
-        run.policy, run.outcome, run.rows_archived, run.rows_deleted,
-        extra={"policy": run.policy, "outcome": str(run.outcome), "dry_run": run.dry_run, "run_id": run.pk},
-    )  # fmt: skip
 
 
 def _close_interrupted(run: RetentionRun) -> None:
-    """Mark FAILED the runs of this policy a killed process left running: under the policy's lock no other
-    run of it is alive. Their counts stay as they were saved, batch by batch, before the process died."""
-    interrupted = RetentionRun.objects.filter(policy=run.policy, outcome=RunOutcome.RUNNING, pk__lt=run.pk)
+    """Mark FAILED the runs of this policy a killed process left running. It is called holding the
+    policy's lock, and a record is only made by a process holding it: every other RUNNING record of the
+    policy is then a process's that died (its lock went with its connection), whatever its id. Their
+    counts stay as they were saved, batch by batch, before the process died."""
+    interrupted = RetentionRun.objects.filter(policy=run.policy, outcome=RunOutcome.RUNNING).exclude(pk=run.pk)
     closed = interrupted.update(
         outcome=RunOutcome.FAILED,
         finished_at=timezone.now(),
@@ -214,23 +226,24 @@ def _log_failure(policy: str, exc: Exception, doing: str) -> None:
     reporter = outage.reporter_for(exc)
     if reporter is not None:
         reporter.failed(exc, doing=f"retention {policy} failed while {doing}")
-    elif isinstance(exc, PolicyUnavailable | PolicyBusy):
+    elif isinstance(exc, PolicyUnavailable):
         logger.error("retention %s: %s", policy, exc)
     else:
         logger.exception("retention %s failed while %s", policy, doing)
 
 
 @contextlib.contextmanager
-def _policy_lock(policy: str) -> Iterator[None]:
+def _policy_lock(policy: str) -> Iterator[bool]:
     """A PostgreSQL advisory lock per policy for the run: two runs of one policy never overlap (a scheduled
-    run and an operator's), and a killed run's lock goes with its connection."""
+    run and an operator's), and a killed run's lock goes with its connection. False: another run holds it."""
     lock_id = zlib.crc32(f"mutt.retention.{policy}".encode())
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock_id])
         if not cursor.fetchone()[0]:
-            raise PolicyBusy(f"another run of {policy} is in progress; try again once it has finished")
+            yield False
+            return
     try:
-        yield
+        yield True
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_id])

@@ -130,3 +130,30 @@ def test_run_job_runs_one_job_by_name_lists_them_with_their_schedules_and_waits_
             call_command("run_job", "audit_partitions")
     finally:
         lock.release()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_stops_a_statement_running_past_the_jobs_timeout_and_the_setting_ends_with_the_run():
+    # A signal cannot interrupt psycopg2 waiting on PostgreSQL; the database's statement_timeout can.
+    import time
+
+    from django.db import connection
+
+    def blocks(actor: Actor) -> JobResult:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(5)")
+        return JobResult(JobOutcome.DONE, "slept")
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = '7min'")  # the connection's own, for its other users
+    job = Job("test-blocks", 60.0, blocks, "blocks in PostgreSQL past its timeout", timeout=1.0)
+    started = time.monotonic()
+    result = JobRunner(actor=ACTOR).run_now(job)
+
+    assert time.monotonic() - started < 3
+    assert result.outcome == JobOutcome.FAILED
+    assert "statement timeout" in result.summary
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone() == ("7min",), "the connection's other users keep their own"
+        cursor.execute("RESET statement_timeout")

@@ -79,6 +79,45 @@ def test_an_operators_edits_survive_a_sync_and_a_schedule_whose_job_is_gone_is_r
     assert Schedule.objects.filter(pk=operators_own.pk).exists(), "schedules of other functions are not ours"
 
 
+def test_a_sync_gives_an_existing_schedule_the_jobs_current_timeout_and_keeps_the_operators_settings(caplog):
+    # The job's Redis lock is sized from its timeout now; a schedule left with the old timeout would
+    # let the cluster kill a run early, or let a run outlive its lock.
+    Schedule.objects.all().delete()
+    sync_schedules([Job("test-retimed", 600.0, noop, "timeout changes", timeout=60.0)])
+    later = timezone.now() + timedelta(days=3)
+    Schedule.objects.filter(name="test-retimed").update(
+        minutes=15, next_run=later, repeats=0, kwargs="{'q_options': {'timeout': 60, 'ack_failure': True}}"
+    )
+
+    report = sync_schedules([Job("test-retimed", 600.0, noop, "timeout changes", timeout=300.0)])
+
+    assert report.retimed == ["test-retimed"]
+    kept = Schedule.objects.get(name="test-retimed")
+    assert kept.kwargs == "{'q_options': {'timeout': 300, 'ack_failure': True}}"
+    assert (kept.minutes, kept.next_run, kept.repeats) == (15, later, 0), "the operator's, still"
+    assert any("timeout set to the job's 300s" in r.getMessage() for r in caplog.records)
+    assert sync_schedules([Job("test-retimed", 600.0, noop, "same", timeout=300.0)]).retimed == []
+
+
+def test_a_renamed_schedule_is_still_its_jobs_and_a_second_schedule_of_one_job_is_removed(caplog):
+    Schedule.objects.all().delete()
+    jobs = [Job("test-renamed", 600.0, noop, "renamed in the admin", timeout=60.0)]
+    sync_schedules(jobs)
+    Schedule.objects.filter(name="test-renamed").update(name="nightly clean-up", minutes=30)
+
+    report = sync_schedules(jobs)
+    assert report.created == []
+    assert [s.name for s in Schedule.objects.filter(func=ENTRY)] == ["nightly clean-up"], "renamed, not doubled"
+    assert report.kept == ["test-renamed"]
+
+    first = Schedule.objects.get(func=ENTRY)
+    second = Schedule.objects.create(name="test-renamed", func=ENTRY, args="'test-renamed'", minutes=10)
+    report = sync_schedules(jobs)
+    assert report.duplicates == [f"test-renamed (#{second.pk})"]
+    assert list(Schedule.objects.filter(func=ENTRY).values_list("pk", flat=True)) == [first.pk], "one run per job"
+    assert any("a second schedule of a job" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
 def test_a_deleted_schedule_comes_back_with_sync_schedules(capsys, caplog):
     Schedule.objects.filter(func=ENTRY).delete()
     call_command("sync_schedules")

@@ -141,15 +141,21 @@ def test_a_policy_whose_module_is_missing_fails_clearly_and_alone(old_data, monk
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_runs_of_one_policy_never_overlap(old_data):
-    held, release = threading.Event(), threading.Event()
+def test_two_runs_of_one_policy_never_overlap_and_the_second_is_no_failure(old_data):
+    from core.jobs import JobOutcome, get_job
+    from retention.metrics import run_totals
 
-    def other_run() -> None:  # another process's run, holding the policy's lock (its own connection)
+    held, release = threading.Event(), threading.Event()
+    theirs: list[RetentionRun] = []
+
+    def other_run() -> None:  # another process's run in progress: the policy's lock and its record
         from django.db import connection as own
 
         with service._policy_lock("dlq"):
+            theirs.append(RetentionRun.objects.create(policy="dlq", actor="system:scheduler", reason="daily"))
             held.set()
             release.wait(10)
+            RetentionRun.objects.filter(pk=theirs[0].pk).update(outcome=RunOutcome.IDLE, finished_at=timezone.now())
         own.close()
 
     thread = threading.Thread(target=other_run)
@@ -157,13 +163,22 @@ def test_two_runs_of_one_policy_never_overlap(old_data):
     try:
         assert held.wait(10)
         (busy,) = run_retention(OPS, "while another runs", only="dlq")
+        job = get_job("retention_dlq").run(Actor.system("scheduler"))
+        running = RetentionRun.objects.get(pk=theirs[0].pk)
+        totals = run_totals()["dlq"]
     finally:
         release.set()
         thread.join()
     (after,) = run_retention(OPS, "after it", only="dlq")
 
-    assert busy.outcome == RunOutcome.FAILED
-    assert "another run of dlq is in progress" in busy.error
+    # An operator's run overlapping the daily job's is two asks at once, not a failure: no error counted,
+    # no failed task for django-q2 to retry, and the run in progress is left alone.
+    note = "another run of dlq is in progress"
+    assert (busy.outcome, busy.details, busy.error) == (RunOutcome.IDLE, {"busy": note}, "")
+    assert (job.outcome, job.summary) == (JobOutcome.IDLE, note)
+    assert running.outcome == RunOutcome.RUNNING, "not taken for interrupted by a run that did not hold the lock"
+    assert not RetentionRun.objects.filter(outcome=RunOutcome.FAILED).exists()
+    assert (totals["failed"], totals["last_success"]) == (0.0, 0.0), "neither an error nor a success"
     assert after.outcome == RunOutcome.DONE
     assert after.rows_deleted == 3
 
