@@ -119,6 +119,11 @@ def test_run_job_runs_one_job_by_name_lists_them_with_their_schedules_and_waits_
     call_command("run_job", "--list")
     listed = capsys.readouterr().out
     assert "audit_partitions  every 3600s  next run " in listed, listed
+    from django_q.models import Schedule
+
+    Schedule.objects.filter(name="audit_partitions").update(name="partitions (renamed by an operator)")
+    call_command("run_job", "--list")
+    assert "audit_partitions  every 3600s  next run " in capsys.readouterr().out, "a renamed schedule is its job's"
     with pytest.raises(CommandError, match="no job named 'nope'"):
         call_command("run_job", "nope")
 

@@ -161,6 +161,8 @@ class Command(BaseCommand):
             reasons = run.details.get("reasons")
             if reasons:
                 counts += " (" + ", ".join(f"{k} {v}" for k, v in reasons.items()) + ")"
+            if run.details.get("busy"):
+                counts = run.details["busy"]
             self.stdout.write(f"{summary}: {counts}; run #{run.pk}")
             for item in run.details.get("plan", []) + run.details.get("held", []):
                 verb = "would" if run.dry_run else "held back:"

@@ -20,7 +20,7 @@ from django_q.models import Schedule
 from core.audit import Actor
 from core.jobs import JobOutcome, UnknownJob, get_job, registry
 from retention.runner import JobRunner
-from retention.scheduling import ENTRY
+from retention.scheduling import ENTRY, job_named_by
 
 
 class RunTimedOut(Exception):
@@ -58,7 +58,8 @@ class Command(BaseCommand):
             raise CommandError(f"{job.name} {result.outcome}")
 
     def list_jobs(self) -> None:
-        schedules = {s.name: s for s in Schedule.objects.filter(func=ENTRY)}
+        # By the job each runs, not by name: an operator may have renamed a schedule in the admin.
+        schedules = {job_named_by(s): s for s in Schedule.objects.filter(func=ENTRY)}
         for job in sorted(registry().values(), key=lambda job: job.name):
             schedule = schedules.get(job.name)
             if schedule is None:
