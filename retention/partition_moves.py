@@ -82,7 +82,7 @@ class MoveReport:
     moved: dict[str, int] = field(default_factory=dict)  # partition: rows moved into it
     duplicates: dict[str, int] = field(default_factory=dict)  # partition: redelivered rows dropped
     attached: list[str] = field(default_factory=list)
-    pending: list[str] = field(default_factory=list)  # not attached this run (locks not had): the next run goes on
+    pending: list[str] = field(default_factory=list)  # not attached (locks not had, or cut off): next run goes on
     busy: bool = False  # another mover was running: nothing done
     # "start..end": rows left in the default partition because the range ended before the retention horizon
     expired: dict[str, int] = field(default_factory=dict)

@@ -96,6 +96,17 @@ def test_making_a_partition_ahead_does_not_wait_on_an_open_insert_into_another_p
         assert cursor.fetchone() == (True,)
 
 
+def test_a_partition_whose_attach_cannot_lock_the_default_partition_leaves_no_table_behind(open_insert):
+    open_insert(datetime(2050, 1, 1, tzinfo=UTC))  # an open insert routed to the default partition
+    check = ensure_partitions(months_ahead=0, today=JAN.replace(month=5).date(), interval="month")
+    may = partition_name(JAN.replace(month=5).date())
+    assert check.blocked == [may]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_class WHERE relname = %s", [may])
+        assert cursor.fetchone() == (0,), "the standalone table went with the refused ATTACH"
+    assert pending_tables() == []
+
+
 def test_rows_arriving_while_a_range_drains_are_moved_unlocked_not_under_the_attach_lock():
     name = partition_name(JAN.date())
     ids = audit_rows_at([JAN + timedelta(hours=n) for n in range(10)])
