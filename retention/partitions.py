@@ -256,13 +256,24 @@ def _ensure(today: date, months_ahead: int, interval: str) -> PartitionCheck:
 
 def _create(name: str, span: Span) -> None:
     start, end = span.bounds
-    # A savepoint per range: in a transaction (the migration's), one refused range must not abort the rest.
+    # A savepoint per range: in a transaction (the migration's), one refused range must not abort the rest,
+    # and a refused ATTACH takes its standalone table with it.
     with transaction.atomic(), connection.cursor() as cursor:
-        # CREATE ... PARTITION OF locks the default partition ACCESS EXCLUSIVE to scan it for rows of the
-        # range: an alerter mid-COPY into it must not make this wait long, nor its inserts queue behind this
-        # for long. The caller's lock_timeout is put back after (the migration's transaction goes on).
+        # Not CREATE ... PARTITION OF: that locks the log itself ACCESS EXCLUSIVE (PostgreSQL 15: one open
+        # insert into any partition made it wait, and every insert and read of the log queued behind it).
+        # A standalone table like the log (as retention.partition_moves makes them: the log's identity
+        # numbers rows, so none here), with a CHECK of its range so ATTACH need not scan it; ATTACH takes
+        # SHARE UPDATE EXCLUSIVE on the log (inserts and reads go on) and ACCESS EXCLUSIVE on the default
+        # partition, to scan it for rows of the range: an alerter mid-COPY into it must not make this wait
+        # long, nor its inserts queue behind this for long. The caller's lock_timeout is put back after
+        # (the migration's transaction goes on).
         cursor.execute("SHOW lock_timeout")
         previous = cursor.fetchone()[0]
         cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{LOCK_TIMEOUT_MS}ms"])
-        cursor.execute(f'CREATE TABLE "{name}" PARTITION OF "{TABLE}" FOR VALUES FROM (%s) TO (%s)', [start, end])
+        cursor.execute(f'CREATE TABLE "{name}" (LIKE "{TABLE}" INCLUDING ALL EXCLUDING IDENTITY)')
+        cursor.execute(
+            f'ALTER TABLE "{name}" ADD CONSTRAINT "{name}_range" CHECK (event_time >= %s AND event_time < %s)',
+            [start, end],
+        )
+        cursor.execute(f'ALTER TABLE "{TABLE}" ATTACH PARTITION "{name}" FOR VALUES FROM (%s) TO (%s)', [start, end])
         cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
