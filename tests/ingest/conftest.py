@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from core.audit import Actor
+from tests.support.runtime_settings import changing_settings
 
 OPS = Actor.cli("ingest-tests")
 
@@ -55,22 +55,8 @@ def live_settings() -> None:
 def runtime_settings(db, django_capture_on_commit_callbacks) -> Iterator[Callable[..., None]]:
     """``runtime_settings(ingest_max_rate=5)`` changes settings through the service, as an operator
     would, and makes this process read them at once; the defaults are back after the test."""
-    from configcenter import runtime, settings_service
-
-    changed = False
-
-    def change(**values: Any) -> None:
-        nonlocal changed
-        changed = True
-        with django_capture_on_commit_callbacks(execute=True):
-            for name, value in values.items():
-                settings_service.set_setting(name, value, actor=OPS, reason="ingest test")
-        runtime.reload()
-
-    yield change
-    if changed:
-        settings_service.publish_overrides({})
-        runtime.reload()
+    with changing_settings(django_capture_on_commit_callbacks, OPS, "ingest test") as change:
+        yield change
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
 
 import pytest
 from django.db import connection
 
 from core.audit import Actor
 from retention.partitions import DEFAULT, TABLE, list_partitions
+from tests.support.runtime_settings import changing_settings
 
 OPS = Actor.cli("partition-tests")
 
@@ -81,19 +81,5 @@ def clean_partitions(transactional_db) -> Iterator[None]:
 @pytest.fixture
 def change_settings(django_capture_on_commit_callbacks) -> Iterator[Callable[..., None]]:
     """``change_settings(partition_interval="day")`` through the service, read at once; defaults back after."""
-    from configcenter import runtime, settings_service
-
-    changed = False
-
-    def change(**values: Any) -> None:
-        nonlocal changed
-        changed = True
-        with django_capture_on_commit_callbacks(execute=True):
-            for name, value in values.items():
-                settings_service.set_setting(name, value, actor=OPS, reason="partition test")
-        runtime.reload()
-
-    yield change
-    if changed:
-        settings_service.publish_overrides({})
-        runtime.reload()
+    with changing_settings(django_capture_on_commit_callbacks, OPS, "partition test") as change:
+        yield change

@@ -11,7 +11,6 @@ from django.core.management import CommandError, call_command
 from core.audit import Actor
 from core.context import get_request_id
 from core.jobs import Job, JobOutcome, JobResult, UnknownJob, get_job, registry
-from core.redis import key
 from retention import job_metrics
 from retention.runner import LOCK_MARGIN_SECONDS, JobRunner, lock_key
 
@@ -19,15 +18,8 @@ ACTOR = Actor.system("job-tests")
 
 
 @pytest.fixture(autouse=True)
-def no_job_state(redis_client):
-    def clean() -> None:
-        names = list(redis_client.scan_iter(match=key("jobs", "*")))
-        if names:
-            redis_client.delete(*names)
-
-    clean()
-    yield
-    clean()
+def _no_job_state(no_job_state):
+    return
 
 
 def runs(job: str) -> dict[str, int]:

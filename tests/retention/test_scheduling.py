@@ -14,7 +14,6 @@ from core import jobs as core_jobs
 from core.audit import Actor
 from core.context import get_request_id
 from core.jobs import Job, JobOutcome, JobResult, get_job, registry
-from core.redis import key
 from retention import job_metrics
 from retention.runner import lock_key
 from retention.scheduling import ENTRY, JobFailed, run_scheduled, sync_schedules
@@ -23,15 +22,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def no_job_state(redis_client):
-    def clean() -> None:
-        names = list(redis_client.scan_iter(match=key("jobs", "*")))
-        if names:
-            redis_client.delete(*names)
-
-    clean()
-    yield
-    clean()
+def _no_job_state(no_job_state):
+    return
 
 
 def noop(actor: Actor) -> JobResult:
