@@ -109,7 +109,9 @@ def test_a_failed_policy_makes_the_command_fail_after_reporting_it(dlqs):
     with pytest.raises(CommandError, match="retention failed for dlq"):
         call_command("retention", "run", "--only", "dlq", "--reason", "nightly", stdout=out, stderr=err)
 
-    assert err.getvalue().startswith("dlq: failed: ResponseError: WRONGTYPE")
+    # (Redis 7 names the command at fault; the embedded 6.2 names the script first)
+    assert err.getvalue().startswith("dlq: failed: ResponseError: ")
+    assert "WRONGTYPE" in err.getvalue()
     assert RetentionRun.objects.get().outcome == RunOutcome.FAILED
 
 
